@@ -1,0 +1,1 @@
+"""Slipway components: one module per capability, each a plain library plus a thin KFP component."""

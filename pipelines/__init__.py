@@ -1,0 +1,1 @@
+"""Slipway pipelines, the local runner and the `slipway` CLI."""

@@ -1,0 +1,1 @@
+"""Model serving on KServe: predictor, Feast transformer, drift detector service."""

@@ -1,0 +1,155 @@
+"""The problem definition: columns and their types, label, entities, features, split.
+
+A problem is configuration, not code (DESIGN.md §5): one YAML file says everything that the
+components would otherwise each re-type. `load_problem` reads a packaged problem by name
+(`chicago_taxi`) or any YAML file by path, and checks it, naming the file and the field
+that is wrong, before any data is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+
+ColumnType = Literal["integer", "float", "string", "timestamp"]
+TimestampUnit = Literal["s", "ms", "us", "ns", "iso8601"]
+
+PROBLEMS_DIR = Path(__file__).parent / "problems"
+DEFAULT_PROBLEM = "chicago_taxi"
+
+
+class ProblemError(ValueError):
+    """The problem file is missing or does not describe a usable problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TimestampSpec:
+    """The event-time column: the time split and (later) point-in-time joins key on it."""
+
+    column: str
+    unit: TimestampUnit = "s"
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpec:
+    """The binary label: `expression` is a pandas expression over the typed columns."""
+
+    name: str
+    expression: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return self.numeric + self.categorical
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    name: str
+    description: str
+    columns: dict[str, ColumnType]
+    timestamp: TimestampSpec
+    label: LabelSpec
+    entities: tuple[str, ...]
+    features: FeatureSpec
+    eval_fraction: float
+    source: str  # the file it was read from, for error messages
+
+
+def available_problems() -> list[str]:
+    """Names of the problems packaged with Slipway."""
+    return sorted(p.stem for p in PROBLEMS_DIR.glob("*.yaml"))
+
+
+def load_problem(ref: str = DEFAULT_PROBLEM) -> Problem:
+    """Loads a packaged problem by name, or a problem YAML file by path."""
+    path = Path(ref) if ref.endswith((".yaml", ".yml")) else PROBLEMS_DIR / f"{ref}.yaml"
+    if not path.is_file():
+        raise ProblemError(
+            f"problem {ref!r}: no such file {str(path)!r}; "
+            f"packaged problems are {available_problems()}, or give a path to a .yaml file"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProblemError(f"{path}: not valid YAML: {exc}") from exc
+    return _parse(raw, source=str(path))
+
+
+def _parse(raw: Any, source: str) -> Problem:
+    def fail(field: str, message: str) -> ProblemError:
+        return ProblemError(f"{source}: {field}: {message}")
+
+    def need(mapping: Any, key: str, field: str) -> Any:
+        if not isinstance(mapping, dict) or key not in mapping:
+            raise fail(field, "is required")
+        return mapping[key]
+
+    columns = need(raw, "columns", "columns")
+    if not isinstance(columns, dict) or not columns:
+        raise fail("columns", "expected a mapping of column name to type")
+    valid_types = get_args(ColumnType)
+    for column, kind in columns.items():
+        if kind not in valid_types:
+            raise fail(f"columns.{column}", f"type {kind!r} is not one of {list(valid_types)}")
+
+    def declared(names: Any, field: str) -> tuple[str, ...]:
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise fail(field, "expected a list of column names")
+        for name in names:
+            if name not in columns:
+                raise fail(field, f"{name!r} is not a declared column (declared: {sorted(columns)})")
+        return tuple(names)
+
+    ts_raw = need(raw, "timestamp", "timestamp")
+    timestamp = TimestampSpec(
+        column=declared([need(ts_raw, "column", "timestamp.column")], "timestamp.column")[0],
+        unit=ts_raw.get("unit", "s"),
+    )
+    if timestamp.unit not in get_args(TimestampUnit):
+        raise fail("timestamp.unit", f"{timestamp.unit!r} is not one of {list(get_args(TimestampUnit))}")
+    if columns[timestamp.column] != "timestamp":
+        raise fail("timestamp.column", f"{timestamp.column!r} must have type 'timestamp' in columns")
+
+    label_raw = need(raw, "label", "label")
+    label = LabelSpec(
+        name=str(need(label_raw, "name", "label.name")),
+        expression=str(need(label_raw, "expression", "label.expression")),
+    )
+    if label.name in columns:
+        raise fail("label.name", f"{label.name!r} clashes with a source column")
+
+    features_raw = need(raw, "features", "features")
+    features = FeatureSpec(
+        numeric=declared(features_raw.get("numeric", []), "features.numeric"),
+        categorical=declared(features_raw.get("categorical", []), "features.categorical"),
+    )
+    if not features.all:
+        raise fail("features", "at least one numeric or categorical feature is required")
+    for name in features.numeric:
+        if columns[name] not in ("integer", "float"):
+            raise fail("features.numeric", f"{name!r} has type {columns[name]!r}, not integer or float")
+
+    eval_fraction = (raw.get("split") or {}).get("eval_fraction", 0.2)
+    if not isinstance(eval_fraction, (int, float)) or not 0 < eval_fraction < 1:
+        raise fail("split.eval_fraction", f"expected a number between 0 and 1, got {eval_fraction!r}")
+
+    return Problem(
+        name=str(need(raw, "name", "name")),
+        description=str(raw.get("description", "")),
+        columns=dict(columns),
+        timestamp=timestamp,
+        label=label,
+        entities=declared(raw.get("entities", []), "entities"),
+        features=features,
+        eval_fraction=float(eval_fraction),
+        source=source,
+    )
