@@ -37,9 +37,10 @@ import re
 import shutil
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import BinaryIO
+
+from slipway.atomic import atomic_output
 
 SUPPORTED_SCHEMES = ("file", "gs", "s3", "http", "https")
 DEFAULT_S3_ENDPOINT = "https://s3.amazonaws.com"
@@ -191,28 +192,14 @@ class _HashingWriter:
 
 @contextlib.contextmanager
 def _atomic_write(path: pathlib.Path, uri: str) -> Iterator[BinaryIO]:
-    """Yield a file that becomes `path` only if the block completes.
-
-    The temporary file is a hidden sibling (same folder, hence same filesystem, so
-    `os.replace` is atomic), created with the umask's usual permissions rather than
-    mkstemp's 0600 so that the final file is as readable as any other the step writes.
-    It is fsynced before the rename so that a crash cannot leave a renamed but empty file.
-    """
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        raise StorageError(f"cannot write {path} (for {uri}): {_reason(exc)}") from exc
-    try:
-        with os.fdopen(fd, "wb") as file:
+    """Yield a file that becomes `path` only if the block completes (see `slipway.atomic`)."""
+    with atomic_output(path) as temp:
+        try:
+            file = temp.open("wb")
+        except OSError as exc:
+            raise StorageError(f"cannot write {path} (for {uri}): {_reason(exc)}") from exc
+        with file:
             yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _copy_file(src: pathlib.Path, sink: BinaryIO | _HashingWriter) -> None:

@@ -1,0 +1,254 @@
+"""Ingest: a CSV or Parquet source, by URI, to typed train and eval Parquet splits by time.
+
+The first step of every pipeline, and the only one that sees raw data. It
+
+1. fetches the source (local path, `gs://`, `s3://`, `http(s)://`) and records its sha256;
+2. enforces the problem's column types, naming the file, column, row and value of anything
+   that does not parse (nothing is coerced to missing in silence);
+3. computes the label from the problem's expression, dropping (and counting) rows where the
+   label cannot be decided;
+4. splits by event time: the latest `eval_fraction` of rows are the eval split, and no
+   timestamp appears in both, so the model is always judged on its future;
+5. writes both splits atomically, together: on any error neither file exists.
+
+`ingest_source` is the library; `ingest` at the bottom is its KFP component.
+"""
+
+
+import dataclasses
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from kfp import dsl
+
+from slipway import runtimes
+from slipway.atomic import atomic_outputs
+from slipway.problem import Problem
+from slipway.storage import StorageConfig, download
+
+log = logging.getLogger(__name__)
+
+PARQUET_MAGIC = b"PAR1"
+
+
+class IngestError(ValueError):
+    """The source cannot become a dataset; the message names the source and the column."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestResult:
+    """What ingest read and wrote: becomes the Dataset artifacts' metadata."""
+
+    source_uri: str
+    source_sha256: str
+    rows_read: int
+    rows_without_label: int
+    train_rows: int
+    eval_rows: int
+    split_timestamp: str  # eval = rows at or after this instant (ISO 8601, UTC)
+    label_positive_rate_train: float
+    columns: list[str]
+
+    def metadata(self, split: str) -> dict[str, Any]:
+        """Artifact metadata for one split (`train` or `eval`)."""
+        return {
+            "source": self.source_uri,
+            "sha256": self.source_sha256,
+            "rows": self.train_rows if split == "train" else self.eval_rows,
+            "split": split,
+            "split_timestamp": self.split_timestamp,
+            "rows_read": self.rows_read,
+            "rows_without_label": self.rows_without_label,
+            "columns": self.columns,
+        }
+
+
+def ingest_source(
+    source_uri: str,
+    problem: Problem,
+    train_path: Path,
+    eval_path: Path,
+    storage: StorageConfig | None = None,
+) -> IngestResult:
+    """Reads `source_uri`, types it, labels it, splits it by time and writes both splits."""
+    with tempfile.TemporaryDirectory(prefix="slipway-ingest-") as workdir:
+        local = Path(workdir) / (Path(source_uri.split("?")[0]).name or "source")
+        log.info("fetching %s", source_uri)
+        sha256 = download(source_uri, local, storage)
+        raw = read_table(local, source_uri)
+    log.info("read %d rows, %d columns from %s (sha256 %s)", len(raw), raw.shape[1], source_uri, sha256[:12])
+
+    typed = enforce_types(raw, problem, source_uri)
+    labelled, rows_without_label = add_label(typed, problem, source_uri)
+    train, evaluation, boundary = split_by_time(labelled, problem, source_uri)
+
+    with atomic_outputs([train_path, eval_path]) as (train_tmp, eval_tmp):
+        train.to_parquet(train_tmp, index=False)
+        evaluation.to_parquet(eval_tmp, index=False)
+
+    result = IngestResult(
+        source_uri=source_uri,
+        source_sha256=sha256,
+        rows_read=len(raw),
+        rows_without_label=rows_without_label,
+        train_rows=len(train),
+        eval_rows=len(evaluation),
+        split_timestamp=boundary.isoformat(),
+        label_positive_rate_train=float(train[problem.label.name].mean()),
+        columns=list(labelled.columns),
+    )
+    log.info(
+        "wrote train %d rows (before %s), eval %d rows; %d rows had no label",
+        result.train_rows, result.split_timestamp, result.eval_rows, rows_without_label,
+    )
+    return result
+
+
+def read_table(path: Path, source_uri: str) -> pd.DataFrame:
+    """Reads a CSV or Parquet file (by extension, else by Parquet's magic bytes) as strings/raw values.
+
+    CSV cells are read as text so that `enforce_types` sees exactly what the file says.
+    """
+    name = path.name.lower()
+    with path.open("rb") as file:
+        head = file.read(4)
+    if not head:
+        raise IngestError(f"{source_uri}: the file is empty")
+    is_parquet = name.endswith((".parquet", ".pq")) or head == PARQUET_MAGIC
+    try:
+        if is_parquet:
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=True, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
+        kind = "Parquet" if is_parquet else "CSV"
+        raise IngestError(f"{source_uri}: not a readable {kind} file: {exc}") from exc
+    if frame.empty:
+        raise IngestError(f"{source_uri}: has a header but no data rows")
+    return frame
+
+
+def enforce_types(frame: pd.DataFrame, problem: Problem, source_uri: str) -> pd.DataFrame:
+    """Returns the declared columns, parsed to their declared types; anything else is an error."""
+    missing = [c for c in problem.columns if c not in frame.columns]
+    if missing:
+        raise IngestError(
+            f"{source_uri}: missing column(s) {missing} required by problem {problem.name!r} "
+            f"({problem.source}); the file has {list(frame.columns)}"
+        )
+    extra = [c for c in frame.columns if c not in problem.columns]
+    if extra:
+        log.info("ignoring %d column(s) the problem does not declare: %s", len(extra), extra)
+
+    typed = {}
+    for column, kind in problem.columns.items():
+        values = frame[column]
+        if kind == "string":
+            typed[column] = values.astype("string")
+        elif kind == "timestamp":
+            typed[column] = _parse_timestamp(values, problem, source_uri)
+        else:
+            typed[column] = _parse_number(values, kind, column, source_uri)
+    return pd.DataFrame(typed)
+
+
+def _parse_number(values: pd.Series, kind: str, column: str, source_uri: str) -> pd.Series:
+    parsed = pd.to_numeric(values, errors="coerce")
+    _raise_on_first_bad(values, parsed.isna() & values.notna(), column, f"an {kind}" if kind == "integer" else "a float", source_uri)
+    if kind == "float":
+        return parsed.astype("float64")
+    fractional = parsed.notna() & (parsed != parsed.round())
+    _raise_on_first_bad(values, fractional, column, "an integer", source_uri)
+    return parsed.round().astype("Int64")
+
+
+def _parse_timestamp(values: pd.Series, problem: Problem, source_uri: str) -> pd.Series:
+    column, unit = problem.timestamp.column, problem.timestamp.unit
+    if values.isna().any():
+        count = int(values.isna().sum())
+        raise IngestError(
+            f"{source_uri}: column {column!r}: {count} row(s) have no timestamp "
+            f"(first at row {_row_number(values, values.isna())}); every row needs one for the time split"
+        )
+    if unit == "iso8601":
+        parsed = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+        _raise_on_first_bad(values, parsed.isna(), column, "an ISO 8601 timestamp", source_uri)
+        return parsed
+    numbers = pd.to_numeric(values, errors="coerce")
+    _raise_on_first_bad(values, numbers.isna(), column, f"a number of {unit} since the epoch", source_uri)
+    return pd.to_datetime(numbers, unit=unit, utc=True)
+
+
+def _raise_on_first_bad(values: pd.Series, bad: pd.Series, column: str, expected: str, source_uri: str) -> None:
+    if bad.any():
+        first = bad.idxmax()
+        raise IngestError(
+            f"{source_uri}: column {column!r}: row {_row_number(values, bad)} has {values[first]!r}, "
+            f"expected {expected} ({int(bad.sum())} bad value(s) in the column)"
+        )
+
+
+def _row_number(values: pd.Series, mask: pd.Series) -> int:
+    """1-based data row of the first True in `mask` (the CSV line is this + 1, after the header)."""
+    return int(values.index.get_loc(mask.idxmax())) + 1
+
+
+def add_label(frame: pd.DataFrame, problem: Problem, source_uri: str) -> tuple[pd.DataFrame, int]:
+    """Adds the label column (0/1) and drops rows where the expression is undecided (a term is missing)."""
+    # Nullable floats make a missing term propagate to <NA> instead of comparing as False.
+    nullable = frame.astype({c: "Float64" for c, k in problem.columns.items() if k == "float"})
+    try:
+        label = nullable.eval(problem.label.expression, engine="python")
+    except Exception as exc:  # pandas raises many types for a bad expression
+        raise IngestError(
+            f"{problem.source}: label.expression {problem.label.expression!r} cannot be evaluated "
+            f"on {source_uri}: {exc}"
+        ) from exc
+    if not isinstance(label, pd.Series) or not (pd.api.types.is_bool_dtype(label)):
+        raise IngestError(
+            f"{problem.source}: label.expression {problem.label.expression!r} must give true/false per row"
+        )
+    decided = label.notna()
+    labelled = frame.loc[decided].copy()
+    labelled[problem.label.name] = label[decided].astype("int64")
+    return labelled, int((~decided).sum())
+
+
+def split_by_time(frame: pd.DataFrame, problem: Problem, source_uri: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+    """Train = rows before the boundary, eval = rows at or after it; one timestamp never spans both."""
+    column = problem.timestamp.column
+    ordered = frame.sort_values(column, kind="mergesort").reset_index(drop=True)
+    eval_rows = max(1, math.ceil(len(ordered) * problem.eval_fraction))
+    boundary = ordered[column].iloc[len(ordered) - eval_rows]
+    is_eval = ordered[column] >= boundary
+    train, evaluation = ordered.loc[~is_eval], ordered.loc[is_eval]
+    if train.empty or evaluation.empty:
+        raise IngestError(
+            f"{source_uri}: cannot split {len(ordered)} labelled row(s) by {column!r} into train and eval "
+            f"(eval_fraction {problem.eval_fraction}); the source needs rows at more than one point in time"
+        )
+    return train.reset_index(drop=True), evaluation.reset_index(drop=True), boundary
+
+
+@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+def ingest(
+    source_uri: str,
+    problem: str,
+    train_data: dsl.Output[dsl.Dataset],
+    eval_data: dsl.Output[dsl.Dataset],
+):
+    """Reads a CSV/Parquet source by URI into typed train/eval Parquet Datasets, split by time."""
+    from pathlib import Path
+
+    from slipway import logs
+    from slipway.components.ingest import ingest_source
+    from slipway.problem import load_problem
+
+    logs.configure()
+    result = ingest_source(source_uri, load_problem(problem), Path(train_data.path), Path(eval_data.path))
+    train_data.metadata.update(result.metadata("train"))
+    eval_data.metadata.update(result.metadata("eval"))
