@@ -1,1 +1,21 @@
-"""Slipway components: one module per capability, each a plain library plus a thin KFP component."""
+"""Slipway components: library code, one module per capability, and the KFP components over it.
+
+    from slipway.components import ingest, train, evaluate   # the @dsl.component objects
+
+The components are defined in `slipway.components.catalog` and resolved here on first use, so
+that a running task, which imports library modules of this package, never imports the catalogue
+(see its docstring for why it must not).
+"""
+
+import importlib
+from typing import Any
+
+COMPONENTS = ("ingest", "train", "evaluate")
+
+__all__ = list(COMPONENTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in COMPONENTS:
+        return getattr(importlib.import_module("slipway.components.catalog"), name)
+    raise AttributeError(f"module 'slipway.components' has no attribute {name!r}")

@@ -16,8 +16,12 @@ from pathlib import Path
 
 
 def temp_sibling(path: Path) -> Path:
-    """A hidden, unique name beside `path` (same folder, hence same filesystem)."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
+    """A hidden, unique name beside `path` (same folder, hence same filesystem).
+
+    It keeps `path`'s extension, for writers that pick a format from it (the KFP compiler,
+    pandas' compression inference).
+    """
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.part{path.suffix}")
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ saved inside the model artifact, so evaluation and serving apply exactly the sam
 Training is deterministic for a given seed (seeded shuffling, single thread). One progress line
 per epoch: train loss, eval AUC and rows/s.
 
-`train_baseline` is the library; `train` at the bottom is its KFP component. The distributed
+`train_baseline` is the library; its KFP component is `slipway.components.catalog.train`. The distributed
 trainer (DDP under torchrun, DESIGN.md §4) replaces this step's body, not its contract:
 Datasets in, a `Model` artifact (safetensors + JSON) and `Metrics` out.
 """
@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from kfp import dsl
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from slipway import runtimes
 from slipway.components.model_artifact import save_model
 from slipway.components.models import LogisticRegression
 from slipway.components.preprocessing import Preprocessing
@@ -115,33 +113,3 @@ def train_baseline(
 def _auc(model: nn.Module, numeric: torch.Tensor, categorical: torch.Tensor, labels) -> float:
     model.eval()
     return float(roc_auc_score(labels, model(numeric, categorical).numpy()))
-
-
-@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
-def train(
-    train_data: dsl.Input[dsl.Dataset],
-    eval_data: dsl.Input[dsl.Dataset],
-    problem: str,
-    epochs: int,
-    learning_rate: float,
-    batch_size: int,
-    seed: int,
-    model: dsl.Output[dsl.Model],
-    metrics: dsl.Output[dsl.Metrics],
-):
-    """Trains the baseline logistic regression; writes a safetensors + JSON Model and training Metrics."""
-    from pathlib import Path
-
-    from slipway import logs
-    from slipway.components.train import TrainConfig, train_baseline
-    from slipway.problem import load_problem
-
-    logs.configure()
-    config = TrainConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed)
-    lineage = {"train_data": train_data.uri, "data_sha256": train_data.metadata.get("sha256")}
-    result = train_baseline(Path(train_data.path), Path(eval_data.path), load_problem(problem), config,
-                            Path(model.path), lineage)
-    model.metadata.update({"framework": "pytorch", "format": "safetensors", "architecture": "logistic_regression"})
-    for name in ("train_loss", "eval_auc", "rows_per_second"):
-        metrics.log_metric(name, round(getattr(result, name), 6))
-    metrics.log_metric("train_rows", result.train_rows)

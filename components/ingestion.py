@@ -11,7 +11,7 @@ The first step of every pipeline, and the only one that sees raw data. It
    timestamp appears in both, so the model is always judged on its future;
 5. writes both splits atomically, together: on any error neither file exists.
 
-`ingest_source` is the library; `ingest` at the bottom is its KFP component.
+`ingest_source` is the library; its KFP component is `slipway.components.catalog.ingest`.
 """
 
 
@@ -23,9 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from kfp import dsl
 
-from slipway import runtimes
 from slipway.atomic import atomic_outputs
 from slipway.problem import Problem
 from slipway.storage import StorageConfig, download
@@ -232,23 +230,3 @@ def split_by_time(frame: pd.DataFrame, problem: Problem, source_uri: str) -> tup
             f"(eval_fraction {problem.eval_fraction}); the source needs rows at more than one point in time"
         )
     return train.reset_index(drop=True), evaluation.reset_index(drop=True), boundary
-
-
-@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
-def ingest(
-    source_uri: str,
-    problem: str,
-    train_data: dsl.Output[dsl.Dataset],
-    eval_data: dsl.Output[dsl.Dataset],
-):
-    """Reads a CSV/Parquet source by URI into typed train/eval Parquet Datasets, split by time."""
-    from pathlib import Path
-
-    from slipway import logs
-    from slipway.components.ingest import ingest_source
-    from slipway.problem import load_problem
-
-    logs.configure()
-    result = ingest_source(source_uri, load_problem(problem), Path(train_data.path), Path(eval_data.path))
-    train_data.metadata.update(result.metadata("train"))
-    eval_data.metadata.update(result.metadata("eval"))

@@ -1,0 +1,15 @@
+"""Every pipeline Slipway ships, by the name the CLI and `dist/<name>.yaml` use."""
+
+from kfp.dsl.graph_component import GraphComponent
+
+from slipway.pipelines.training import training
+
+PIPELINES: dict[str, GraphComponent] = {
+    "training": training,
+}
+
+
+def get_pipeline(name: str) -> GraphComponent:
+    if name not in PIPELINES:
+        raise KeyError(f"unknown pipeline {name!r}; valid pipelines: {', '.join(sorted(PIPELINES))}")
+    return PIPELINES[name]

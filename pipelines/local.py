@@ -1,0 +1,85 @@
+"""Runs a pipeline on this machine with kfp.local: no cluster, no Docker.
+
+The same compiled components that run on Kubeflow run here as subprocesses of the current
+interpreter (`SubprocessRunner(use_venv=False)`: every task sees this environment, where Slipway
+and its runtime are installed; components are built with `install_kfp_package=False`, so no task
+pip-installs anything). Artifacts land under `<pipeline_root>/<pipeline>-<timestamp>/<task>/`.
+"""
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from kfp import dsl, local
+from kfp.dsl.graph_component import GraphComponent
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PIPELINE_ROOT = Path("runs")
+
+# KFP parameter types -> how a `--set key=value` text becomes that type.
+_PARSERS = {
+    "String": str,
+    "Integer": int,
+    "Float": float,
+    "Boolean": lambda text: {"true": True, "false": False}[text.lower()],
+}
+
+
+class PipelineArgumentError(ValueError):
+    """A pipeline argument is unknown or does not parse to the parameter's type."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalRun:
+    pipeline: str
+    run_dir: Path | None
+    seconds: float
+    outputs: dict[str, Any]  # pipeline output name -> artifact (with .path, .metadata)
+
+
+def pipeline_parameters(pipeline: GraphComponent) -> dict[str, tuple[str, Any]]:
+    """{name: (KFP type, default or None)} of the pipeline's parameters, in declaration order."""
+    return {name: (spec.type, spec.default) for name, spec in (pipeline.component_spec.inputs or {}).items()
+            if spec.type in _PARSERS}
+
+
+def parse_arguments(pipeline: GraphComponent, assignments: list[str]) -> dict[str, Any]:
+    """Turns `key=value` texts into typed arguments of `pipeline`, naming what is wrong and what is valid."""
+    parameters = pipeline_parameters(pipeline)
+    arguments: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key:
+            raise PipelineArgumentError(f"{assignment!r} is not key=value")
+        if key not in parameters:
+            valid = ", ".join(f"{n} ({t.lower()}, default {d!r})" for n, (t, d) in parameters.items())
+            raise PipelineArgumentError(f"{key!r} is not a parameter of pipeline {pipeline.name!r}; valid: {valid}")
+        kind = parameters[key][0]
+        try:
+            arguments[key] = _PARSERS[kind](text)
+        except (ValueError, KeyError):
+            raise PipelineArgumentError(f"{key}={text!r}: expected {kind.lower()}") from None
+    return arguments
+
+
+def run_local(pipeline: GraphComponent, arguments: dict[str, Any], pipeline_root: Path = DEFAULT_PIPELINE_ROOT) -> LocalRun:
+    """Runs `pipeline` to completion with kfp.local; raises if any task fails."""
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()),
+               raise_on_error=True)
+    started = time.perf_counter()
+    task = pipeline(**arguments)
+    seconds = time.perf_counter() - started
+    outputs = dict(task.outputs) if isinstance(task.outputs, dict) else {"output": task.outputs}
+    return LocalRun(pipeline=pipeline.name, run_dir=_run_dir(outputs), seconds=seconds, outputs=outputs)
+
+
+def _run_dir(outputs: dict[str, Any]) -> Path | None:
+    """`<root>/<pipeline>-<timestamp>`, read off any output artifact's `<run>/<task>/<output>` path."""
+    for value in outputs.values():
+        if isinstance(value, dsl.Artifact):
+            return Path(value.path).parents[1]
+    return None

@@ -1,0 +1,58 @@
+"""The `training` pipeline: from a raw source to an evaluated model.
+
+Read it top to bottom to follow one row of data: `ingest` types and time-splits the source,
+`train` fits the model on the train split, `evaluate` judges it on the eval split (the future).
+Later steps (validate, features, tune, register, deploy: DESIGN.md §1) slot in between
+without changing these steps' contracts.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from slipway.components.catalog import evaluate, ingest, train
+from slipway.components.baseline import TrainConfig
+from slipway.problem import DEFAULT_PROBLEM
+
+DEFAULT_THRESHOLD = 0.5
+
+
+class TrainingOutputs(NamedTuple):
+    model: dsl.Model
+    train_metrics: dsl.Metrics
+    eval_metrics: dsl.Metrics
+
+
+@dsl.pipeline(
+    name="training",
+    description="Ingest a CSV/Parquet source, train the baseline model and evaluate it on a time-split eval set.",
+)
+def training(
+    source_uri: str,
+    problem: str = DEFAULT_PROBLEM,
+    epochs: int = TrainConfig.epochs,
+    learning_rate: float = TrainConfig.learning_rate,
+    batch_size: int = TrainConfig.batch_size,
+    seed: int = TrainConfig.seed,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> TrainingOutputs:
+    ingested = ingest(source_uri=source_uri, problem=problem)
+    trained = train(
+        train_data=ingested.outputs["train_data"],
+        eval_data=ingested.outputs["eval_data"],
+        problem=problem,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    evaluated = evaluate(
+        model=trained.outputs["model"],
+        eval_data=ingested.outputs["eval_data"],
+        threshold=threshold,
+    )
+    return TrainingOutputs(
+        model=trained.outputs["model"],
+        train_metrics=trained.outputs["metrics"],
+        eval_metrics=evaluated.outputs["metrics"],
+    )
