@@ -9,9 +9,9 @@ without changing these steps' contracts.
 from typing import NamedTuple
 
 from kfp import dsl
-
-from slipway.components.catalog import evaluate, ingest, train
 from slipway.components.baseline import TrainConfig
+from slipway.components.catalog import evaluate, ingest, train
+
 from slipway.problem import DEFAULT_PROBLEM
 
 DEFAULT_THRESHOLD = 0.5

@@ -1,0 +1,59 @@
+# Slipway: `make run` runs the whole training pipeline locally; `make test` runs the tests.
+# Both build what they need first: the `core` environment in .venv/core from the pinned
+# requirements/core.txt (rebuilt only when that lock or the package metadata changes) and the
+# Chicago taxi sample in data/ (fetched once from the tfx wheel on PyPI, sha256-verified).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv/core
+PY := $(VENV)/bin/python
+SLIPWAY := $(VENV)/bin/slipway
+CORE_STAMP := $(VENV)/.installed-core
+TEST_STAMP := $(VENV)/.installed-test
+SAMPLE := data/chicago_taxi/data.csv
+PIP := $(PY) -m pip --quiet --disable-pip-version-check
+
+.PHONY: help run test bench compile data env lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+run: env data  ## run the training pipeline locally on the sample, then compile every pipeline into dist/
+	$(SLIPWAY) run training --data $(SAMPLE)
+	$(SLIPWAY) compile --output-dir dist
+
+test: $(TEST_STAMP) data  ## run the test suite
+	$(PY) -m pytest
+
+bench: $(TEST_STAMP) data  ## run the benchmarks; figures land in bench/results/
+	$(PY) bench/kfp_local_overhead.py
+
+compile: env  ## compile every pipeline to KFP IR in dist/
+	$(SLIPWAY) compile --output-dir dist
+
+data: env  ## fetch and verify the Chicago taxi sample (a no-op when cached)
+	$(PY) scripts/fetch_sample_data.py
+
+env: $(CORE_STAMP)  ## build the core environment
+
+# torch first, from the CPU wheel pip finds on disk, so that nothing can pull a CUDA build.
+$(CORE_STAMP): requirements/core.txt setup.cfg pyproject.toml
+	@echo "building $(VENV) from requirements/core.txt (about 2 minutes the first time)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install "$$(grep '^torch==' requirements/core.txt)"
+	$(PIP) install -r requirements/core.txt
+	$(PIP) install --no-deps -e .
+	$(PY) -m pip check
+	touch $@
+
+$(TEST_STAMP): $(CORE_STAMP) requirements/test.txt
+	$(PIP) install -r requirements/test.txt -c requirements/core.txt
+	touch $@
+
+lock: env  ## re-resolve requirements/*.txt from requirements/*.in
+	$(PY) scripts/lock_requirements.py core
+	$(PY) scripts/lock_requirements.py test --constraint requirements/core.txt
+
+clean:  ## remove runs, compiled pipelines and build leftovers (keeps .venv and data)
+	rm -rf runs dist build *.egg-info

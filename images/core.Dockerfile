@@ -1,0 +1,23 @@
+# The `core` runtime image (DESIGN.md §3): every component but validation and drift, the
+# model server and the CLI. Installs exactly requirements/core.txt, the lock `make` installs
+# locally. Build from the repository root:
+#   docker build -f images/core.Dockerfile -t ghcr.io/slipway-ml/slipway-core:$(VERSION) .
+# The tag must match slipway.runtimes.CORE_IMAGE, which the compiled pipelines reference.
+FROM python:3.11.7-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /opt/slipway
+
+# The lock pins torch==2.13.0+cpu, served by PyTorch's CPU index (GPU workers use train-gpu).
+COPY requirements/core.txt requirements/core.txt
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements/core.txt
+
+COPY pyproject.toml setup.cfg README.md ./
+COPY slipway slipway
+COPY components components
+COPY pipelines pipelines
+COPY serving serving
+RUN pip install --no-deps . && python -c "import slipway.components.ingestion, slipway.pipelines.cli"
+
+# KFP supplies each task's command; a bare `docker run` gets the CLI.
+ENTRYPOINT ["slipway"]

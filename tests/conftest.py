@@ -1,0 +1,158 @@
+"""Shared fixtures: real servers on 127.0.0.1 that the storage and ingest tests read from and write to.
+
+The servers are stand-ins that speak the real protocols (REFERENCE.md, "Storage and cluster
+stand-ins"): moto for the S3 API (what the minio client talks to in KFP's artifact store),
+gcp-storage-emulator for GCS (reached through `STORAGE_EMULATOR_HOST`), and `http.server` for
+http(s) URIs. Each starts once per test session on a free port, only when a test asks for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from slipway.sample_data import fetch_sample
+from slipway.storage import StorageConfig
+
+S3_BUCKET = "slipway-artifacts"
+GS_BUCKET = "slipway-models"
+MiB = 1024 * 1024
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    """Incompressible bytes, so that no layer can shortcut them."""
+    return random.Random(seed).randbytes(size)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def files_in(folder: Path) -> list[str]:
+    """Every name in `folder`, hidden ones included, to catch a leftover temporary file."""
+    return sorted(path.name for path in folder.iterdir())
+
+
+# --- servers -------------------------------------------------------------------------------
+
+
+def wait_until_answers(url: str, timeout_s: float = 10.0) -> None:
+    """Poll `url` until any HTTP answer comes back; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout_s} s") from None
+            time.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_config() -> Iterator[StorageConfig]:
+    """An S3 API (moto, in memory) with bucket S3_BUCKET, and the config that reaches it."""
+    from minio import Minio
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        wait_until_answers(endpoint)
+        config = StorageConfig(
+            s3_endpoint=endpoint,
+            s3_access_key="slipway",
+            s3_secret_key="slipway-secret",
+            s3_region="us-east-1",
+        )
+        Minio(f"{host}:{port}", "slipway", "slipway-secret", secure=False).make_bucket(S3_BUCKET)
+        yield config
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[str]:
+    """A GCS emulator (in memory) with bucket GS_BUCKET, and STORAGE_EMULATOR_HOST pointing at it.
+
+    Nothing else is configured: google-cloud-storage itself uses anonymous credentials and
+    no project when STORAGE_EMULATOR_HOST is set, which is what these tests rely on.
+    """
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=GS_BUCKET)
+    server.start()
+    try:
+        host = f"http://127.0.0.1:{port}"
+        wait_until_answers(host)
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("STORAGE_EMULATOR_HOST", host)
+            yield host
+    finally:
+        server.stop()
+
+
+class _FileServer(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder, plus two broken paths: a server error and a body cut short."""
+
+    def do_GET(self) -> None:
+        if self.path == "/broken":
+            self.send_error(500)
+        elif self.path == "/cut-short":
+            self.send_response(200)
+            self.send_header("Content-Length", str(4 * MiB))
+            self.end_headers()
+            self.wfile.write(payload(64 * 1024))
+            self.close_connection = True
+        else:
+            super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def http_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """An HTTP server on a folder: yields its base URL and the folder it serves."""
+    root = tmp_path_factory.mktemp("http-root")
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_FileServer, directory=str(root))
+    )
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        wait_until_answers(base)
+        yield base, root
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+
+
+@pytest.fixture(scope="session")
+def taxi_csv() -> Path:
+    """The real sample: 10,000 Chicago taxi trips (fetched once from the tfx wheel, sha256-verified)."""
+    return fetch_sample()["data.csv"]
