@@ -9,6 +9,7 @@ pip-installs anything). Artifacts land under `<pipeline_root>/<pipeline>-<timest
 import dataclasses
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,11 @@ def run_local(pipeline: GraphComponent, arguments: dict[str, Any], pipeline_root
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()),
                raise_on_error=True)
     started = time.perf_counter()
-    task = pipeline(**arguments)
+    with warnings.catch_warnings():
+        # kfp.local warns when an image name lacks "python"; our tasks run in this interpreter
+        # by design, whose environment is built from the same lock as the image.
+        warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
+        task = pipeline(**arguments)
     seconds = time.perf_counter() - started
     outputs = dict(task.outputs) if isinstance(task.outputs, dict) else {"output": task.outputs}
     return LocalRun(pipeline=pipeline.name, run_dir=_run_dir(outputs), seconds=seconds, outputs=outputs)

@@ -156,3 +156,25 @@ def http_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
 def taxi_csv() -> Path:
     """The real sample: 10,000 Chicago taxi trips (fetched once from the tfx wheel, sha256-verified)."""
     return fetch_sample()["data.csv"]
+
+
+@pytest.fixture(scope="session")
+def taxi_splits(taxi_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The sample ingested once: (train.parquet, eval.parquet)."""
+    from slipway.components.ingestion import ingest_source
+    from slipway.problem import load_problem
+
+    out = tmp_path_factory.mktemp("ingested")
+    ingest_source(str(taxi_csv), load_problem("chicago_taxi"), out / "train.parquet", out / "eval.parquet")
+    return out / "train.parquet", out / "eval.parquet"
+
+
+@pytest.fixture(scope="session")
+def taxi_model(taxi_splits: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The baseline trained once on the sample (a few epochs): the model artifact directory."""
+    from slipway.components.baseline import TrainConfig, train_baseline
+    from slipway.problem import load_problem
+
+    model_dir = tmp_path_factory.mktemp("model")
+    train_baseline(*taxi_splits, load_problem("chicago_taxi"), TrainConfig(epochs=3), model_dir)
+    return model_dir

@@ -1,0 +1,166 @@
+"""Ingest, on the real taxi trips: typed columns, a label, a split by time, atomic output, clear errors."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import GS_BUCKET, S3_BUCKET
+
+from slipway.components.ingestion import IngestError, ingest_source
+from slipway.problem import load_problem
+from slipway.sample_data import SAMPLE_FILES
+from slipway.storage import StorageConfig, StorageError, upload
+
+PROBLEM = load_problem("chicago_taxi")
+
+
+def outputs(tmp_path: Path) -> tuple[Path, Path]:
+    return tmp_path / "out" / "train.parquet", tmp_path / "out" / "eval.parquet"
+
+
+def sample_rows(taxi_csv: Path, rows: int = 300) -> pd.DataFrame:
+    """The first rows of the real sample, as the text the CSV holds."""
+    return pd.read_csv(taxi_csv, dtype=str, nrows=rows)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> str:
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def assert_no_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert not out.exists() or list(out.iterdir()) == [], "a failed ingest must leave no file behind"
+
+
+def test_the_sample_becomes_typed_splits_where_eval_is_strictly_the_future(taxi_csv: Path, tmp_path: Path) -> None:
+    train_path, eval_path = outputs(tmp_path)
+    result = ingest_source(str(taxi_csv), PROBLEM, train_path, eval_path)
+    train, evaluation = pd.read_parquet(train_path), pd.read_parquet(eval_path)
+
+    assert result.source_sha256 == SAMPLE_FILES["data.csv"]
+    assert (result.rows_read, result.rows_without_label) == (10_000, 0)
+    assert (len(train), len(evaluation)) == (result.train_rows, result.eval_rows)
+    assert len(train) + len(evaluation) == 10_000
+    assert 0.19 <= len(evaluation) / 10_000 <= 0.21
+    ts = PROBLEM.timestamp.column
+    assert train[ts].max() < evaluation[ts].min(), "a timestamp must never be in both splits"
+    assert evaluation[ts].min() == pd.Timestamp(result.split_timestamp)
+    assert str(train[ts].dtype) == "datetime64[ns, UTC]"
+    assert (str(train["pickup_community_area"].dtype), str(train["fare"].dtype)) == ("Int64", "float64")
+
+
+def test_the_label_is_the_problem_expression_on_the_typed_columns(taxi_csv: Path, tmp_path: Path) -> None:
+    train_path, eval_path = outputs(tmp_path)
+    ingest_source(str(taxi_csv), PROBLEM, train_path, eval_path)
+    both = pd.concat([pd.read_parquet(train_path), pd.read_parquet(eval_path)])
+    expected = (both["tips"] > 0.2 * both["fare"]).astype("int64")
+    assert both[PROBLEM.label.name].tolist() == expected.tolist()
+    assert 0.15 < both[PROBLEM.label.name].mean() < 0.35  # the sample's real base rate
+
+
+def test_metadata_records_the_source_its_digest_and_the_split(taxi_csv: Path, tmp_path: Path) -> None:
+    result = ingest_source(str(taxi_csv), PROBLEM, *outputs(tmp_path))
+    meta = result.metadata("eval")
+    assert meta["source"] == str(taxi_csv) and meta["sha256"] == SAMPLE_FILES["data.csv"]
+    assert (meta["split"], meta["rows"]) == ("eval", result.eval_rows)
+    assert PROBLEM.label.name in meta["columns"]
+
+
+def test_a_parquet_source_gives_the_same_splits_as_its_csv(taxi_csv: Path, tmp_path: Path) -> None:
+    parquet = tmp_path / "trips.parquet"
+    pd.read_csv(taxi_csv).to_parquet(parquet)
+    from_csv = ingest_source(str(taxi_csv), PROBLEM, tmp_path / "a" / "t.parquet", tmp_path / "a" / "e.parquet")
+    from_parquet = ingest_source(str(parquet), PROBLEM, tmp_path / "b" / "t.parquet", tmp_path / "b" / "e.parquet")
+    assert (from_parquet.train_rows, from_parquet.eval_rows) == (from_csv.train_rows, from_csv.eval_rows)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / "e.parquet"),
+                                  pd.read_parquet(tmp_path / "b" / "e.parquet"))
+
+
+@pytest.mark.servers
+def test_a_source_on_s3_is_read_through_the_s3_api(taxi_csv: Path, tmp_path: Path, s3_config: StorageConfig) -> None:
+    uri = f"s3://{S3_BUCKET}/raw/trips.csv"
+    upload(taxi_csv, uri, s3_config)
+    result = ingest_source(uri, PROBLEM, *outputs(tmp_path), storage=s3_config)
+    assert (result.source_uri, result.source_sha256) == (uri, SAMPLE_FILES["data.csv"])
+    assert result.train_rows + result.eval_rows == 10_000
+
+
+@pytest.mark.servers
+def test_a_source_on_gcs_is_read_through_the_gcs_api(taxi_csv: Path, tmp_path: Path, gcs_emulator: str) -> None:
+    uri = f"gs://{GS_BUCKET}/raw/trips.csv"
+    upload(taxi_csv, uri)
+    result = ingest_source(uri, PROBLEM, *outputs(tmp_path))
+    assert result.source_sha256 == SAMPLE_FILES["data.csv"]
+
+
+def test_rows_whose_label_cannot_be_decided_are_dropped_and_counted(taxi_csv: Path, tmp_path: Path) -> None:
+    frame = sample_rows(taxi_csv)
+    frame.loc[[3, 10, 42], "tips"] = None
+    result = ingest_source(write_csv(frame, tmp_path / "trips.csv"), PROBLEM, *outputs(tmp_path))
+    assert result.rows_without_label == 3
+    assert result.train_rows + result.eval_rows == len(frame) - 3
+
+
+def test_a_missing_file_is_not_found_and_nothing_is_written(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-such.csv")
+    with pytest.raises(StorageError, match=f"^{missing} not found$"):
+        ingest_source(missing, PROBLEM, *outputs(tmp_path))
+    assert_no_output(tmp_path)
+
+
+def test_an_empty_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(IngestError, match=f"^{tmp_path / 'empty.csv'}: the file is empty$"):
+        ingest_source(str(tmp_path / "empty.csv"), PROBLEM, *outputs(tmp_path))
+    assert_no_output(tmp_path)
+
+
+def test_a_header_without_rows_is_named(taxi_csv: Path, tmp_path: Path) -> None:
+    path = write_csv(sample_rows(taxi_csv).iloc[:0], tmp_path / "header.csv")
+    with pytest.raises(IngestError, match="header.csv: has a header but no data rows"):
+        ingest_source(path, PROBLEM, *outputs(tmp_path))
+    assert_no_output(tmp_path)
+
+
+def test_a_missing_column_is_named_with_the_file_and_the_problem(taxi_csv: Path, tmp_path: Path) -> None:
+    path = write_csv(sample_rows(taxi_csv).drop(columns=["company"]), tmp_path / "trips.csv")
+    with pytest.raises(IngestError) as caught:
+        ingest_source(path, PROBLEM, *outputs(tmp_path))
+    assert str(caught.value).startswith(f"{path}: missing column(s) ['company'] required by problem 'chicago_taxi'")
+    assert_no_output(tmp_path)
+
+
+def test_a_value_that_does_not_parse_names_the_column_row_and_value(taxi_csv: Path, tmp_path: Path) -> None:
+    frame = sample_rows(taxi_csv)
+    frame.loc[6, "fare"] = "twelve dollars"
+    path = write_csv(frame, tmp_path / "trips.csv")
+    with pytest.raises(IngestError) as caught:
+        ingest_source(path, PROBLEM, *outputs(tmp_path))
+    assert str(caught.value) == (
+        f"{path}: column 'fare': row 7 has 'twelve dollars', expected a float (1 bad value(s) in the column)"
+    )
+    assert_no_output(tmp_path)
+
+
+def test_a_fraction_in_an_integer_column_is_refused_not_truncated(taxi_csv: Path, tmp_path: Path) -> None:
+    frame = sample_rows(taxi_csv)
+    frame.loc[0, "trip_start_hour"] = "7.5"
+    with pytest.raises(IngestError, match=r"column 'trip_start_hour': row 1 has '7.5', expected an integer"):
+        ingest_source(write_csv(frame, tmp_path / "trips.csv"), PROBLEM, *outputs(tmp_path))
+
+
+def test_a_row_without_a_timestamp_is_refused(taxi_csv: Path, tmp_path: Path) -> None:
+    frame = sample_rows(taxi_csv)
+    frame.loc[[4, 5], "trip_start_timestamp"] = None
+    with pytest.raises(IngestError, match=r"column 'trip_start_timestamp': 2 row\(s\) have no timestamp \(first at row 5\)"):
+        ingest_source(write_csv(frame, tmp_path / "trips.csv"), PROBLEM, *outputs(tmp_path))
+    assert_no_output(tmp_path)
+
+
+def test_a_source_at_a_single_instant_cannot_be_split_by_time(taxi_csv: Path, tmp_path: Path) -> None:
+    frame = sample_rows(taxi_csv)
+    frame["trip_start_timestamp"] = "1382319000"
+    with pytest.raises(IngestError, match="cannot split 300 labelled row"):
+        ingest_source(write_csv(frame, tmp_path / "trips.csv"), PROBLEM, *outputs(tmp_path))
+    assert_no_output(tmp_path)

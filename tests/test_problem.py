@@ -1,0 +1,58 @@
+"""The problem file is the one place the columns, label and features are written down."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slipway.problem import PROBLEMS_DIR, ProblemError, available_problems, load_problem
+
+
+def write_problem(tmp_path: Path, **changes) -> Path:
+    """The packaged taxi problem with some top-level fields replaced."""
+    raw = yaml.safe_load((PROBLEMS_DIR / "chicago_taxi.yaml").read_text())
+    raw.update(changes)
+    path = tmp_path / "problem.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_taxi_problem_declares_the_label_entities_and_features_of_the_design() -> None:
+    problem = load_problem("chicago_taxi")
+    assert problem.label.expression == "tips > 0.2 * fare"
+    assert problem.entities == ("pickup_community_area", "company")
+    assert problem.timestamp.column == "trip_start_timestamp"
+    assert "tips" not in problem.features.all, "the label's own source column must never be a feature"
+    assert set(problem.features.all) <= set(problem.columns)
+
+
+def test_an_unknown_problem_name_lists_the_packaged_ones() -> None:
+    with pytest.raises(ProblemError, match=r"problem 'nyc_taxi': no such file .*packaged problems are \['chicago_taxi'\]"):
+        load_problem("nyc_taxi")
+    assert available_problems() == ["chicago_taxi"]
+
+
+def test_a_feature_that_is_not_a_declared_column_is_named_with_its_field(tmp_path: Path) -> None:
+    path = write_problem(tmp_path, features={"numeric": ["fares"], "categorical": []})
+    with pytest.raises(ProblemError) as caught:
+        load_problem(str(path))
+    assert str(caught.value).startswith(f"{path}: features.numeric: 'fares' is not a declared column")
+
+
+def test_an_unknown_column_type_is_refused_with_the_valid_types(tmp_path: Path) -> None:
+    path = write_problem(tmp_path, columns={"fare": "money", "trip_start_timestamp": "timestamp"})
+    with pytest.raises(ProblemError, match=r"columns.fare: type 'money' is not one of \['integer', 'float', 'string', 'timestamp'\]"):
+        load_problem(str(path))
+
+
+def test_a_text_column_cannot_be_a_numeric_feature(tmp_path: Path) -> None:
+    path = write_problem(tmp_path, features={"numeric": ["company"]})
+    with pytest.raises(ProblemError, match=r"features.numeric: 'company' has type 'string'"):
+        load_problem(str(path))
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 1.5, "a fifth"])
+def test_eval_fraction_must_be_strictly_between_zero_and_one(tmp_path: Path, fraction) -> None:
+    path = write_problem(tmp_path, split={"eval_fraction": fraction})
+    with pytest.raises(ProblemError, match="split.eval_fraction: expected a number between 0 and 1"):
+        load_problem(str(path))
