@@ -23,7 +23,8 @@ run: env data  ## run the training pipeline locally on the sample, then compile 
 	$(SLIPWAY) run training --data $(SAMPLE)
 	$(SLIPWAY) compile --output-dir dist
 
-test: $(TEST_STAMP) data  ## run the test suite
+test: $(TEST_STAMP) data  ## lint, then run the test suite
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 bench: $(TEST_STAMP) data  ## run the benchmarks; figures land in bench/results/

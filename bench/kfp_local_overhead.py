@@ -69,7 +69,7 @@ def summary(values: list[float]) -> dict:
 def per_task(component, length: int, repeats: int, root: Path) -> dict:
     single = timed_runs(chain(component, 1), {}, repeats, root)
     long = timed_runs(chain(component, length), {}, repeats, root)
-    marginal = [(lo - s) / (length - 1) for lo, s in zip(sorted(long), sorted(single))]
+    marginal = [(lo - s) / (length - 1) for lo, s in zip(sorted(long), sorted(single), strict=True)]
     return {"chain_length": length, "pipeline_of_1_s": summary(single), f"pipeline_of_{length}_s": summary(long),
             "marginal_per_task_s": summary(marginal),
             "average_per_task_s": summary([t / length for t in long])}

@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
+from torch import nn
+
 from slipway.components.model_artifact import save_model
 from slipway.components.models import LogisticRegression
 from slipway.components.preprocessing import Preprocessing
-from torch import nn
-
 from slipway.problem import Problem
 
 log = logging.getLogger(__name__)

@@ -29,9 +29,8 @@ def ingest(
     """Reads a CSV/Parquet source by URI into typed train/eval Parquet Datasets, split by time."""
     from pathlib import Path
 
-    from slipway.components.ingestion import ingest_source
-
     from slipway import logs
+    from slipway.components.ingestion import ingest_source
     from slipway.problem import load_problem
 
     logs.configure()
@@ -55,9 +54,8 @@ def train(
     """Trains the baseline logistic regression; writes a safetensors + JSON Model and training Metrics."""
     from pathlib import Path
 
-    from slipway.components.baseline import TrainConfig, train_baseline
-
     from slipway import logs
+    from slipway.components.baseline import TrainConfig, train_baseline
     from slipway.problem import load_problem
 
     logs.configure()
@@ -82,9 +80,8 @@ def evaluate(
     """Evaluates a Model on the eval Dataset: scalar Metrics plus ROC curve and confusion matrix."""
     from pathlib import Path
 
-    from slipway.components.evaluation import evaluate_model
-
     from slipway import logs
+    from slipway.components.evaluation import evaluate_model
 
     logs.configure()
     result = evaluate_model(Path(model.path), Path(eval_data.path), threshold)

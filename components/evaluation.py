@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
+
 from slipway.components.model_artifact import load_model
 
 log = logging.getLogger(__name__)

@@ -156,7 +156,8 @@ def enforce_types(frame: pd.DataFrame, problem: Problem, source_uri: str) -> pd.
 
 def _parse_number(values: pd.Series, kind: str, column: str, source_uri: str) -> pd.Series:
     parsed = pd.to_numeric(values, errors="coerce")
-    _raise_on_first_bad(values, parsed.isna() & values.notna(), column, f"an {kind}" if kind == "integer" else "a float", source_uri)
+    expected = "an integer" if kind == "integer" else "a float"
+    _raise_on_first_bad(values, parsed.isna() & values.notna(), column, expected, source_uri)
     if kind == "float":
         return parsed.astype("float64")
     fractional = parsed.notna() & (parsed != parsed.round())
@@ -216,7 +217,9 @@ def add_label(frame: pd.DataFrame, problem: Problem, source_uri: str) -> tuple[p
     return labelled, int((~decided).sum())
 
 
-def split_by_time(frame: pd.DataFrame, problem: Problem, source_uri: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+def split_by_time(
+    frame: pd.DataFrame, problem: Problem, source_uri: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
     """Train = rows before the boundary, eval = rows at or after it; one timestamp never spans both."""
     column = problem.timestamp.column
     ordered = frame.sort_values(column, kind="mergesort").reset_index(drop=True)

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
-from slipway.components import models
-from slipway.components.preprocessing import Preprocessing
 from torch import nn
 
 from slipway.atomic import atomic_outputs
+from slipway.components import models
+from slipway.components.preprocessing import Preprocessing
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"

@@ -77,7 +77,7 @@ class Preprocessing:
         scaled = np.where(is_missing, 0.0, (raw - np.array(self.means)) / np.array(self.stds))
         numeric = np.concatenate([scaled, is_missing.astype("float64")], axis=1)
         ids = np.empty((len(frame), len(self.categorical)), dtype=np.int64)
-        for i, (column, vocabulary) in enumerate(zip(self.categorical, self.vocabularies)):
+        for i, (column, vocabulary) in enumerate(zip(self.categorical, self.vocabularies, strict=True)):
             index = {value: RESERVED_IDS + j for j, value in enumerate(vocabulary)}
             text = _as_category_text(frame[column])
             ids[:, i] = [MISSING_ID if pd.isna(v) else index.get(v, UNKNOWN_ID) for v in text]

@@ -1,6 +1,7 @@
 """Every pipeline Slipway ships, by the name the CLI and `dist/<name>.yaml` use."""
 
 from kfp.dsl.graph_component import GraphComponent
+
 from slipway.pipelines.training import training
 
 PIPELINES: dict[str, GraphComponent] = {

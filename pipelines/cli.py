@@ -63,7 +63,6 @@ def run_command(pipeline: str, data_uri: str | None, assignments: tuple[str, ...
         pipeline_parameters,
         run_local,
     )
-
     from slipway.sample_data import fetch_sample
 
     logs.configure()

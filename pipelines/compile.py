@@ -4,9 +4,9 @@ import logging
 from pathlib import Path
 
 from kfp import compiler
-from slipway.pipelines.catalog import PIPELINES, get_pipeline
 
 from slipway.atomic import atomic_output
+from slipway.pipelines.catalog import PIPELINES, get_pipeline
 
 log = logging.getLogger(__name__)
 

@@ -66,7 +66,9 @@ def parse_arguments(pipeline: GraphComponent, assignments: list[str]) -> dict[st
     return arguments
 
 
-def run_local(pipeline: GraphComponent, arguments: dict[str, Any], pipeline_root: Path = DEFAULT_PIPELINE_ROOT) -> LocalRun:
+def run_local(
+    pipeline: GraphComponent, arguments: dict[str, Any], pipeline_root: Path = DEFAULT_PIPELINE_ROOT
+) -> LocalRun:
     """Runs `pipeline` to completion with kfp.local; raises if any task fails."""
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()),

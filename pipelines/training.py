@@ -9,9 +9,9 @@ without changing these steps' contracts.
 from typing import NamedTuple
 
 from kfp import dsl
+
 from slipway.components.baseline import TrainConfig
 from slipway.components.catalog import evaluate, ingest, train
-
 from slipway.problem import DEFAULT_PROBLEM
 
 DEFAULT_THRESHOLD = 0.5
@@ -37,6 +37,9 @@ def training(
     threshold: float = DEFAULT_THRESHOLD,
 ) -> TrainingOutputs:
     ingested = ingest(source_uri=source_uri, problem=problem)
+    # The source behind a URI can change while the URI stays the same (`latest.csv`): never
+    # let Kubeflow's cache answer for a fresh read.
+    ingested.set_caching_options(False)
     trained = train(
         train_data=ingested.outputs["train_data"],
         eval_data=ingested.outputs["eval_data"],

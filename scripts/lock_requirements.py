@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,12 @@ def resolve(requirements_in: Path, constraints: list[Path]) -> dict[str, str]:
             command += ["-c", str(constraint)]
         subprocess.run(command, check=True)
         installs = json.loads(report.read_text())["install"]
-    return {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in installs}
+    return {normalize(item["metadata"]["name"]): item["metadata"]["version"] for item in installs}
+
+
+def normalize(name: str) -> str:
+    """The PEP 503 form of a project name (`kubeflow_katib_api` -> `kubeflow-katib-api`)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def write_lock(runtime: str, pins: dict[str, str], skip: set[str]) -> Path:
@@ -55,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     already_locked: set[str] = set()
     for constraint in args.constraint:
-        already_locked |= {line.split("==")[0] for line in constraint.read_text().splitlines()
+        already_locked |= {normalize(line.split("==")[0]) for line in constraint.read_text().splitlines()
                            if "==" in line and not line.startswith("#")}
     pins = resolve(REQUIREMENTS / f"{args.runtime}.in", args.constraint)
     print(write_lock(args.runtime, pins, skip=already_locked))

@@ -40,7 +40,7 @@ def atomic_outputs(paths: Sequence[Path | str]) -> Iterator[list[Path]]:
         yield temps
         for temp in temps:
             _fsync(temp)
-        for temp, final in zip(temps, finals):
+        for temp, final in zip(temps, finals, strict=True):
             os.replace(temp, final)
     except BaseException:
         for temp in temps:

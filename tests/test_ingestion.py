@@ -153,7 +153,8 @@ def test_a_fraction_in_an_integer_column_is_refused_not_truncated(taxi_csv: Path
 def test_a_row_without_a_timestamp_is_refused(taxi_csv: Path, tmp_path: Path) -> None:
     frame = sample_rows(taxi_csv)
     frame.loc[[4, 5], "trip_start_timestamp"] = None
-    with pytest.raises(IngestError, match=r"column 'trip_start_timestamp': 2 row\(s\) have no timestamp \(first at row 5\)"):
+    expected = r"column 'trip_start_timestamp': 2 row\(s\) have no timestamp \(first at row 5\)"
+    with pytest.raises(IngestError, match=expected):
         ingest_source(write_csv(frame, tmp_path / "trips.csv"), PROBLEM, *outputs(tmp_path))
     assert_no_output(tmp_path)
 

@@ -12,6 +12,7 @@ from slipway import runtimes
 from slipway.components.model_artifact import load_model
 from slipway.pipelines.compile import compile_pipelines
 from slipway.pipelines.local import run_local
+from slipway.sample_data import SAMPLE_FILES
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,12 @@ def test_the_dag_runs_ingest_then_train_then_evaluate(compiled: Path) -> None:
     assert evaluate_inputs["model"].task_output_artifact.producer_task == "train"
 
 
+def test_ingest_is_never_cached_because_its_source_can_change_behind_the_same_uri(compiled: Path) -> None:
+    spec = json_format.ParseDict(yaml.safe_load(compiled.read_text()), pipeline_spec_pb2.PipelineSpec())
+    assert spec.root.dag.tasks["ingest"].caching_options.enable_cache is False
+    assert spec.root.dag.tasks["train"].caching_options.enable_cache is True
+
+
 def test_every_executor_runs_the_core_image_without_installing_anything(compiled: Path) -> None:
     executors = yaml.safe_load(compiled.read_text())["deploymentSpec"]["executors"]
     assert len(executors) == 3
@@ -52,7 +59,9 @@ def test_every_executor_runs_the_core_image_without_installing_anything(compiled
 
 
 @pytest.mark.pipeline
-def test_the_compiled_yaml_runs_locally_and_reports_auc_on_the_future(compiled: Path, taxi_csv: Path, tmp_path: Path) -> None:
+def test_the_compiled_yaml_runs_locally_and_reports_auc_on_the_future(
+    compiled: Path, taxi_csv: Path, tmp_path: Path
+) -> None:
     pipeline = components.load_component_from_file(str(compiled))
     run = run_local(pipeline, {"source_uri": str(taxi_csv), "epochs": 3}, tmp_path / "runs")
 
@@ -61,5 +70,5 @@ def test_the_compiled_yaml_runs_locally_and_reports_auc_on_the_future(compiled: 
     assert metrics["auc"] > 0.85
     assert 0 < metrics["log_loss"] < 0.5
     model = load_model(Path(run.outputs["model"].path))
-    assert model.metadata["lineage"]["data_sha256"] == "f547ba630a9ab57915977f3e79b8352fadad72eb562cdf0796983b759b1851fb"
+    assert model.metadata["lineage"]["data_sha256"] == SAMPLE_FILES["data.csv"]
     assert run.run_dir is not None and (run.run_dir / "ingest" / "train_data").is_file()

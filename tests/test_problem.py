@@ -27,7 +27,8 @@ def test_the_taxi_problem_declares_the_label_entities_and_features_of_the_design
 
 
 def test_an_unknown_problem_name_lists_the_packaged_ones() -> None:
-    with pytest.raises(ProblemError, match=r"problem 'nyc_taxi': no such file .*packaged problems are \['chicago_taxi'\]"):
+    expected = r"problem 'nyc_taxi': no such file .*packaged problems are \['chicago_taxi'\]"
+    with pytest.raises(ProblemError, match=expected):
         load_problem("nyc_taxi")
     assert available_problems() == ["chicago_taxi"]
 
@@ -41,7 +42,8 @@ def test_a_feature_that_is_not_a_declared_column_is_named_with_its_field(tmp_pat
 
 def test_an_unknown_column_type_is_refused_with_the_valid_types(tmp_path: Path) -> None:
     path = write_problem(tmp_path, columns={"fare": "money", "trip_start_timestamp": "timestamp"})
-    with pytest.raises(ProblemError, match=r"columns.fare: type 'money' is not one of \['integer', 'float', 'string', 'timestamp'\]"):
+    expected = r"columns.fare: type 'money' is not one of \['integer', 'float', 'string', 'timestamp'\]"
+    with pytest.raises(ProblemError, match=expected):
         load_problem(str(path))
 
 
