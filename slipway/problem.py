@@ -9,10 +9,13 @@ that is wrong, before any data is touched.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
+
+from slipway.storage import download, scheme_of
 
 ColumnType = Literal["integer", "float", "string", "timestamp"]
 TimestampUnit = Literal["s", "ms", "us", "ns", "iso8601"]
@@ -70,18 +73,34 @@ def available_problems() -> list[str]:
 
 
 def load_problem(ref: str = DEFAULT_PROBLEM) -> Problem:
-    """Loads a packaged problem by name, or a problem YAML file by path."""
-    path = Path(ref) if ref.endswith((".yaml", ".yml")) else PROBLEMS_DIR / f"{ref}.yaml"
+    """Loads a packaged problem by name, or a problem YAML file by path or URI (gs://, s3://, http(s)://).
+
+    A URI lets a cluster run use a problem that is not baked into the image.
+    """
+    if not ref.endswith((".yaml", ".yml")):
+        path = PROBLEMS_DIR / f"{ref}.yaml"
+        if not path.is_file():
+            raise ProblemError(
+                f"problem {ref!r}: no such file {str(path)!r}; "
+                f"packaged problems are {available_problems()}, or give a path or URI of a .yaml file"
+            )
+        return _parse_file(path, source=str(path))
+    if scheme_of(ref) == "file":
+        return _parse_file(Path(ref), source=ref)
+    with tempfile.TemporaryDirectory(prefix="slipway-problem-") as tmp:
+        local = Path(tmp) / "problem.yaml"
+        download(ref, local)
+        return _parse_file(local, source=ref)
+
+
+def _parse_file(path: Path, source: str) -> Problem:
     if not path.is_file():
-        raise ProblemError(
-            f"problem {ref!r}: no such file {str(path)!r}; "
-            f"packaged problems are {available_problems()}, or give a path to a .yaml file"
-        )
+        raise ProblemError(f"problem {source!r}: no such file")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ProblemError(f"{path}: not valid YAML: {exc}") from exc
-    return _parse(raw, source=str(path))
+        raise ProblemError(f"{source}: not valid YAML: {exc}") from exc
+    return _parse(raw, source=source)
 
 
 def _parse(raw: Any, source: str) -> Problem:

@@ -1,9 +1,15 @@
 """The packaging facts that must agree across files: locks, the namespace mapping, the image."""
 
 import configparser
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+from kfp.dsl import base_component
+
+import slipway.components
 from slipway import __version__, runtimes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,3 +61,19 @@ def test_the_core_image_installs_the_core_lock_and_every_mapped_folder() -> None
 
 def test_compiled_pipelines_reference_the_image_of_this_version() -> None:
     assert runtimes.CORE_IMAGE.endswith(f"/slipway-core:{__version__}")
+
+
+def test_every_library_module_imports_inside_a_running_task() -> None:
+    # In a task KFP sets _KFP_RUNTIME=true and kfp.dsl has no `component` decorator: a library
+    # module that declared a component (instead of leaving that to catalog.py) would fail here.
+    modules = [f"slipway.components.{p.stem}" for p in (ROOT / "components").glob("*.py")
+               if p.stem not in ("__init__", "catalog")]
+    script = "; ".join(f"import {module}" for module in modules)
+    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "_KFP_RUNTIME": "true"},
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_every_component_is_importable_from_slipway_components() -> None:
+    for name in slipway.components.COMPONENTS:
+        assert isinstance(getattr(slipway.components, name), base_component.BaseComponent), name

@@ -1,11 +1,14 @@
 """The problem file is the one place the columns, label and features are written down."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import GS_BUCKET
 
 from slipway.problem import PROBLEMS_DIR, ProblemError, available_problems, load_problem
+from slipway.storage import upload
 
 
 def write_problem(tmp_path: Path, **changes) -> Path:
@@ -51,6 +54,21 @@ def test_a_text_column_cannot_be_a_numeric_feature(tmp_path: Path) -> None:
     path = write_problem(tmp_path, features={"numeric": ["company"]})
     with pytest.raises(ProblemError, match=r"features.numeric: 'company' has type 'string'"):
         load_problem(str(path))
+
+
+def test_a_missing_problem_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ProblemError, match=f"problem '{tmp_path}/mine.yaml': no such file"):
+        load_problem(str(tmp_path / "mine.yaml"))
+
+
+@pytest.mark.servers
+def test_a_problem_can_come_from_object_storage_so_a_cluster_run_needs_no_new_image(
+    tmp_path: Path, gcs_emulator: str
+) -> None:
+    uri = f"gs://{GS_BUCKET}/problems/taxi.yaml"
+    upload(PROBLEMS_DIR / "chicago_taxi.yaml", uri)
+    problem = load_problem(uri)
+    assert problem == dataclasses.replace(load_problem("chicago_taxi"), source=uri)
 
 
 @pytest.mark.parametrize("fraction", [0, 1, 1.5, "a fifth"])
