@@ -80,7 +80,8 @@ class Preprocessing:
         for i, (column, vocabulary) in enumerate(zip(self.categorical, self.vocabularies, strict=True)):
             index = {value: RESERVED_IDS + j for j, value in enumerate(vocabulary)}
             text = _as_category_text(frame[column])
-            ids[:, i] = [MISSING_ID if pd.isna(v) else index.get(v, UNKNOWN_ID) for v in text]
+            known = text.map(index)  # NaN for both missing and unseen values
+            ids[:, i] = known.where(text.notna(), MISSING_ID).fillna(UNKNOWN_ID).astype("int64").to_numpy()
         return torch.from_numpy(numeric.astype(np.float32)), torch.from_numpy(ids)
 
     def to_dict(self) -> dict[str, Any]:
