@@ -48,7 +48,6 @@ class IngestResult:
     train_rows: int
     eval_rows: int
     split_timestamp: str  # eval = rows at or after this instant (ISO 8601, UTC)
-    label_positive_rate_train: float
     columns: list[str]
 
     def metadata(self, split: str) -> dict[str, Any]:
@@ -96,7 +95,6 @@ def ingest_source(
         train_rows=len(train),
         eval_rows=len(evaluation),
         split_timestamp=boundary.isoformat(),
-        label_positive_rate_train=float(train[problem.label.name].mean()),
         columns=list(labelled.columns),
     )
     log.info(

