@@ -26,6 +26,7 @@ class LogisticRegression(nn.Module):
         self.category_weights = nn.ModuleList(nn.Embedding(size, 1) for size in vocabulary_sizes)
         for embedding in self.category_weights:
             nn.init.zeros_(embedding.weight)
+        self.arguments = {"numeric_inputs": numeric_inputs, "vocabulary_sizes": list(vocabulary_sizes)}
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """Returns one logit per row."""
@@ -35,8 +36,50 @@ class LogisticRegression(nn.Module):
         return logit
 
 
+class TabularMLP(nn.Module):
+    """An MLP over standardised numerics (with missing indicators) and one embedding per categorical.
+
+    Embedding widths follow the common rule of thumb for tabular models, min(16, 1.6 * size^0.56),
+    so a 3-value payment type gets 3 dimensions and a 60-value company 16. `embedding_dims` is
+    stored in `model.json`, so a loaded model never depends on the rule staying the same.
+    """
+
+    def __init__(
+        self,
+        numeric_inputs: int,
+        vocabulary_sizes: list[int],
+        hidden_units: list[int],
+        dropout: float,
+        embedding_dims: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        dims = embedding_dims or [embedding_width(size) for size in vocabulary_sizes]
+        if len(dims) != len(vocabulary_sizes):
+            raise ValueError(f"{len(dims)} embedding_dims for {len(vocabulary_sizes)} categorical features")
+        self.embeddings = nn.ModuleList(nn.Embedding(size, dim) for size, dim in zip(vocabulary_sizes, dims))
+        layers: list[nn.Module] = []
+        width = numeric_inputs + sum(dims)
+        for units in hidden_units:
+            layers += [nn.Linear(width, units), nn.ReLU(), nn.Dropout(dropout)]
+            width = units
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+        self.arguments = {"numeric_inputs": numeric_inputs, "vocabulary_sizes": list(vocabulary_sizes),
+                          "hidden_units": list(hidden_units), "dropout": dropout, "embedding_dims": dims}
+
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        """Returns one logit per row."""
+        embedded = [embedding(categorical[:, i]) for i, embedding in enumerate(self.embeddings)]
+        return self.mlp(torch.cat([numeric, *embedded], dim=1)).squeeze(-1)
+
+
+def embedding_width(vocabulary_size: int) -> int:
+    return max(1, min(16, round(1.6 * vocabulary_size**0.56)))
+
+
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "logistic_regression": LogisticRegression,
+    "mlp": TabularMLP,
 }
 
 

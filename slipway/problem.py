@@ -48,6 +48,9 @@ class LabelSpec:
 class FeatureSpec:
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
+    # Numeric features that must never be missing: training refuses data where one is, instead
+    # of letting preprocessing quietly impute it.
+    required: tuple[str, ...] = ()
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -150,12 +153,16 @@ def _parse(raw: Any, source: str) -> Problem:
     features = FeatureSpec(
         numeric=declared(features_raw.get("numeric", []), "features.numeric"),
         categorical=declared(features_raw.get("categorical", []), "features.categorical"),
+        required=declared(features_raw.get("required", []), "features.required"),
     )
     if not features.all:
         raise fail("features", "at least one numeric or categorical feature is required")
     for name in features.numeric:
         if columns[name] not in ("integer", "float"):
             raise fail("features.numeric", f"{name!r} has type {columns[name]!r}, not integer or float")
+    for name in features.required:
+        if name not in features.numeric:
+            raise fail("features.required", f"{name!r} is not one of features.numeric {list(features.numeric)}")
 
     eval_fraction = (raw.get("split") or {}).get("eval_fraction", 0.2)
     if not isinstance(eval_fraction, (int, float)) or not 0 < eval_fraction < 1:

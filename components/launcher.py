@@ -1,0 +1,82 @@
+"""Launch training on this machine: `torchrun` with N processes, from the running environment.
+
+The `train` component and `slipway train` call `run_local_training`; it starts the trainer
+(`python -m slipway.components.trainer`) under `torchrun --standalone` with N processes (one
+plain process when N is 1, which skips torchrun's rendezvous), streams the children's output
+line by line into our log as it comes, and reads the result back from a JSON file that rank 0
+writes. A failed child becomes a `TrainingLaunchError` carrying its exit code and the last error
+line it printed (the exception a worker raised, not torchrun's wrapper around it).
+
+REFERENCE.md: the Kubeflow SDK's local-process backend would build a fresh venv per job; we
+start torchrun from our own environment instead. Cluster launches (TrainJob, PyTorchJob) live
+in `training_jobs`.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable
+import json
+import logging
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from slipway.components.trainer import TrainResult
+
+log = logging.getLogger(__name__)
+
+TRAINER_MODULE = "slipway.components.trainer"
+_ERROR_LINE = re.compile(r"^(?:\[(?:rank|default)\d+\]:\s*)?([\w.]*(?:Error|Exception|Interrupt)\b.*)$")
+_TORCHRUN_WRAPPERS = ("ChildFailedError", "SignalException")
+
+
+class TrainingLaunchError(RuntimeError):
+    """The training processes failed; the message holds the exit code and the child's own error."""
+
+
+def trainer_command(trainer_args: list[str], processes: int) -> list[str]:
+    """The command line that runs the trainer with `processes` local processes."""
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    if processes == 1:
+        return [sys.executable, "-m", TRAINER_MODULE, *trainer_args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+            "--max-restarts=0", "-m", TRAINER_MODULE, *trainer_args]
+
+
+def run_local_training(trainer_args: list[str], processes: int) -> TrainResult:
+    """Runs the trainer to completion, streaming its log; returns rank 0's result."""
+    with tempfile.TemporaryDirectory(prefix="slipway-launch-") as scratch:
+        result_file = Path(scratch) / "result.json"
+        command = trainer_command([*trainer_args, "--result-file", str(result_file)], processes)
+        log.info("launching %d training process(es): %s", processes, " ".join(command[1:]))
+        tail: collections.deque[str] = collections.deque(maxlen=200)
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              bufsize=1) as child:
+            assert child.stdout is not None
+            for line in child.stdout:
+                sys.stderr.write(line)
+                tail.append(line.rstrip("\n"))
+        if child.returncode != 0:
+            raise TrainingLaunchError(
+                f"training failed (exit code {child.returncode}, {processes} process(es)): {last_error_line(tail)}"
+            )
+        if not result_file.is_file():
+            raise TrainingLaunchError(f"training exited 0 but rank 0 wrote no result to {result_file}")
+        return TrainResult(**json.loads(result_file.read_text()))
+
+
+def last_error_line(lines: Iterable[str]) -> str:
+    """The most specific error in a child's output: the worker's exception, else the last line."""
+    lines = [line for line in lines if line.strip()]
+    errors = [m.group(1) for line in lines if (m := _ERROR_LINE.match(line.strip()))]
+    specific = [e for e in errors if not any(w in e for w in _TORCHRUN_WRAPPERS)]
+    if specific:
+        return specific[-1]
+    exit_lines = [line.strip() for line in lines if "exitcode" in line]
+    if exit_lines:
+        return exit_lines[-1]
+    return lines[-1].strip() if lines else "no output"
