@@ -2,7 +2,7 @@
 
 A wrapper maps typed KFP artifacts and parameters onto one library call and records the result
 as artifact metadata; all logic and all tests of logic live in the library modules beside this
-one (`ingestion`, `baseline`, `evaluation`, ...). Bodies import what they need inside the
+one (`ingestion`, `trainer`, `evaluation`, ...). Bodies import what they need inside the
 function, because KFP ships a component's body alone.
 
 Why the wrappers live apart from the library: inside a running task KFP sets `_KFP_RUNTIME=true`,
@@ -13,6 +13,8 @@ Every component runs on its runtime's image (`slipway.runtimes`) and is built wi
 `install_kfp_package=False`: the images carry kfp, and kfp.local then runs a task without a
 pip install (about 0.1 s a task instead of about 1 s).
 """
+
+from typing import NamedTuple
 
 from kfp import dsl
 
@@ -44,29 +46,53 @@ def train(
     train_data: dsl.Input[dsl.Dataset],
     eval_data: dsl.Input[dsl.Dataset],
     problem: str,
+    architecture: str,
+    hidden_units: list,
+    dropout: float,
     epochs: int,
     learning_rate: float,
     batch_size: int,
+    weight_decay: float,
+    patience: int,
     seed: int,
+    processes: int,
+    tracking_uri: str,
+    pipeline_root: str,
+    pipeline_run_id: str,
     model: dsl.Output[dsl.Model],
     metrics: dsl.Output[dsl.Metrics],
-):
-    """Trains the baseline logistic regression; writes a safetensors + JSON Model and training Metrics."""
+) -> NamedTuple("TrainOutputs", [("mlflow_run_id", str)]):
+    """Trains the model with `processes` DDP processes under torchrun; tracks the run in MLflow.
+
+    Writes a safetensors + JSON Model, training Metrics, and returns the MLflow run id. An empty
+    `tracking_uri` means MLFLOW_TRACKING_URI, else an embedded SQLite store under the pipeline root.
+    """
     from pathlib import Path
 
     from slipway import logs
-    from slipway.components.baseline import TrainConfig, train_baseline
-    from slipway.problem import load_problem
+    from slipway.components.launcher import run_local_training
+    from slipway.components.tracking import TrackingConfig
+    from slipway.components.train_config import TrainConfig
+    from slipway.components.trainer import Lineage, trainer_arguments
 
     logs.configure()
-    config = TrainConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed)
-    lineage = {"train_data": train_data.uri, "data_sha256": train_data.metadata.get("sha256")}
-    result = train_baseline(Path(train_data.path), Path(eval_data.path), load_problem(problem), config,
-                            Path(model.path), lineage)
-    model.metadata.update({"framework": "pytorch", "format": "safetensors", "architecture": "logistic_regression"})
-    for name in ("train_loss", "eval_auc", "rows_per_second"):
-        metrics.log_metric(name, round(getattr(result, name), 6))
-    metrics.log_metric("train_rows", result.train_rows)
+    config = TrainConfig(architecture=architecture, hidden_units=tuple(int(u) for u in hidden_units), dropout=dropout,
+                         epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                         weight_decay=weight_decay, patience=patience, seed=seed)
+    tracking = TrackingConfig.resolve(tracking_uri, pipeline_root)
+    lineage = Lineage(data_sha256=train_data.metadata.get("sha256"), pipeline_run_id=pipeline_run_id,
+                      train_data=train_data.uri)
+    checkpoints = Path(model.path).parent / "checkpoints"
+    result = run_local_training(trainer_arguments(train_data.path, eval_data.path, model.path, str(checkpoints),
+                                                  problem, config, tracking, lineage), processes)
+    model.metadata.update({"framework": "pytorch", "format": "safetensors", "architecture": architecture,
+                           "mlflow_run_id": result.mlflow_run_id, "mlflow_tracking_uri": tracking.tracking_uri})
+    metrics.log_metric("eval_auc", round(result.eval_auc, 6))
+    metrics.log_metric("train_loss", round(result.train_loss, 6))
+    metrics.log_metric("rows_per_second", round(result.rows_per_second, 1))
+    for name in ("best_epoch", "epochs_run", "train_rows", "world_size"):
+        metrics.log_metric(name, getattr(result, name))
+    return (result.mlflow_run_id or "",)
 
 
 @dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)

@@ -15,13 +15,13 @@ in `training_jobs`.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
 import json
 import logging
 import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from slipway.components.trainer import TrainResult

@@ -56,7 +56,8 @@ class TabularMLP(nn.Module):
         dims = embedding_dims or [embedding_width(size) for size in vocabulary_sizes]
         if len(dims) != len(vocabulary_sizes):
             raise ValueError(f"{len(dims)} embedding_dims for {len(vocabulary_sizes)} categorical features")
-        self.embeddings = nn.ModuleList(nn.Embedding(size, dim) for size, dim in zip(vocabulary_sizes, dims))
+        pairs = zip(vocabulary_sizes, dims, strict=True)
+        self.embeddings = nn.ModuleList(nn.Embedding(size, dim) for size, dim in pairs)
         layers: list[nn.Module] = []
         width = numeric_inputs + sum(dims)
         for units in hidden_units:

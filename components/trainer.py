@@ -53,6 +53,7 @@ from slipway.components.checkpoints import Checkpoint, load_latest_checkpoint, s
 from slipway.components.model_artifact import save_model
 from slipway.components.preprocessing import Preprocessing
 from slipway.components.tracking import TrackingConfig, TrainingRun, lineage_tags
+from slipway.components.train_config import TrainConfig
 from slipway.problem import Problem, load_problem
 from slipway.storage import download, scheme_of, upload
 
@@ -63,41 +64,6 @@ MIN_IMPROVEMENT = 1e-4  # eval AUC must beat the best by this much to count as p
 
 class TrainingDataError(ValueError):
     """The training or eval data cannot train this problem's model; the message names file and column."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters: everything that changes the trained model, and nothing else."""
-
-    architecture: str = "mlp"
-    hidden_units: tuple[int, ...] = (64, 32)
-    dropout: float = 0.1
-    epochs: int = 20
-    learning_rate: float = 3e-3
-    batch_size: int = 256  # global: split across the processes
-    weight_decay: float = 1e-4
-    patience: int = 3  # epochs without eval AUC improvement before stopping
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "patience"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.architecture not in models.ARCHITECTURES:
-            raise ValueError(f"architecture {self.architecture!r} is not one of {sorted(models.ARCHITECTURES)}")
-        if any(units < 1 for units in self.hidden_units):
-            raise ValueError(f"hidden_units must all be at least 1, got {list(self.hidden_units)}")
-
-    def model_arguments(self, preprocessing: Preprocessing) -> dict[str, Any]:
-        arguments: dict[str, Any] = {"numeric_inputs": preprocessing.numeric_inputs,
-                                     "vocabulary_sizes": preprocessing.vocabulary_sizes}
-        if self.architecture == "mlp":
-            arguments |= {"hidden_units": list(self.hidden_units), "dropout": self.dropout}
-        return arguments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -400,11 +366,38 @@ def _parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         value = getattr(defaults, field.name)
+        help = f"{field.metadata['help']} (default {list(value) if isinstance(value, tuple) else value})"
         if isinstance(value, tuple):
-            parser.add_argument(flag, type=int, nargs="+", default=list(value), help=f"default {list(value)}")
+            parser.add_argument(flag, type=int, nargs="+", default=list(value), help=help)
         else:
-            parser.add_argument(flag, type=type(value), default=value, help=f"default {value}")
+            parser.add_argument(flag, type=type(value), default=value, help=help)
     return parser
+
+
+def trainer_arguments(
+    train_data: str,
+    eval_data: str,
+    model_dir: str,
+    checkpoint_dir: str,
+    problem: str,
+    config: TrainConfig,
+    tracking: TrackingConfig | None = None,
+    lineage: Lineage = Lineage(),
+) -> list[str]:
+    """The argv that `main` parses back into exactly these values: what launchers and job specs pass."""
+    args = ["--train", train_data, "--eval", eval_data, "--model-dir", model_dir, "--checkpoint-dir", checkpoint_dir,
+            "--problem", problem]
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        flag = "--" + field.name.replace("_", "-")
+        args += [flag, *map(str, value)] if isinstance(value, tuple) else [flag, str(value)]
+    if tracking is not None:
+        args += ["--tracking-uri", tracking.tracking_uri, "--experiment", tracking.experiment]
+    if lineage.data_sha256:
+        args += ["--data-sha256", lineage.data_sha256]
+    if lineage.pipeline_run_id:
+        args += ["--pipeline-run-id", lineage.pipeline_run_id]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ pip-installs anything). Artifacts land under `<pipeline_root>/<pipeline>-<timest
 """
 
 import dataclasses
+import json
 import logging
 import time
 import warnings
@@ -26,7 +27,24 @@ _PARSERS = {
     "Integer": int,
     "Float": float,
     "Boolean": lambda text: {"true": True, "false": False}[text.lower()],
+    "List": lambda text: _parse_list(text),
 }
+
+
+def _parse_list(text: str) -> list[Any]:
+    """A JSON list (`[64, 32]`) or comma-separated values (`64,32`), each read as JSON when it parses."""
+    if text.strip().startswith("["):
+        value = json.loads(text)
+        if not isinstance(value, list):
+            raise ValueError(f"{text!r} is not a list")
+        return value
+    items = []
+    for item in (piece.strip() for piece in text.split(",")):
+        try:
+            items.append(json.loads(item))
+        except json.JSONDecodeError:
+            items.append(item)
+    return items
 
 
 class PipelineArgumentError(ValueError):

@@ -10,11 +10,12 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from slipway.components.baseline import TrainConfig
 from slipway.components.catalog import evaluate, ingest, train
+from slipway.components.train_config import TrainConfig
 from slipway.problem import DEFAULT_PROBLEM
 
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_PROCESSES = 2  # torchrun processes for local training: DDP even on a laptop
 
 
 class TrainingOutputs(NamedTuple):
@@ -25,15 +26,23 @@ class TrainingOutputs(NamedTuple):
 
 @dsl.pipeline(
     name="training",
-    description="Ingest a CSV/Parquet source, train the baseline model and evaluate it on a time-split eval set.",
+    description="Ingest a CSV/Parquet source, train a model with DDP (tracked in MLflow) and evaluate it on a "
+                "time-split eval set.",
 )
 def training(
     source_uri: str,
     problem: str = DEFAULT_PROBLEM,
+    architecture: str = TrainConfig.architecture,
+    hidden_units: list = list(TrainConfig.hidden_units),  # noqa: B006 - KFP records the default in the IR
+    dropout: float = TrainConfig.dropout,
     epochs: int = TrainConfig.epochs,
     learning_rate: float = TrainConfig.learning_rate,
     batch_size: int = TrainConfig.batch_size,
+    weight_decay: float = TrainConfig.weight_decay,
+    patience: int = TrainConfig.patience,
     seed: int = TrainConfig.seed,
+    processes: int = DEFAULT_PROCESSES,
+    tracking_uri: str = "",
     threshold: float = DEFAULT_THRESHOLD,
 ) -> TrainingOutputs:
     ingested = ingest(source_uri=source_uri, problem=problem)
@@ -44,10 +53,19 @@ def training(
         train_data=ingested.outputs["train_data"],
         eval_data=ingested.outputs["eval_data"],
         problem=problem,
+        architecture=architecture,
+        hidden_units=hidden_units,
+        dropout=dropout,
         epochs=epochs,
         learning_rate=learning_rate,
         batch_size=batch_size,
+        weight_decay=weight_decay,
+        patience=patience,
         seed=seed,
+        processes=processes,
+        tracking_uri=tracking_uri,
+        pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER,
+        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     )
     evaluated = evaluate(
         model=trained.outputs["model"],

@@ -171,10 +171,64 @@ def taxi_splits(taxi_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
 
 @pytest.fixture(scope="session")
 def taxi_model(taxi_splits: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The baseline trained once on the sample (a few epochs): the model artifact directory."""
-    from slipway.components.baseline import TrainConfig, train_baseline
+    """The MLP trained once on the sample in this process (a few epochs): the model artifact directory."""
+    from slipway.components.train_config import TrainConfig
+    from slipway.components.trainer import train
     from slipway.problem import load_problem
 
-    model_dir = tmp_path_factory.mktemp("model")
-    train_baseline(*taxi_splits, load_problem("chicago_taxi"), TrainConfig(epochs=3), model_dir)
-    return model_dir
+    out = tmp_path_factory.mktemp("model")
+    train(*taxi_splits, load_problem("chicago_taxi"), TrainConfig(epochs=3), out / "model", out / "checkpoints")
+    return out / "model"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` (SQLite backend, artifacts served through it into a local folder): yields its URL.
+
+    Job execution is turned off: it would start seven huey worker processes that tracking never
+    uses and double the start-up (about 6 s without it, 12 s with). The server runs in its own
+    process group because it is a tree (the CLI, then uvicorn): stopping only the CLI can leave
+    the rest running after the tests.
+    """
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command += ["--backend-store-uri", f"sqlite:///{root / 'server.db'}"]
+    command += ["--artifacts-destination", str(root / "artifacts")]
+    with (root / "server.log").open("wb") as log:
+        server = subprocess.Popen(
+            command,
+            cwd=root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if server.poll() is not None:
+                log_tail = (root / "server.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"mlflow server exited with status {server.returncode}:\n{log_tail}")
+            try:
+                wait_until_answers(f"{url}/health", timeout_s=0.5)
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server at {url} did not answer within 90 s") from None
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=20)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)  # whatever of the tree outlived the CLI, or a CLI that hung
+        server.wait()

@@ -29,7 +29,8 @@ def test_an_unknown_set_key_lists_every_valid_parameter_with_its_type_and_defaul
     assert result.exit_code == 2
     assert "'epoch' is not a parameter of pipeline 'training'" in result.output
     assert "epochs (integer, default 20)" in result.output
-    assert "learning_rate (float, default 0.05)" in result.output
+    assert "learning_rate (float, default 0.003)" in result.output
+    assert "hidden_units (list, default [64, 32])" in result.output
 
 
 @pytest.mark.parametrize(("assignment", "message"), [

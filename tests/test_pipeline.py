@@ -7,9 +7,11 @@ import yaml
 from google.protobuf import json_format
 from kfp import components
 from kfp.pipeline_spec import pipeline_spec_pb2
+from mlflow.tracking import MlflowClient
 
 from slipway import runtimes
 from slipway.components.model_artifact import load_model
+from slipway.components.tracking import TrackingConfig
 from slipway.pipelines.compile import compile_pipelines
 from slipway.pipelines.local import run_local
 from slipway.sample_data import SAMPLE_FILES
@@ -26,7 +28,8 @@ def test_the_ir_parses_strictly_as_a_kfp_pipeline_spec(compiled: Path) -> None:
     spec = json_format.ParseDict(yaml.safe_load(compiled.read_text()), pipeline_spec_pb2.PipelineSpec())
     assert spec.pipeline_info.name == "training"
     assert set(spec.root.input_definitions.parameters) == {
-        "source_uri", "problem", "epochs", "learning_rate", "batch_size", "seed", "threshold"}
+        "source_uri", "problem", "architecture", "hidden_units", "dropout", "epochs", "learning_rate", "batch_size",
+        "weight_decay", "patience", "seed", "processes", "tracking_uri", "threshold"}
     assert set(spec.root.output_definitions.artifacts) == {"model", "train_metrics", "eval_metrics"}
 
 
@@ -72,3 +75,12 @@ def test_the_compiled_yaml_runs_locally_and_reports_auc_on_the_future(
     model = load_model(Path(run.outputs["model"].path))
     assert model.metadata["lineage"]["data_sha256"] == SAMPLE_FILES["data.csv"]
     assert run.run_dir is not None and (run.run_dir / "ingest" / "train_data").is_file()
+    assert run.outputs["train_metrics"].metadata["world_size"] == 2  # DDP with the default 2 processes
+
+    # The run was tracked in the embedded MLflow store under the pipeline root.
+    tracked = MlflowClient(TrackingConfig.embedded(tmp_path / "runs" / "mlflow").tracking_uri).get_run(
+        model.metadata["lineage"]["mlflow_run_id"])
+    assert tracked.data.params["epochs"] == "3" and tracked.data.params["world_size"] == "2"
+    assert tracked.data.tags["slipway.data_sha256"] == SAMPLE_FILES["data.csv"]
+    assert tracked.data.tags["slipway.pipeline_run_id"]
+    assert tracked.info.status == "FINISHED"

@@ -20,7 +20,9 @@ from sklearn.metrics import roc_auc_score
 from slipway.components.checkpoints import STATE_FILE
 from slipway.components.launcher import TrainingLaunchError, run_local_training, trainer_command
 from slipway.components.model_artifact import METADATA_FILE, WEIGHTS_FILE, load_model
-from slipway.components.trainer import TrainConfig, TrainingDataError, TrainResult, train
+from slipway.components.models import ARCHITECTURES
+from slipway.components.train_config import ARCHITECTURE_NAMES, TrainConfig
+from slipway.components.trainer import TrainingDataError, TrainResult, train, trainer_arguments
 from slipway.problem import load_problem
 
 PROBLEM = load_problem("chicago_taxi")
@@ -29,13 +31,8 @@ CONFIG = TrainConfig(epochs=4, seed=11)
 
 
 def trainer_args(splits: tuple[Path, Path], out: Path, config: TrainConfig = CONFIG) -> list[str]:
-    args = ["--train", str(splits[0]), "--eval", str(splits[1]), "--model-dir", str(out / "model"),
-            "--checkpoint-dir", str(out / "checkpoints")]
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        flag = "--" + field.name.replace("_", "-")
-        args += [flag, *map(str, value)] if isinstance(value, tuple) else [flag, str(value)]
-    return args
+    return trainer_arguments(str(splits[0]), str(splits[1]), str(out / "model"), str(out / "checkpoints"),
+                             PROBLEM.name, config)
 
 
 def weights(model_dir: Path) -> dict:
@@ -82,6 +79,9 @@ def test_one_and_two_processes_reach_the_same_auc(taxi_splits, tmp_path, two_pro
     ddp, _ = two_process_run
     single = run_local_training(trainer_args(taxi_splits, tmp_path), processes=1)
     assert (single.world_size, ddp.world_size) == (1, 2)
+    # The command line carried every hyperparameter through to the trainer.
+    recorded = json.loads((tmp_path / "model" / METADATA_FILE).read_text())["lineage"]["train_config"]
+    assert recorded == json.loads(json.dumps(dataclasses.asdict(CONFIG)))
     # Same global batch, same seed; only the shuffling differs, so the results agree closely.
     assert ddp.eval_auc == pytest.approx(single.eval_auc, abs=0.01)
 
@@ -169,3 +169,7 @@ def test_a_file_that_is_not_parquet_is_refused_by_name(taxi_csv, taxi_splits, tm
 def test_train_config_refuses_values_that_cannot_train(field: str, value, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value})
+
+
+def test_the_config_offers_exactly_the_architectures_the_registry_builds() -> None:
+    assert sorted(ARCHITECTURE_NAMES) == sorted(ARCHITECTURES)
