@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from slipway.components.preprocessing import Preprocessing
 
+# Local training runs this many torchrun processes unless told otherwise: DDP even on a laptop.
+DEFAULT_PROCESSES = 2
+
 # The architectures `slipway.components.models.ARCHITECTURES` builds (a test keeps the two in step).
 ARCHITECTURE_NAMES = ("mlp", "logistic_regression")
 

@@ -5,7 +5,8 @@
 # The tag must match slipway.runtimes.CORE_IMAGE, which the compiled pipelines reference.
 FROM python:3.11.7-slim-bookworm
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
 WORKDIR /opt/slipway
 
 # The lock pins torch==2.13.0+cpu, served by PyTorch's CPU index (GPU workers use train-gpu).

@@ -2,19 +2,25 @@
 
     slipway compile [--output-dir dist] [PIPELINE ...]
     slipway run training [--data URI] [--set key=value ...]
+    slipway train [--data URI] [--processes N] [--epochs N ...]
     slipway version
 
 Exit codes: 0 success, 1 a pipeline or step failed, 2 bad usage (unknown pipeline, bad --set).
 """
 
+import dataclasses
+import datetime
 import importlib.metadata
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from slipway import __version__, logs, runtimes
+from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
+from slipway.problem import DEFAULT_PROBLEM
 
 # Kept in step with slipway.pipelines.catalog.PIPELINES by a test; listed here so that
 # `slipway --help` answers without importing kfp and every pipeline.
@@ -104,6 +110,73 @@ def _summary(run: Any, arguments: dict[str, Any]) -> str:
 
 def _number(value: Any) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
+
+
+def _train_config_options(command: Callable) -> Callable:
+    """One option per TrainConfig field, with its default and help text from the dataclass."""
+    for field in reversed(dataclasses.fields(TrainConfig)):
+        default = getattr(TrainConfig, field.name)
+        flag = "--" + field.name.replace("_", "-")
+        if isinstance(default, tuple):
+            option = click.option(flag, field.name, default=",".join(map(str, default)), show_default=True,
+                                  metavar="N,N", help=f"{field.metadata['help']}, comma-separated")
+        else:
+            option = click.option(flag, field.name, type=type(default), default=default, show_default=True,
+                                  help=field.metadata["help"])
+        command = option(command)
+    return command
+
+
+@cli.command("train")
+@click.option("--data", "data_uri", metavar="URI",
+              help="Source to ingest and split by time: a local path, gs://, s3:// or http(s):// URI of a CSV or "
+                   "Parquet file. Default: the Chicago taxi sample.")
+@click.option("--problem", default=DEFAULT_PROBLEM, show_default=True,
+              help="Packaged problem name, or the path/URI of a problem YAML.")
+@click.option("--processes", type=click.IntRange(min=1), default=DEFAULT_PROCESSES, show_default=True,
+              help="Local DDP processes (torchrun --nproc-per-node); 1 trains in a single process.")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the splits, checkpoints and model go. Default: runs/train-<timestamp>. Point it at an "
+                   "interrupted run's directory to resume from its last checkpoint.")
+@click.option("--tracking-uri", default="", help="MLflow tracking URI. Default: MLFLOW_TRACKING_URI, else the "
+                                                 "embedded store runs/mlflow (shared with `slipway run`).")
+@_train_config_options
+def train_command(data_uri: str | None, problem: str, processes: int, output_dir: Path | None, tracking_uri: str,
+                  **hyperparameters: Any) -> None:
+    """Train outside a pipeline: ingest and time-split the data, then train with DDP, tracked in MLflow.
+
+    The same code, options and model artifact as the pipeline's `train` step.
+    """
+    from slipway.components.ingestion import IngestError, ingest_source
+    from slipway.components.launcher import TrainingLaunchError, run_local_training
+    from slipway.components.tracking import TrackingConfig
+    from slipway.components.trainer import Lineage, trainer_arguments
+    from slipway.problem import ProblemError, load_problem
+    from slipway.sample_data import fetch_sample
+
+    logs.configure()
+    try:
+        units = tuple(int(u) for u in hyperparameters.pop("hidden_units").split(","))
+        config = TrainConfig(hidden_units=units, **hyperparameters)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    output_dir = output_dir or Path("runs") / f"train-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    source = data_uri or str(fetch_sample()["data.csv"])
+    try:
+        loaded = load_problem(problem)
+        ingested = ingest_source(source, loaded, output_dir / "train.parquet", output_dir / "eval.parquet")
+        tracking = TrackingConfig.resolve(tracking_uri, output_dir.parent)
+        args = trainer_arguments(str(output_dir / "train.parquet"), str(output_dir / "eval.parquet"),
+                                 str(output_dir / "model"), str(output_dir / "checkpoints"), problem, config,
+                                 tracking, Lineage(data_sha256=ingested.source_sha256, train_data=source))
+        result = run_local_training(args, processes)
+    except (ProblemError, IngestError, TrainingLaunchError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"\nTrained {config.architecture} with {result.world_size} process(es) on {result.device}: "
+               f"eval AUC {result.eval_auc:.4f} at epoch {result.best_epoch} of {result.epochs_run}, "
+               f"{result.rows_per_second:,.0f} rows/s")
+    click.echo(f"  model: {output_dir / 'model'}")
+    click.echo(f"  MLflow run {result.mlflow_run_id} in {tracking.tracking_uri}")
 
 
 @cli.command("version")

@@ -11,11 +11,10 @@ from typing import NamedTuple
 from kfp import dsl
 
 from slipway.components.catalog import evaluate, ingest, train
-from slipway.components.train_config import TrainConfig
+from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
 from slipway.problem import DEFAULT_PROBLEM
 
 DEFAULT_THRESHOLD = 0.5
-DEFAULT_PROCESSES = 2  # torchrun processes for local training: DDP even on a laptop
 
 
 class TrainingOutputs(NamedTuple):

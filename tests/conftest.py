@@ -21,8 +21,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from slipway import logs
 from slipway.sample_data import fetch_sample
 from slipway.storage import StorageConfig
+
+logs.disable_telemetry()  # before any test imports mlflow: no calls home from the suite
 
 S3_BUCKET = "slipway-artifacts"
 GS_BUCKET = "slipway-models"

@@ -3,9 +3,13 @@
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
 
+from slipway.components.model_artifact import load_model
+from slipway.components.tracking import TrackingConfig
 from slipway.pipelines.catalog import PIPELINES
 from slipway.pipelines.cli import PIPELINE_NAMES, cli
 
@@ -75,3 +79,35 @@ def test_a_failing_step_exits_1_and_names_the_failed_task(tmp_path: Path) -> Non
                     "--pipeline-root", str(tmp_path / "runs"))
     assert result.exit_code == 1
     assert "Inner task failed: 'ingest'" in result.output
+
+
+def test_train_trains_outside_a_pipeline_and_tracks_the_run(taxi_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "first"
+    result = invoke("train", "--data", str(taxi_csv), "--processes", "1", "--epochs", "2", "--hidden-units", "16",
+                    "--output-dir", str(out))
+    assert result.exit_code == 0, result.output
+    assert re.search(r"Trained mlp with 1 process\(es\) on cpu: eval AUC 0\.9\d+ at epoch \d of 2", result.output)
+    run_id = re.search(r"MLflow run (\w+) in ", result.output).group(1)
+    run = MlflowClient(TrackingConfig.embedded(tmp_path / "runs" / "mlflow").tracking_uri).get_run(run_id)
+    assert run.data.params["hidden_units"] == "(16,)"
+    assert load_model(out / "model").metadata["lineage"]["mlflow_run_id"] == run_id
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--hidden-units", "64,wide"], "invalid literal for int() with base 10: 'wide'"),
+    (["--dropout", "1.5"], "dropout must be in [0, 1), got 1.5"),
+    (["--processes", "0"], "0 is not in the range x>=1"),
+])
+def test_train_refuses_bad_options_as_usage_errors(args: list[str], message: str, tmp_path: Path) -> None:
+    result = invoke("train", "--output-dir", str(tmp_path), *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not any(tmp_path.iterdir()), "nothing is written before the options are known to be good"
+
+
+def test_train_on_a_source_without_a_problem_column_names_the_file_and_column(taxi_csv: Path, tmp_path: Path) -> None:
+    source = tmp_path / "no_fare.csv"
+    pd.read_csv(taxi_csv).drop(columns=["fare"]).head(50).to_csv(source, index=False)
+    result = invoke("train", "--data", str(source), "--output-dir", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert str(source) in result.output and "fare" in result.output
