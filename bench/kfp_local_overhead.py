@@ -13,13 +13,11 @@ Writes bench/results/kfp_local_overhead.json and .md (median and spread, and the
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from common import machine, summary
 from kfp import dsl
 
 from slipway import runtimes
@@ -61,11 +59,6 @@ def timed_runs(pipeline, arguments: dict, repeats: int, root: Path) -> list[floa
     return seconds
 
 
-def summary(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "stdev": statistics.stdev(values) if len(values) > 1 else 0.0, "runs": values}
-
-
 def per_task(component, length: int, repeats: int, root: Path) -> dict:
     single = timed_runs(chain(component, 1), {}, repeats, root)
     long = timed_runs(chain(component, length), {}, repeats, root)
@@ -73,12 +66,6 @@ def per_task(component, length: int, repeats: int, root: Path) -> dict:
     return {"chain_length": length, "pipeline_of_1_s": summary(single), f"pipeline_of_{length}_s": summary(long),
             "marginal_per_task_s": summary(marginal),
             "average_per_task_s": summary([t / length for t in long])}
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
 def markdown(results: dict) -> str:

@@ -75,7 +75,8 @@ class TrainResult:
     train_rows: int
     world_size: int
     device: str
-    rows_per_second: float  # all processes together, over the epochs this run trained
+    rows_per_second: float  # training rows/s of all processes together (eval excluded), over this run's epochs
+    peak_gpu_memory_mib: float | None  # rank 0's peak allocated GPU memory; None on CPU
     resumed_from_epoch: int  # 0 for a fresh run
     mlflow_run_id: str | None
 
@@ -219,17 +220,18 @@ def _train(
     if runtime.is_main:
         log.info("training %s on %d rows (%d process(es) on %s, %d rows per process per step), eval on %d rows",
                  config.architecture, len(y), runtime.world_size, device, local_batch, len(eval_y))
-    trained_rows, started = 0, time.perf_counter()
+    trained_rows, train_seconds = 0, 0.0
     try:
         for epoch in range(start_epoch, config.epochs + 1):
             if progress["stopped"]:
                 break
-            epoch_started = time.perf_counter()
             torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + runtime.rank)  # dropout, per epoch
             sampler.set_epoch(epoch)
+            order = torch.tensor(list(sampler), device=device)  # this rank's shard of the epoch, shuffled
             ddp.train()
             loss_sum, seen = torch.zeros((), device=device), torch.zeros((), device=device)
-            for batch in torch.tensor(list(sampler), device=device).split(local_batch):
+            epoch_started = time.perf_counter()
+            for batch in order.split(local_batch):
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     logits = ddp(x_num[batch], x_cat[batch])
@@ -238,14 +240,18 @@ def _train(
                 optimizer.step()
                 loss_sum += loss.detach()
                 seen += len(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            epoch_seconds = time.perf_counter() - epoch_started
             if runtime.distributed:
                 totals = torch.stack([loss_sum, seen])
                 dist.all_reduce(totals)
                 loss_sum, seen = totals[0], totals[1]
             train_loss = float(loss_sum / seen)
             trained_rows += int(seen)
+            train_seconds += epoch_seconds
+            rows_per_second = float(seen) / epoch_seconds
             eval_auc = _auc(module, eval_num, eval_cat, eval_y)
-            rows_per_second = float(seen) / (time.perf_counter() - epoch_started)
             improved = eval_auc > progress["best_auc"] + MIN_IMPROVEMENT
             if improved:
                 best_state = _cpu_state(module)
@@ -271,7 +277,6 @@ def _train(
             if progress["stopped"] and runtime.is_main:
                 log.info("early stopping: eval AUC has not improved for %d epochs; best was epoch %d (%.4f)",
                          config.patience, progress["best_epoch"], progress["best_auc"])
-        elapsed = time.perf_counter() - started
         last_epoch = progress["history"][-1]["epoch"] if progress["history"] else 0
         result = TrainResult(
             epochs_run=last_epoch,
@@ -281,7 +286,8 @@ def _train(
             train_rows=len(y),
             world_size=runtime.world_size,
             device=str(device),
-            rows_per_second=trained_rows / elapsed if trained_rows else 0.0,
+            rows_per_second=trained_rows / train_seconds if trained_rows else 0.0,
+            peak_gpu_memory_mib=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
             resumed_from_epoch=start_epoch - 1,
             mlflow_run_id=progress["mlflow_run_id"],
         )
