@@ -1,0 +1,690 @@
+"""Distributed training on the cluster: a Kubeflow Trainer `TrainJob`, or a Training Operator `PyTorchJob`.
+
+Locally, `launcher` runs `torchrun` on this machine. On Kubeflow the `train` component instead asks
+the cluster for N training nodes, each running `torchrun <the trainer's argv>`:
+
+- **Kubeflow Trainer v2** (current): a `TrainJob` (trainer.kubeflow.org/v1alpha1) that references the
+  `torch-distributed` ClusterTrainingRuntime. The runtime's Torch plugin sets `PET_NNODES`,
+  `PET_NPROC_PER_NODE`, `PET_NODE_RANK`, `PET_MASTER_ADDR` and `PET_MASTER_PORT` in the `node`
+  container, which `torchrun` reads, so the command is plain `torchrun <argv>`.
+- **Training Operator v1** (legacy, still widely deployed): a `PyTorchJob` (kubeflow.org/v1) with one
+  Master and N-1 Workers. The operator sets `PET_NNODES`, `PET_NPROC_PER_NODE` and `PET_NODE_RANK`
+  but the rendezvous address only as `MASTER_ADDR`/`MASTER_PORT`, so the command passes those to
+  `torchrun` explicitly (`$(VAR)` is expanded by the kubelet).
+
+`available_job_kind` asks the cluster's discovery API which of the two it serves.
+
+Both objects are built with official model classes: the TrainJob entirely with `kubeflow_trainer_api`
+models (the Kubeflow SDK's own); the PyTorchJob's pod template with the `kubernetes` client's V1
+models inside a small envelope dict (apiVersion, kind, metadata, spec.nprocPerNode and
+spec.pytorchReplicaSpecs), because the official PyTorchJob models (`kubeflow-training` 1.9.4) install
+a second `kubeflow/__init__.py` over the Kubeflow SDK's (see `build_pytorchjob`). The tests validate
+both against the real CRDs.
+
+Submission goes through the Kubernetes `CustomObjectsApi`, the same call the Kubeflow SDK's
+`TrainerClient.train` makes: `TrainerClient` cannot take a prebuilt TrainJob (it builds its own from a
+`CustomTrainer`/`CustomTrainerContainer`, whose env holds literal values only, so object-storage
+credentials could not come from a Secret), and its `wait_for_job_status` reports a failure without the
+condition's message. `wait` here names the job and the failing condition's reason and message.
+
+GPU nodes: with `gpus > 0` every node requests and is limited to that many `gpu_resource`, and
+tolerates the `<gpu_resource>:NoSchedule` taint that GPU node pools carry. A KFP task forwards the
+resources set on it (`set_cpu_limit`, `set_accelerator_type`, ...) through `dsl.TaskConfig` to
+`resources_from_task_config`, so the launching pod itself stays small.
+
+    spec = DistributedJobSpec(name=job_name("train", run_id), namespace=pod_namespace(), image=IMAGE,
+                              command=("-m", "slipway.components.trainer", "--train", train_uri, ...),
+                              num_nodes=2, resources=resources_from_task_config(task_config))
+    api = kube_client()
+    manifest = build_manifest(spec, available_job_kind(api))
+    finished = wait(submit(manifest, api), api)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import decimal
+import enum
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubeflow_trainer_api import models
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
+
+TORCHRUN = "torchrun"
+TRAINER_RUNTIME = "torch-distributed"  # the ClusterTrainingRuntime that Kubeflow Trainer ships for torchrun
+TRAINER_NODE = "node"  # the runtime's replicated job, and its container, that run the trainer
+PATCH_MANAGER = "slipway.kubeflow.org/train"  # our entry in spec.runtimePatches, keyed by manager
+PYTORCH_CONTAINER = "pytorch"  # the Training Operator finds the trainer container, and its port, by these names
+PYTORCH_PORT_NAME = "pytorchjob-port"
+PYTORCH_PORT = 23456
+RESTART_POLICY = "OnFailure"
+MAX_HOSTNAME = 63  # a pod hostname (and its headless-service DNS label) is a DNS label
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+# Environment the training operators set themselves: the Trainer webhook rejects PET_* in a TrainJob,
+# and the Training Operator would append a second, conflicting MASTER_ADDR/RANK/WORLD_SIZE.
+RESERVED_ENV = re.compile(r"PET_.*|MASTER_ADDR|MASTER_PORT|WORLD_SIZE|RANK")
+DEFAULT_CREDENTIALS_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+
+_RFC1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_QUANTITY = re.compile(r"(?P<number>[+-]?(\d+(\.\d*)?|\.\d+))(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?")
+_SUFFIX = {"n": "1e-9", "u": "1e-6", "m": "1e-3", "": "1", "k": "1e3", "M": "1e6", "G": "1e9", "T": "1e12",
+           "P": "1e15", "E": "1e18", "Ki": "1024", "Mi": "1048576", "Gi": "1073741824", "Ti": "1099511627776",
+           "Pi": "1125899906842624", "Ei": "1152921504606846976"}
+_TOLERATION_FIELDS = {"key": "key", "operator": "operator", "value": "value", "effect": "effect",
+                      "tolerationSeconds": "toleration_seconds"}
+# Resource names that are not accelerators, when reading a task's forwarded resources.
+_NOT_ACCELERATORS = {"cpu", "memory", "ephemeral-storage", "storage"}
+
+
+class JobSpecError(ValueError):
+    """A job cannot be built as specified; the message names the field and the rule it breaks."""
+
+
+class TrainingJobError(RuntimeError):
+    """The cluster refused the job, or the job failed; the message names the job."""
+
+
+class JobSubmitError(TrainingJobError):
+    """The API server did not create the job (invalid, forbidden, already exists, unreachable)."""
+
+
+class JobFailedError(TrainingJobError):
+    """The job reached its Failed condition (the message carries the condition's reason and message)."""
+
+
+class JobTimeoutError(TrainingJobError, TimeoutError):
+    """The job did not finish in time; the message holds the conditions last seen."""
+
+
+class JobKind(enum.Enum):
+    """The two custom resources that can run distributed PyTorch: where they live and how they finish."""
+
+    TRAINJOB = ("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob", "Complete")
+    PYTORCHJOB = ("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob", "Succeeded")
+
+    def __init__(self, group: str, version: str, plural: str, kind: str, succeeded: str):
+        self.group = group
+        self.version = version
+        self.plural = plural
+        self.kind = kind
+        self.succeeded = succeeded  # the condition type that means the training finished well
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+    @classmethod
+    def of(cls, manifest: Mapping[str, Any]) -> JobKind:
+        """The kind of a manifest, from its apiVersion and kind."""
+        for kind in cls:
+            if manifest.get("apiVersion") == kind.api_version and manifest.get("kind") == kind.kind:
+                return kind
+        raise JobSpecError(f"not a TrainJob ({cls.TRAINJOB.api_version}) or PyTorchJob ({cls.PYTORCHJOB.api_version}):"
+                           f" apiVersion {manifest.get('apiVersion')!r}, kind {manifest.get('kind')!r}")
+
+
+# --- what to run -------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class JobResources:
+    """What each training node asks the scheduler for; requests equal limits, as the Kubeflow SDK sets them.
+
+    `tolerations` (Kubernetes JSON shape, e.g. `{"key": "pool", "operator": "Equal", "value": "a100",
+    "effect": "NoSchedule"}`) and `node_selector` are added to the GPU toleration, which comes by itself
+    when `gpus > 0`.
+    """
+
+    cpu: str = "2"
+    memory: str = "8Gi"
+    gpus: int = 0
+    gpu_resource: str = "nvidia.com/gpu"
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tolerations", tuple(dict(t) for t in self.tolerations))
+        object.__setattr__(self, "node_selector", dict(self.node_selector))
+        for field in ("cpu", "memory"):
+            value = getattr(self, field)
+            if not isinstance(value, str) or not _QUANTITY.fullmatch(value) or _quantity(value) <= 0:
+                raise JobSpecError(f"JobResources.{field}: {value!r} is not a positive Kubernetes quantity "
+                                   "(e.g. '2', '500m', '8Gi')")
+        if not _is_int(self.gpus) or self.gpus < 0:
+            raise JobSpecError(f"JobResources.gpus: {self.gpus!r} is not a whole number of GPUs (0 or more)")
+        prefix, _, name = self.gpu_resource.rpartition("/")
+        if not (_is_dns1123_subdomain(prefix) and _is_qualified_name(name)):
+            raise JobSpecError(f"JobResources.gpu_resource: {self.gpu_resource!r} is not an extended resource name "
+                               "(<domain>/<name>, e.g. 'nvidia.com/gpu')")
+        for index, toleration in enumerate(self.tolerations):
+            unknown = sorted(set(toleration) - set(_TOLERATION_FIELDS))
+            if unknown:
+                raise JobSpecError(f"JobResources.tolerations[{index}]: unknown field(s) {unknown}; "
+                                   f"a toleration has {sorted(_TOLERATION_FIELDS)}")
+        for key, value in self.node_selector.items():
+            if not _is_qualified_name(key) or not _is_label_value(value):
+                raise JobSpecError(f"JobResources.node_selector[{key!r}]: {value!r} is not a valid label selector")
+
+    def quantities(self) -> dict[str, str]:
+        """The per-node resource list, e.g. {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}."""
+        found = {"cpu": self.cpu, "memory": self.memory}
+        if self.gpus:
+            found[self.gpu_resource] = str(self.gpus)
+        return found
+
+    def all_tolerations(self) -> list[dict[str, Any]]:
+        """The tolerations the pods need: the GPU taint's when there are GPUs, then the extra ones."""
+        gpu = {"key": self.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
+        extra = [dict(t) for t in self.tolerations if dict(t) != gpu]
+        return ([gpu] if self.gpus else []) + extra
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedJobSpec:
+    """One distributed training job, whichever custom resource runs it.
+
+    `command` is the trainer's argv after `torchrun` (e.g. `("-m", "slipway.components.trainer",
+    "--train", "s3://...")`): the job runs `torchrun` itself. `nproc_per_node` "auto" means one process
+    per GPU, or per whole CPU core requested when there is no GPU (as the Trainer's Torch plugin does;
+    torchrun's own "auto" would count the host's cores, not the container's).
+
+    Object-storage credentials come from the Secret `credentials_secret`, one `secretKeyRef` per entry of
+    `credentials_keys` (env name -> key in the Secret), never as values in the job: the TrainJob's
+    trainer has no `envFrom`, so both kinds use the same explicit list, which also lets a Secret with
+    other key names (KFP's `mlpipeline-minio-artifact` has `accesskey`/`secretkey`) serve.
+    """
+
+    name: str
+    namespace: str
+    image: str
+    command: Sequence[str]
+    num_nodes: int = 1
+    nproc_per_node: int | str = "auto"
+    resources: JobResources = dataclasses.field(default_factory=JobResources)
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    credentials_secret: str | None = None
+    credentials_keys: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_CREDENTIALS_KEYS))
+    service_account: str | None = None
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for field, kind in (("command", tuple), ("env", dict), ("credentials_keys", dict), ("labels", dict)):
+            object.__setattr__(self, field, kind(getattr(self, field)))
+        if not isinstance(self.name, str) or len(self.name) > MAX_HOSTNAME or not _RFC1035_LABEL.fullmatch(self.name):
+            raise JobSpecError(f"DistributedJobSpec.name: {self.name!r} is not a valid job name: use at most 63 "
+                               "lowercase letters, digits and '-', starting with a letter and ending with a letter "
+                               "or digit (an RFC 1035 label, as the TrainJob CRD requires)")
+        if not _is_dns1123_label(self.namespace):
+            raise JobSpecError(f"DistributedJobSpec.namespace: {self.namespace!r} is not a namespace name "
+                               "(a DNS-1123 label)")
+        if not isinstance(self.image, str) or not self.image or re.search(r"\s", self.image):
+            raise JobSpecError(f"DistributedJobSpec.image: {self.image!r} is not a container image reference")
+        if not self.command or not all(isinstance(arg, str) for arg in self.command):
+            raise JobSpecError(f"DistributedJobSpec.command: {self.command!r} must be a non-empty list of strings")
+        if Path(self.command[0]).name in (TORCHRUN, "torch.distributed.run"):
+            raise JobSpecError("DistributedJobSpec.command: give the trainer's argv after torchrun "
+                               f"(e.g. ['-m', 'slipway.components.trainer', ...]); the job runs {TORCHRUN} itself")
+        if not _is_int(self.num_nodes) or self.num_nodes < 1:
+            raise JobSpecError(f"DistributedJobSpec.num_nodes: {self.num_nodes!r} must be a whole number, at least 1")
+        if self.nproc_per_node != "auto" and (not _is_int(self.nproc_per_node) or self.nproc_per_node < 1):
+            raise JobSpecError(f"DistributedJobSpec.nproc_per_node: {self.nproc_per_node!r} must be 'auto' or a "
+                               "whole number, at least 1 (a TrainJob's numProcPerNode is an integer)")
+        if not isinstance(self.resources, JobResources):
+            raise JobSpecError(f"DistributedJobSpec.resources: expected JobResources, got {type(self.resources)}")
+        for name, value in self.env.items():
+            _check_env_name(name, f"DistributedJobSpec.env[{name!r}]")
+            if not isinstance(value, str):
+                raise JobSpecError(f"DistributedJobSpec.env[{name!r}]: the value must be a string, got {value!r}")
+        if self.credentials_secret is not None:
+            if not _is_dns1123_subdomain(self.credentials_secret):
+                raise JobSpecError(f"DistributedJobSpec.credentials_secret: {self.credentials_secret!r} is not a "
+                                   "Secret name (a DNS-1123 subdomain)")
+            if not self.credentials_keys:
+                raise JobSpecError("DistributedJobSpec.credentials_keys: name at least one env var -> Secret key")
+            for name, key in self.credentials_keys.items():
+                _check_env_name(name, f"DistributedJobSpec.credentials_keys[{name!r}]")
+                if name in self.env:
+                    raise JobSpecError(f"DistributedJobSpec.credentials_keys[{name!r}]: also set in env; "
+                                       "a variable comes from the Secret or from env, not both")
+                if not isinstance(key, str) or not _SECRET_KEY.fullmatch(key):
+                    raise JobSpecError(f"DistributedJobSpec.credentials_keys[{name!r}]: {key!r} is not a Secret "
+                                       "key ([-._a-zA-Z0-9]+)")
+        if self.service_account is not None and not _is_dns1123_subdomain(self.service_account):
+            raise JobSpecError(f"DistributedJobSpec.service_account: {self.service_account!r} is not a "
+                               "ServiceAccount name (a DNS-1123 subdomain)")
+        for key, value in self.labels.items():
+            if not _is_qualified_name(key):
+                raise JobSpecError(f"DistributedJobSpec.labels[{key!r}]: the key is not a label key "
+                                   "([prefix/]name, name at most 63 characters)")
+            if not _is_label_value(value):
+                raise JobSpecError(f"DistributedJobSpec.labels[{key!r}]: {value!r} is not a label value "
+                                   "(at most 63 of [A-Za-z0-9-_.], starting and ending alphanumeric)")
+
+    def processes_per_node(self) -> int:
+        """`nproc_per_node` resolved: "auto" is one per GPU, or one per whole CPU core without GPUs."""
+        if self.nproc_per_node != "auto":
+            return int(self.nproc_per_node)
+        if self.resources.gpus:
+            return self.resources.gpus
+        return max(1, math.floor(_quantity(self.resources.cpu)))
+
+
+# --- building the objects -----------------------------------------------------------------------------------
+
+
+def build_trainjob(spec: DistributedJobSpec) -> models.TrainerV1alpha1TrainJob:
+    """The Kubeflow Trainer v2 TrainJob running `torchrun <spec.command>` on the torch-distributed runtime.
+
+    Image, command, node count, processes, resources and env go in `spec.trainer`; what the Trainer
+    API only lets a TrainJob change through a runtime patch (tolerations, node selector, service
+    account, pod labels) goes in one `spec.runtimePatches` entry for the runtime's `node` job.
+    """
+    _check_hostname(spec, f"{spec.name}-{TRAINER_NODE}-{spec.num_nodes - 1}-0", "pod hostname")
+    quantities = spec.resources.quantities()
+    trainer = models.TrainerV1alpha1Trainer(
+        image=spec.image,
+        command=[TORCHRUN],
+        args=list(spec.command),
+        num_nodes=spec.num_nodes,
+        num_proc_per_node=spec.processes_per_node(),
+        resources_per_node=models.IoK8sApiCoreV1ResourceRequirements(
+            requests={k: models.IoK8sApimachineryPkgApiResourceQuantity(v) for k, v in quantities.items()},
+            limits={k: models.IoK8sApimachineryPkgApiResourceQuantity(v) for k, v in quantities.items()},
+        ),
+        env=[models.IoK8sApiCoreV1EnvVar.from_dict(variable) for variable in _env(spec)] or None,
+    )
+    pod_patch = models.TrainerV1alpha1PodSpecPatch(
+        service_account_name=spec.service_account,
+        tolerations=[models.IoK8sApiCoreV1Toleration.from_dict(t) for t in spec.resources.all_tolerations()] or None,
+        node_selector=dict(spec.resources.node_selector) or None,
+    )
+    patches = None
+    if pod_patch != models.TrainerV1alpha1PodSpecPatch() or spec.labels:
+        node_job = models.TrainerV1alpha1ReplicatedJobPatch(
+            name=TRAINER_NODE,
+            template=models.TrainerV1alpha1JobTemplatePatch(spec=models.TrainerV1alpha1JobSpecPatch(
+                template=models.TrainerV1alpha1PodTemplatePatch(
+                    metadata=models.IoK8sApimachineryPkgApisMetaV1ObjectMeta(labels=dict(spec.labels))
+                    if spec.labels else None,
+                    spec=pod_patch,
+                ))),
+        )
+        patches = [models.TrainerV1alpha1RuntimePatch(
+            manager=PATCH_MANAGER,
+            training_runtime_spec=models.TrainerV1alpha1TrainingRuntimeSpecPatch(
+                template=models.TrainerV1alpha1JobSetTemplatePatch(
+                    spec=models.TrainerV1alpha1JobSetSpecPatch(replicated_jobs=[node_job]))),
+        )]
+    return models.TrainerV1alpha1TrainJob(
+        api_version=JobKind.TRAINJOB.api_version,
+        kind=JobKind.TRAINJOB.kind,
+        metadata=models.IoK8sApimachineryPkgApisMetaV1ObjectMeta(
+            name=spec.name, namespace=spec.namespace, labels=dict(spec.labels) or None),
+        spec=models.TrainerV1alpha1TrainJobSpec(
+            runtime_ref=models.TrainerV1alpha1RuntimeRef(
+                api_group=JobKind.TRAINJOB.group, kind="ClusterTrainingRuntime", name=TRAINER_RUNTIME),
+            trainer=trainer,
+            runtime_patches=patches,
+        ),
+    )
+
+
+def build_pytorchjob(spec: DistributedJobSpec) -> dict[str, Any]:
+    """The Training Operator v1 PyTorchJob: one Master and `num_nodes - 1` Workers, restarted on failure.
+
+    The pod template is the `kubernetes` client's V1 models; the envelope is a dict with exactly the
+    PyTorchJob fields we set (apiVersion, kind, metadata, spec.nprocPerNode, spec.pytorchReplicaSpecs
+    .<Master|Worker>.{replicas, restartPolicy, template}). The official models (`kubeflow-training`
+    1.9.4, `kubeflow.training.models.KubeflowOrgV1PyTorchJob`) resolve with our pins and import beside
+    the Kubeflow SDK, but both wheels own `kubeflow/__init__.py`: whichever installs last overwrites
+    the other's, and uninstalling either deletes it for both. Their ReplicaSpec takes the same V1
+    pod template, so switching later changes only this envelope. `to_manifest` serializes it.
+    """
+    last = f"{spec.name}-worker-{spec.num_nodes - 2}" if spec.num_nodes > 1 else f"{spec.name}-master-0"
+    _check_hostname(spec, last, "pod and service name")
+    quantities = spec.resources.quantities()
+    container = client.V1Container(
+        name=PYTORCH_CONTAINER,
+        image=spec.image,
+        # The operator sets MASTER_ADDR/MASTER_PORT (not PET_MASTER_*): hand them to torchrun.
+        command=[TORCHRUN, "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)"],
+        args=list(spec.command),
+        env=[client.V1EnvVar(
+            name=v["name"], value=v.get("value"),
+            value_from=client.V1EnvVarSource(secret_key_ref=client.V1SecretKeySelector(**v["valueFrom"]["secretKeyRef"]))
+            if "valueFrom" in v else None) for v in _env(spec)] or None,
+        resources=client.V1ResourceRequirements(requests=dict(quantities), limits=dict(quantities)),
+        ports=[client.V1ContainerPort(name=PYTORCH_PORT_NAME, container_port=PYTORCH_PORT)],
+    )
+    template = client.V1PodTemplateSpec(
+        metadata=client.V1ObjectMeta(labels=dict(spec.labels)) if spec.labels else None,
+        spec=client.V1PodSpec(
+            containers=[container],
+            service_account_name=spec.service_account,
+            tolerations=[client.V1Toleration(**{_TOLERATION_FIELDS[k]: v for k, v in t.items()})
+                         for t in spec.resources.all_tolerations()] or None,
+            node_selector=dict(spec.resources.node_selector) or None,
+        ),
+    )
+    replicas = {"Master": 1, "Worker": spec.num_nodes - 1}
+    return {
+        "apiVersion": JobKind.PYTORCHJOB.api_version,
+        "kind": JobKind.PYTORCHJOB.kind,
+        "metadata": client.V1ObjectMeta(name=spec.name, namespace=spec.namespace, labels=dict(spec.labels) or None),
+        "spec": {
+            "nprocPerNode": str(spec.processes_per_node()),
+            "pytorchReplicaSpecs": {
+                role: {"replicas": count, "restartPolicy": RESTART_POLICY, "template": template}
+                for role, count in replicas.items() if count
+            },
+        },
+    }
+
+
+def build_manifest(spec: DistributedJobSpec, kind: JobKind) -> dict[str, Any]:
+    """The manifest (plain JSON, camelCase) of `spec` as a TrainJob or a PyTorchJob."""
+    return to_manifest(build_trainjob(spec) if kind is JobKind.TRAINJOB else build_pytorchjob(spec))
+
+
+def to_manifest(job: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
+    """Plain JSON types with the API's camelCase names, as kubectl and the API server want them.
+
+    A Kubeflow Trainer model serializes itself (`to_dict`, which unwraps quantities); a dict holding
+    `kubernetes` client models goes through the client's own `sanitize_for_serialization`.
+    """
+    data = job.to_dict() if isinstance(job, BaseModel) else job
+    return _serializer().sanitize_for_serialization(data)
+
+
+@functools.cache
+def _serializer() -> client.ApiClient:
+    return client.ApiClient(client.Configuration())
+
+
+def _env(spec: DistributedJobSpec) -> list[dict[str, Any]]:
+    """The trainer container's env (Kubernetes JSON shape): the plain values, then the Secret's keys."""
+    variables: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in spec.env.items()]
+    if spec.credentials_secret:
+        variables += [{"name": name, "valueFrom": {"secretKeyRef": {"name": spec.credentials_secret, "key": key}}}
+                      for name, key in spec.credentials_keys.items()]
+    return variables
+
+
+# --- KFP task config -------------------------------------------------------------------------------------
+
+
+def resources_from_task_config(task_config: Any, default: JobResources | None = None) -> JobResources:
+    """The per-node resources a KFP task forwarded through `dsl.TaskConfig`, over `default`.
+
+    `task_config` is the `dsl.TaskConfig` a component receives when declared with
+    `task_config_passthroughs=[dsl.TaskConfigField.RESOURCES, ...]`: `resources` is a Kubernetes
+    ResourceRequirements dict (`{"limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+    "requests": {...}}`), `tolerations` a list of toleration dicts, `node_selector` a dict. A limit wins
+    over a request (it is what the task was allowed); the one accelerator resource, if any, becomes the
+    GPU request. Under kfp.local every field is None and `default` comes back unchanged.
+    """
+    default = default or JobResources()
+    resources = getattr(task_config, "resources", None) or {}
+    limits = dict(resources.get("limits") or {})
+    requests = dict(resources.get("requests") or {})
+
+    def forwarded(name: str) -> str | None:
+        value = limits.get(name, requests.get(name))
+        return None if value is None else str(value)
+
+    accelerators = sorted({name for name in (*limits, *requests)
+                           if name not in _NOT_ACCELERATORS and not name.startswith("hugepages-")})
+    if len(accelerators) > 1:
+        raise JobSpecError(f"TaskConfig.resources: more than one accelerator resource {accelerators}; "
+                           "a training node asks for one kind")
+    gpus, gpu_resource = default.gpus, default.gpu_resource
+    if accelerators:
+        gpu_resource = accelerators[0]
+        count = _quantity(forwarded(gpu_resource) or "0")
+        if count != int(count):
+            raise JobSpecError(f"TaskConfig.resources: {gpu_resource} = {forwarded(gpu_resource)!r} is not whole")
+        gpus = int(count)
+    tolerations = getattr(task_config, "tolerations", None)
+    node_selector = getattr(task_config, "node_selector", None)
+    return JobResources(
+        cpu=forwarded("cpu") or default.cpu,
+        memory=forwarded("memory") or default.memory,
+        gpus=gpus,
+        gpu_resource=gpu_resource,
+        tolerations=tuple(tolerations) if tolerations else default.tolerations,
+        node_selector=node_selector if node_selector else default.node_selector,
+    )
+
+
+# --- talking to the cluster ---------------------------------------------------------------------------------
+
+
+def kube_client(config_file: str | None = None, context: str | None = None) -> client.ApiClient:
+    """An API client: the pod's service account inside a cluster (a KFP task), the kubeconfig elsewhere."""
+    configuration = client.Configuration()
+    if config_file is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        config.load_kube_config(config_file=config_file, context=context, client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+def pod_namespace(default: str = "kubeflow") -> str:
+    """The namespace this pod runs in (a KFP task's profile namespace), else `default`."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or default
+    except OSError:
+        return default
+
+
+def job_name(prefix: str, unique: str, max_length: int = 40) -> str:
+    """A job name from a readable prefix and a unique token (a KFP run id): the same token, the same name.
+
+    The result is an RFC 1035 label of at most `max_length` (default 40, leaving room for the pod
+    hostnames the operators derive from it). A retried KFP task gets the same name, so `submit` with
+    `adopt_existing=True` follows the job its first attempt started instead of starting a second one.
+    """
+    slug = re.sub(r"[^a-z0-9-]+", "-", prefix.lower()).strip("-")
+    slug = slug if slug[:1].isalpha() else f"job-{slug}".rstrip("-")
+    digest = hashlib.sha256(unique.encode()).hexdigest()[:10]
+    return f"{slug[:max_length - len(digest) - 1].rstrip('-')}-{digest}"
+
+
+def available_job_kind(api: client.ApiClient) -> JobKind:
+    """The job kind this cluster serves, preferring Kubeflow Trainer, from the discovery API.
+
+    Discovery (`GET /apis/<group>/<version>`) is open to every authenticated user, so a pipeline's
+    service account needs no extra role to ask.
+    """
+    custom = client.CustomObjectsApi(api)
+    for kind in JobKind:
+        try:
+            served = custom.get_api_resources(kind.group, kind.version, _request_timeout=30)
+        except ApiException as error:
+            if error.status == 404:
+                continue
+            raise JobSubmitError(f"could not ask the cluster whether it serves {kind.api_version} "
+                                 f"{kind.plural}: HTTP {error.status} {_reason(error)}") from None
+        if any(resource.name == kind.plural for resource in served.resources or []):
+            return kind
+    raise JobSubmitError(f"the cluster serves neither {JobKind.TRAINJOB.api_version} trainjobs (Kubeflow Trainer) "
+                         f"nor {JobKind.PYTORCHJOB.api_version} pytorchjobs (Training Operator)")
+
+
+def submit(manifest: Mapping[str, Any], api: client.ApiClient, *, adopt_existing: bool = False) -> dict[str, Any]:
+    """Creates the job in its namespace; returns the object as the API server stored it.
+
+    With `adopt_existing`, a job of the same name that already exists is returned instead of an error
+    (a retried KFP task following the job its first attempt created).
+    """
+    kind = JobKind.of(manifest)
+    namespace, name = _identity(manifest)
+    what = f"{kind.kind} {namespace}/{name}"
+    custom = client.CustomObjectsApi(api)
+    try:
+        created = custom.create_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
+                                                         dict(manifest), _request_timeout=60)
+    except ApiException as error:
+        if error.status == 409 and adopt_existing:
+            log.warning("%s already exists: following it instead of creating another", what)
+            return custom.get_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, name,
+                                                       _request_timeout=60)
+        raise JobSubmitError(f"could not create {what}: HTTP {error.status} {_reason(error)}") from None
+    except urllib3.exceptions.HTTPError as error:
+        raise JobSubmitError(f"could not create {what}: the API server did not answer ({error})") from None
+    log.info("created %s (%s nodes)", what, _node_count(manifest))
+    return created
+
+
+def wait(job: Mapping[str, Any], api: client.ApiClient, *, timeout_s: float = 24 * 3600, poll_s: float = 15.0,
+         sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+    """Polls the job until its success condition (TrainJob `Complete`, PyTorchJob `Succeeded`); returns it.
+
+    Logs each change of its conditions. Raises JobFailedError when the `Failed` condition comes up
+    (with its reason and message), JobTimeoutError after `timeout_s`, and TrainingJobError when the job
+    is gone or unreadable; a transient API error (429, 5xx, no answer) is logged and polled again.
+    """
+    kind = JobKind.of(job)
+    namespace, name = _identity(job)
+    what = f"{kind.kind} {namespace}/{name}"
+    custom = client.CustomObjectsApi(api)
+    deadline = clock() + timeout_s
+    seen = ""
+    while True:
+        try:
+            current = custom.get_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, name,
+                                                          _request_timeout=60)
+        except ApiException as error:
+            if error.status not in (429, 500, 502, 503, 504):
+                gone = " (deleted while we waited?)" if error.status == 404 else ""
+                raise TrainingJobError(f"could not read {what}{gone}: HTTP {error.status} {_reason(error)}") from None
+            log.warning("%s: status not readable (HTTP %s); polling again", what, error.status)
+        except urllib3.exceptions.HTTPError as error:
+            log.warning("%s: the API server did not answer (%s); polling again", what, error)
+        else:
+            conditions = (current.get("status") or {}).get("conditions") or []
+            summary = _summary(current, conditions)
+            if summary != seen:
+                log.info("%s: %s", what, summary)
+                seen = summary
+            failed = _condition(conditions, "Failed")
+            if failed:
+                raise JobFailedError(f"{what} failed: {failed.get('reason') or 'no reason'}: "
+                                     f"{failed.get('message') or 'no message'}")
+            if _condition(conditions, kind.succeeded):
+                return current
+        if clock() >= deadline:
+            raise JobTimeoutError(f"{what} did not finish within {timeout_s:g} s; last seen: {seen or 'nothing'}")
+        sleep(poll_s)
+
+
+def _identity(manifest: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = manifest.get("metadata") or {}
+    if not metadata.get("name") or not metadata.get("namespace"):
+        raise JobSpecError("the manifest needs metadata.name and metadata.namespace")
+    return metadata["namespace"], metadata["name"]
+
+
+def _node_count(manifest: Mapping[str, Any]) -> int:
+    spec = manifest.get("spec") or {}
+    if "pytorchReplicaSpecs" in spec:
+        return sum(role.get("replicas", 1) for role in spec["pytorchReplicaSpecs"].values())
+    return (spec.get("trainer") or {}).get("numNodes", 1)
+
+
+def _condition(conditions: list[Mapping[str, Any]], kind: str) -> Mapping[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == kind and c.get("status") == "True"), None)
+
+
+def _summary(job: Mapping[str, Any], conditions: list[Mapping[str, Any]]) -> str:
+    """`Created, Running (reason: message)`: the true conditions, the latest with its reason."""
+    true = [c for c in conditions if c.get("status") == "True"]
+    if not true:
+        return "no conditions yet"
+    latest = true[-1]
+    detail = ": ".join(str(part) for part in (latest.get("reason"), latest.get("message")) if part)
+    text = ", ".join(str(c.get("type")) for c in true) + (f" ({detail})" if detail else "")
+    progress = ((job.get("status") or {}).get("trainerStatus") or {}).get("progressPercentage")
+    return text + (f", {progress}% done" if progress is not None else "")
+
+
+def _reason(error: ApiException) -> str:
+    """The API server's own message from an error response (a Status object), else the HTTP reason."""
+    try:
+        return json.loads(error.body).get("message") or str(error.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(error.reason)
+
+
+# --- small checks ------------------------------------------------------------------------------------------
+
+
+def _check_hostname(spec: DistributedJobSpec, longest: str, what: str) -> None:
+    if len(longest) > MAX_HOSTNAME:
+        raise JobSpecError(f"DistributedJobSpec.name: {spec.name!r} is too long for {spec.num_nodes} node(s): the "
+                           f"{what} {longest!r} would exceed {MAX_HOSTNAME} characters")
+
+
+def _check_env_name(name: object, where: str) -> None:
+    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+        raise JobSpecError(f"{where}: {name!r} is not an environment variable name")
+    if RESERVED_ENV.fullmatch(name):
+        raise JobSpecError(f"{where}: {name} is set by the training operator for torchrun; it cannot be overridden")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _quantity(text: str) -> decimal.Decimal:
+    """The value of a Kubernetes quantity ('500m' -> 0.5, '8Gi' -> 8589934592)."""
+    match = _QUANTITY.fullmatch(text.strip())
+    if not match:
+        raise JobSpecError(f"{text!r} is not a Kubernetes quantity")
+    suffix = match["suffix"] or ""
+    number = decimal.Decimal(match["number"])
+    if suffix[:1] in ("e", "E"):
+        return number * decimal.Decimal(10) ** int(suffix[1:])
+    return number * decimal.Decimal(_SUFFIX[suffix])
+
+
+def _is_dns1123_label(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= 63 and _DNS1123_LABEL.fullmatch(value) is not None
+
+
+def _is_dns1123_subdomain(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(value) is not None
+
+
+def _is_qualified_name(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    prefix, slash, name = value.rpartition("/")
+    if slash and not _is_dns1123_subdomain(prefix):
+        return False
+    return len(name) <= 63 and _QUALIFIED_NAME.fullmatch(name) is not None
+
+
+def _is_label_value(value: object) -> bool:
+    return isinstance(value, str) and (value == "" or (len(value) <= 63 and bool(_QUALIFIED_NAME.fullmatch(value))))
