@@ -41,7 +41,18 @@ def ingest(
     eval_data.metadata.update(result.metadata("eval"))
 
 
-@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+@dsl.component(
+    base_image=runtimes.CORE_IMAGE,
+    install_kfp_package=False,
+    # Resources, tolerations and node selector set on the task (`.set_accelerator_limit(1)`, ...) reach
+    # the body, which gives them to a TrainJob/PyTorchJob's nodes; they also apply to the task's own pod,
+    # where the default `torchrun` launcher trains.
+    task_config_passthroughs=[
+        dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.RESOURCES, apply_to_task=True),
+        dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.KUBERNETES_TOLERATIONS, apply_to_task=True),
+        dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR, apply_to_task=True),
+    ],
+)
 def train(
     train_data: dsl.Input[dsl.Dataset],
     eval_data: dsl.Input[dsl.Dataset],
@@ -56,21 +67,28 @@ def train(
     patience: int,
     seed: int,
     processes: int,
+    launcher: str,
+    num_nodes: int,
+    credentials_secret: str,
     tracking_uri: str,
     pipeline_root: str,
     pipeline_run_id: str,
     model: dsl.Output[dsl.Model],
     metrics: dsl.Output[dsl.Metrics],
+    task_config: dsl.TaskConfig = None,
 ) -> NamedTuple("TrainOutputs", [("mlflow_run_id", str)]):
-    """Trains the model with `processes` DDP processes under torchrun; tracks the run in MLflow.
+    """Trains the model with DDP, tracked in MLflow; writes a safetensors + JSON Model and training Metrics.
 
-    Writes a safetensors + JSON Model, training Metrics, and returns the MLflow run id. An empty
+    `launcher`: `torchrun` runs `processes` processes in this task; `trainjob`, `pytorchjob` or `auto`
+    submit a Kubeflow Trainer TrainJob / Training Operator PyTorchJob of `num_nodes` nodes that reads
+    and writes the artifacts by URI (`credentials_secret` names the object-storage Secret). An empty
     `tracking_uri` means MLFLOW_TRACKING_URI, else an embedded SQLite store under the pipeline root.
     """
     from pathlib import Path
 
-    from slipway import logs
-    from slipway.components.launcher import run_local_training
+    from slipway import logs, runtimes
+    from slipway.components import training_jobs
+    from slipway.components.launcher import cluster_trainer_command, run_cluster_training, run_local_training
     from slipway.components.tracking import TrackingConfig
     from slipway.components.train_config import TrainConfig
     from slipway.components.trainer import Lineage, trainer_arguments
@@ -82,9 +100,21 @@ def train(
     tracking = TrackingConfig.resolve(tracking_uri, pipeline_root)
     lineage = Lineage(data_sha256=train_data.metadata.get("sha256"), pipeline_run_id=pipeline_run_id,
                       train_data=train_data.uri)
-    checkpoints = Path(model.path).parent / "checkpoints"
-    result = run_local_training(trainer_arguments(train_data.path, eval_data.path, model.path, str(checkpoints),
-                                                  problem, config, tracking, lineage), processes)
+    if launcher == "torchrun":
+        checkpoints = Path(model.path).parent / "checkpoints"
+        result = run_local_training(trainer_arguments(train_data.path, eval_data.path, model.path, str(checkpoints),
+                                                      problem, config, tracking, lineage), processes)
+    else:
+        result_uri = f"{model.uri}.result.json"
+        args = trainer_arguments(train_data.uri, eval_data.uri, model.uri, "/tmp/slipway-checkpoints", problem,
+                                 config, tracking, lineage)
+        spec = training_jobs.DistributedJobSpec(
+            name=training_jobs.job_name("slipway-train", f"{pipeline_run_id}/{model.uri}"),
+            namespace=training_jobs.pod_namespace(), image=runtimes.CORE_IMAGE,
+            command=cluster_trainer_command(args, result_uri), num_nodes=num_nodes, nproc_per_node=processes,
+            resources=training_jobs.resources_from_task_config(task_config),
+            env={"MLFLOW_TRACKING_URI": tracking.tracking_uri}, credentials_secret=credentials_secret or None)
+        result = run_cluster_training(launcher, spec, result_uri)
     model.metadata.update({"framework": "pytorch", "format": "safetensors", "architecture": architecture,
                            "mlflow_run_id": result.mlflow_run_id, "mlflow_tracking_uri": tracking.tracking_uri})
     metrics.log_metric("eval_auc", round(result.eval_auc, 6))

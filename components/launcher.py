@@ -8,8 +8,13 @@ writes. A failed child becomes a `TrainingLaunchError` carrying its exit code an
 line it printed (the exception a worker raised, not torchrun's wrapper around it).
 
 REFERENCE.md: the Kubeflow SDK's local-process backend would build a fresh venv per job; we
-start torchrun from our own environment instead. Cluster launches (TrainJob, PyTorchJob) live
-in `training_jobs`.
+start torchrun from our own environment instead.
+
+`run_cluster_training` is the other way to launch the same trainer: as a Kubeflow Trainer
+`TrainJob` or a Training Operator `PyTorchJob` (objects built and checked in `training_jobs`),
+whose pods read the data from and write the model to object storage by URI. Verified here
+against a fake API server that validates every object against the real CRDs; no cluster runs
+in the tests.
 """
 
 from __future__ import annotations
@@ -24,13 +29,18 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from slipway.components import training_jobs
 from slipway.components.trainer import TrainResult
+from slipway.storage import download
 
 log = logging.getLogger(__name__)
 
 TRAINER_MODULE = "slipway.components.trainer"
 _ERROR_LINE = re.compile(r"^(?:\[(?:rank|default)\d+\]:\s*)?([\w.]*(?:Error|Exception|Interrupt)\b.*)$")
 _TORCHRUN_WRAPPERS = ("ChildFailedError", "SignalException")
+
+
+LAUNCHERS = ("torchrun", "trainjob", "pytorchjob", "auto")  # auto: TrainJob where served, else PyTorchJob
 
 
 class TrainingLaunchError(RuntimeError):
@@ -80,3 +90,32 @@ def last_error_line(lines: Iterable[str]) -> str:
     if exit_lines:
         return exit_lines[-1]
     return lines[-1].strip() if lines else "no output"
+
+
+def cluster_trainer_command(trainer_args: list[str], result_uri: str) -> list[str]:
+    """A cluster job's argv after `torchrun`: the trainer, reporting its result to `result_uri`."""
+    return ["-m", TRAINER_MODULE, *trainer_args, "--result-file", result_uri]
+
+
+def run_cluster_training(
+    launcher: str,
+    spec: training_jobs.DistributedJobSpec,
+    result_uri: str,
+    api: object | None = None,
+    poll_s: float = 15.0,
+) -> TrainResult:
+    """Submits `spec` as a cluster job, follows it to the end, and reads rank 0's result from storage.
+
+    `spec.command` comes from `cluster_trainer_command`; `result_uri` is object storage that the
+    job's pods can write (the pipeline's artifact store).
+    """
+    if launcher not in LAUNCHERS[1:]:
+        raise ValueError(f"launcher {launcher!r} is not a cluster launcher; one of {list(LAUNCHERS[1:])}")
+    api = api or training_jobs.kube_client()
+    kind = training_jobs.available_job_kind(api) if launcher == "auto" else training_jobs.JobKind[launcher.upper()]
+    job = training_jobs.submit(training_jobs.build_manifest(spec, kind), api, adopt_existing=True)
+    training_jobs.wait(job, api, poll_s=poll_s)
+    with tempfile.TemporaryDirectory(prefix="slipway-launch-") as scratch:
+        local = Path(scratch) / "result.json"
+        download(result_uri, local)
+        return TrainResult(**json.loads(local.read_text()))

@@ -364,7 +364,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", required=True, help="where rank 0 writes the model artifact (path or URI)")
     parser.add_argument("--checkpoint-dir", required=True, help="local or shared directory for per-epoch checkpoints")
     parser.add_argument("--problem", default="chicago_taxi", help="packaged problem name, or a YAML path/URI")
-    parser.add_argument("--result-file", help="rank 0 writes the TrainResult here as JSON")
+    parser.add_argument("--result-file", help="rank 0 writes the TrainResult here as JSON (path or URI)")
     parser.add_argument("--tracking-uri", default="", help="MLflow tracking URI; empty: no tracking")
     parser.add_argument("--experiment", default="slipway", help="MLflow experiment name")
     parser.add_argument("--data-sha256", help="the train data's sha256, recorded as lineage")
@@ -425,7 +425,10 @@ def main(argv: list[str] | None = None) -> int:
             if remote_model:
                 for file in sorted(model_dir.iterdir()):
                     upload(file, f"{args.model_dir.rstrip('/')}/{file.name}")
-            if args.result_file:
+            if args.result_file and scheme_of(args.result_file) != "file":  # a cluster job reports through storage
+                (Path(scratch) / "result.json").write_text(result.to_json())
+                upload(Path(scratch) / "result.json", args.result_file)
+            elif args.result_file:
                 with atomic_output(Path(args.result_file)) as tmp:
                     tmp.write_text(result.to_json())
     return 0

@@ -56,7 +56,7 @@ def wait_until_answers(url: str, timeout_s: float = 10.0) -> None:
         try:
             requests.get(url, timeout=1)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{url} did not answer within {timeout_s} s") from None
             time.sleep(0.02)
