@@ -29,7 +29,8 @@ def test_the_ir_parses_strictly_as_a_kfp_pipeline_spec(compiled: Path) -> None:
     assert spec.pipeline_info.name == "training"
     assert set(spec.root.input_definitions.parameters) == {
         "source_uri", "problem", "architecture", "hidden_units", "dropout", "epochs", "learning_rate", "batch_size",
-        "weight_decay", "patience", "seed", "processes", "tracking_uri", "threshold"}
+        "weight_decay", "patience", "seed", "processes", "launcher", "num_nodes", "credentials_secret", "tracking_uri",
+        "threshold"}
     assert set(spec.root.output_definitions.artifacts) == {"model", "train_metrics", "eval_metrics"}
 
 
@@ -42,6 +43,13 @@ def test_the_dag_runs_ingest_then_train_then_evaluate(compiled: Path) -> None:
     evaluate_inputs = tasks["evaluate"].inputs.artifacts
     assert evaluate_inputs["eval_data"].task_output_artifact.producer_task == "ingest"
     assert evaluate_inputs["model"].task_output_artifact.producer_task == "train"
+
+
+def test_train_receives_the_tasks_resources_to_forward_to_a_cluster_job(compiled: Path) -> None:
+    component = yaml.safe_load(compiled.read_text())["components"]["comp-train"]
+    assert component["inputDefinitions"]["parameters"]["task_config"]["parameterType"] == "TASK_CONFIG"
+    forwarded = {p["field"]: p.get("applyToTask", False) for p in component["taskConfigPassthroughs"]}
+    assert forwarded == {"RESOURCES": True, "KUBERNETES_TOLERATIONS": True, "KUBERNETES_NODE_SELECTOR": True}
 
 
 def test_ingest_is_never_cached_because_its_source_can_change_behind_the_same_uri(compiled: Path) -> None:
