@@ -16,7 +16,6 @@ belongs to another model, and silently starting over would hide that.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from slipway.storage import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> Path:
             "optimizer": optimizer_json,
             "sampler": checkpoint.sampler,
             "progress": checkpoint.progress,
-            "tensors_sha256": _sha256(staging / TENSORS_FILE),
+            "tensors_sha256": sha256_of(staging / TENSORS_FILE),
         }
         (staging / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
         if final.exists():  # a rerun of an epoch whose checkpoint was written: replace it whole
@@ -111,7 +112,7 @@ def _read(path: Path) -> Checkpoint:
         state = json.loads(state_file.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{state_file} is not JSON: {exc}") from None
-    actual = _sha256(tensors_file)
+    actual = sha256_of(tensors_file)
     if actual != state.get("tensors_sha256"):
         raise CheckpointError(f"{tensors_file} is corrupted: sha256 {actual}, recorded {state.get('tensors_sha256')}")
     tensors = load_file(str(tensors_file))
@@ -156,10 +157,3 @@ def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
 def _checkpoint_dirs(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("epoch-[0-9][0-9][0-9][0-9]") if p.is_dir())
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

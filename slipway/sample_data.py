@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from slipway.atomic import atomic_output
+from slipway.storage import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,6 @@ DEFAULT_DATA_DIR = Path("data/chicago_taxi")
 
 class SampleDataError(RuntimeError):
     """The sample could not be fetched or does not match its recorded digest."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_cached(data_dir: Path = DEFAULT_DATA_DIR) -> bool:

@@ -437,3 +437,12 @@ _PUTTERS: Mapping[str, Callable[[pathlib.Path, str, StorageConfig | None], None]
     "gs": _put_gs,
     "s3": _put_s3,
 }  # http(s) has no putter: `upload` refuses it as read-only before looking here
+
+
+def sha256_of(path: pathlib.Path) -> str:
+    """The sha256 of a local file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -3,7 +3,8 @@
 import shutil
 from pathlib import Path
 
-from slipway.sample_data import SAMPLE_FILES, is_cached, sha256_of
+from slipway.sample_data import SAMPLE_FILES, is_cached
+from slipway.storage import sha256_of
 
 
 def test_the_cached_sample_matches_its_recorded_digest(taxi_csv: Path) -> None:
