@@ -193,10 +193,12 @@ def _train(
     eval_num, eval_cat = (t.to(device) for t in preprocessing.transform(eval_frame))
     eval_y = eval_frame[problem.label.name].to_numpy(dtype="int64")
 
-    arguments = config.model_arguments(preprocessing)
-    model_shape = {"name": config.architecture, "arguments": arguments}
     torch.manual_seed(config.seed)  # the same initial weights in every process
-    module = models.build(config.architecture, arguments).to(device)
+    module = models.build(config.architecture, config.model_arguments(preprocessing)).to(device)
+    # The module's own record of its arguments, defaults resolved (the MLP's embedding widths), so a
+    # saved model or checkpoint never depends on those defaults staying the same.
+    arguments = module.arguments
+    model_shape = {"name": config.architecture, "arguments": arguments}
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     progress: dict[str, Any] = {"best_auc": -1.0, "best_epoch": 0, "stale_epochs": 0, "stopped": False,
                                 "history": [], "mlflow_run_id": None}
@@ -262,7 +264,7 @@ def _train(
             progress["history"].append({"epoch": epoch, "train_loss": train_loss, "eval_auc": eval_auc})
             if runtime.is_main:
                 save_checkpoint(checkpoint_dir, Checkpoint(
-                    epoch=epoch, model_shape=model_shape, model_state=_cpu_state(module), best_state=best_state,
+                    epoch=epoch, model_shape=model_shape, model_state=module.state_dict(), best_state=best_state,
                     optimizer_state=optimizer.state_dict(),
                     sampler={"seed": config.seed, "epoch": epoch, "num_replicas": runtime.world_size},
                     progress=progress,

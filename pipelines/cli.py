@@ -139,7 +139,8 @@ def _train_config_options(command: Callable) -> Callable:
               help="Where the splits, checkpoints and model go. Default: runs/train-<timestamp>. Point it at an "
                    "interrupted run's directory to resume from its last checkpoint.")
 @click.option("--tracking-uri", default="", help="MLflow tracking URI. Default: MLFLOW_TRACKING_URI, else the "
-                                                 "embedded store runs/mlflow (shared with `slipway run`).")
+                                                 "embedded store `mlflow/` beside the output directory (runs/mlflow "
+                                                 "by default, shared with `slipway run`).")
 @_train_config_options
 def train_command(data_uri: str | None, problem: str, processes: int, output_dir: Path | None, tracking_uri: str,
                   **hyperparameters: Any) -> None:

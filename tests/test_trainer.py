@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from slipway.components.checkpoints import STATE_FILE
 from slipway.components.launcher import TrainingLaunchError, run_local_training, trainer_command
 from slipway.components.model_artifact import METADATA_FILE, WEIGHTS_FILE, load_model
-from slipway.components.models import ARCHITECTURES
+from slipway.components.models import ARCHITECTURES, embedding_width
 from slipway.components.train_config import ARCHITECTURE_NAMES, TrainConfig
 from slipway.components.trainer import TrainingDataError, TrainResult, train, trainer_arguments
 from slipway.problem import load_problem
@@ -56,6 +56,8 @@ def test_one_process_trains_an_mlp_that_beats_the_baseline_and_saves_a_safe_arti
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [METADATA_FILE, WEIGHTS_FILE]
     metadata = json.loads((tmp_path / "model" / METADATA_FILE).read_text())
     assert metadata["architecture"]["name"] == "mlp"
+    arguments = metadata["architecture"]["arguments"]  # defaults resolved, so loading never re-derives them
+    assert arguments["embedding_dims"] == [embedding_width(size) for size in arguments["vocabulary_sizes"]]
     assert metadata["lineage"]["train_config"]["seed"] == CONFIG.seed
     evaluation = pd.read_parquet(taxi_splits[1])
     scores = load_model(tmp_path / "model").predict_proba(evaluation)
