@@ -129,19 +129,131 @@ def train(
 def evaluate(
     model: dsl.Input[dsl.Model],
     eval_data: dsl.Input[dsl.Dataset],
+    problem: str,
     threshold: float,
     metrics: dsl.Output[dsl.Metrics],
     classification_metrics: dsl.Output[dsl.ClassificationMetrics],
+    report: dsl.Output[dsl.HTML],
+    evaluation: dsl.Output[dsl.Artifact],
 ):
-    """Evaluates a Model on the eval Dataset: scalar Metrics plus ROC curve and confusion matrix."""
+    """Evaluates a Model on the eval Dataset: Metrics, ROC and confusion matrix, an HTML report with
+    calibration and per-slice metrics, and the full evaluation as JSON for the blessing gate and model card."""
     from pathlib import Path
 
     from slipway import logs
-    from slipway.components.evaluation import evaluate_model
+    from slipway.components.evaluation import evaluate_model, save_evaluation
+    from slipway.components.evaluation_report import write_report
+    from slipway.problem import load_problem
 
     logs.configure()
-    result = evaluate_model(Path(model.path), Path(eval_data.path), threshold)
+    loaded = load_problem(problem)
+    result = evaluate_model(Path(model.path), Path(eval_data.path), loaded, threshold)
     for name, value in result.scalars().items():
         metrics.log_metric(name, round(value, 6))
     classification_metrics.log_roc_curve(result.roc_fpr, result.roc_tpr, result.roc_thresholds)
     classification_metrics.log_confusion_matrix(result.confusion_categories, result.confusion_matrix)
+    write_report(result, Path(report.path), title=f"{loaded.name}: evaluation on {eval_data.uri}")
+    save_evaluation(result, Path(evaluation.path))
+    evaluation.metadata.update({"auc": result.auc, "rows": result.rows, "eval_data": eval_data.uri})
+
+
+@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+def bless(
+    evaluation: dsl.Input[dsl.Artifact],
+    eval_data: dsl.Input[dsl.Dataset],
+    problem: str,
+    model_name: str,
+    min_auc: float,
+    max_auc_drop: float,
+    tracking_uri: str,
+    pipeline_root: str,
+    blessing: dsl.Output[dsl.Artifact],
+    blessing_report: dsl.Output[dsl.Markdown],
+) -> str:
+    """The gate: AUC at least `min_auc` and at most `max_auc_drop` below the registry's champion, which is
+    scored here on the same eval Dataset. Returns the decision, `blessed` or `refused`, for the pipeline to
+    branch on; the reasons are in the `blessing` JSON and the `blessing_report` Markdown.
+
+    The decision is the single, unnamed output (`Output`) on purpose: kfp.local 2.17 resolves a `dsl.If`
+    on a task's `Output` but not on a named output of a NamedTuple.
+    """
+    from pathlib import Path
+
+    from slipway import logs
+    from slipway.components.blessing import BlessingPolicy, bless, save_decision
+    from slipway.components.evaluation import load_evaluation
+    from slipway.components.registration import registered_model_name
+    from slipway.components.registry import ModelRegistry
+    from slipway.components.tracking import TrackingConfig
+    from slipway.problem import load_problem
+
+    logs.configure()
+    loaded = load_problem(problem)
+    registry = ModelRegistry.connect(TrackingConfig.resolve(tracking_uri, pipeline_root).tracking_uri)
+    decision = bless(load_evaluation(Path(evaluation.path)), Path(eval_data.path), loaded,
+                     BlessingPolicy(min_auc=min_auc, max_auc_drop=max_auc_drop), registry,
+                     registered_model_name(model_name, loaded))
+    save_decision(decision, Path(blessing.path))
+    blessing.metadata.update({"decision": decision.label, "champion_version": decision.champion_version or ""})
+    Path(blessing_report.path).write_text(decision.markdown())
+    return decision.label
+
+
+@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+def register(
+    model: dsl.Input[dsl.Model],
+    train_data: dsl.Input[dsl.Dataset],
+    eval_data: dsl.Input[dsl.Dataset],
+    evaluation: dsl.Input[dsl.Artifact],
+    blessing: dsl.Input[dsl.Artifact],
+    problem: str,
+    model_name: str,
+    schema_uri: str,
+    tracking_uri: str,
+    pipeline_root: str,
+    pipeline_run_id: str,
+    model_card: dsl.Output[dsl.Markdown],
+) -> NamedTuple("RegisterOutputs", [("model_uri", str), ("version", str)]):
+    """Registers the Model as a new MLflow version (alias `challenger`), blessed or not, with lineage tags
+    and a model card, which is also logged beside the weights. `model_uri` is `models:/name/version`."""
+    from pathlib import Path
+
+    from slipway import logs
+    from slipway.components.blessing import load_decision
+    from slipway.components.evaluation import load_evaluation
+    from slipway.components.registration import DataLineage, register_model, registered_model_name
+    from slipway.components.registry import ModelRegistry
+    from slipway.components.tracking import TrackingConfig
+    from slipway.problem import load_problem
+
+    logs.configure()
+    loaded = load_problem(problem)
+    registry = ModelRegistry.connect(TrackingConfig.resolve(tracking_uri, pipeline_root).tracking_uri)
+    data = DataLineage(train_uri=train_data.uri, eval_uri=eval_data.uri, data_sha256=train_data.metadata.get("sha256"),
+                       schema_uri=schema_uri, pipeline_run_id=pipeline_run_id)
+    version, card = register_model(registry, registered_model_name(model_name, loaded), Path(model.path), loaded,
+                                   load_evaluation(Path(evaluation.path)), load_decision(Path(blessing.path)), data)
+    Path(model_card.path).write_text(card)
+    model_card.metadata.update({"model_uri": version.uri})
+    return (version.uri, version.version)
+
+
+@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+def promote(
+    problem: str,
+    model_name: str,
+    version: str,
+    tracking_uri: str,
+    pipeline_root: str,
+) -> NamedTuple("PromoteOutputs", [("previous_champion", str)]):
+    """Moves the `champion` alias to `version`; the champion it replaces is recorded for rollback."""
+    from slipway import logs
+    from slipway.components.registration import registered_model_name
+    from slipway.components.registry import ModelRegistry
+    from slipway.components.tracking import TrackingConfig
+    from slipway.problem import load_problem
+
+    logs.configure()
+    registry = ModelRegistry.connect(TrackingConfig.resolve(tracking_uri, pipeline_root).tracking_uri)
+    move = registry.promote(registered_model_name(model_name, load_problem(problem)), version)
+    return (move.previous or "",)

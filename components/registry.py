@@ -30,7 +30,8 @@ from urllib.parse import urlparse
 
 import requests
 from mlflow.artifacts import download_artifacts
-from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -112,13 +113,7 @@ class ModelRegistry:
         the weights. All or nothing: if any step after the version's creation fails, the version (and
         a registered model created for it) is deleted again before the error propagates.
         """
-        try:
-            run = self._client.get_run(run_id)
-        except MlflowException as error:
-            if error.error_code in _MISSING:
-                raise RegistryError(f"no MLflow run {run_id!r} in {self.tracking_uri} to register from") from None
-            raise
-        source = f"{run.info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
+        source = f"{self._run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
         created_model = self._ensure_registered_model(name)
         created: ModelVersion | None = None
         try:
@@ -132,6 +127,10 @@ class ModelRegistry:
             raise
         log.info("registered %s (%s) from run %s", registered.uri, CHALLENGER, run_id)
         return self.version(name, registered.version)
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        """The tags a training run recorded (its lineage), for the version to repeat."""
+        return dict(self._run(run_id).data.tags)
 
     def version(self, name: str, version: str) -> RegisteredVersion:
         """The version, or a RegistryError that lists the versions that do exist."""
@@ -229,7 +228,15 @@ class ModelRegistry:
             path.write_text(card)
             self._client.log_artifact(run_id, str(path), MODEL_ARTIFACT_PATH)
 
-    def _registered_model(self, name: str):  # noqa: ANN202 - mlflow's RegisteredModel
+    def _run(self, run_id: str) -> Run:
+        try:
+            return self._client.get_run(run_id)
+        except MlflowException as error:
+            if error.error_code in _MISSING:
+                raise RegistryError(f"no MLflow run {run_id!r} in {self.tracking_uri} to register from") from None
+            raise
+
+    def _registered_model(self, name: str) -> RegisteredModel:
         try:
             return self._client.get_registered_model(name)
         except MlflowException as error:

@@ -3,6 +3,8 @@
     slipway compile [--output-dir dist] [PIPELINE ...]
     slipway run training [--data URI] [--set key=value ...]
     slipway train [--data URI] [--processes N] [--epochs N ...]
+    slipway promote --model NAME --version V
+    slipway rollback --model NAME
     slipway version
 
 Exit codes: 0 success, 1 a pipeline or step failed, 2 bad usage (unknown pipeline, bad --set).
@@ -178,6 +180,53 @@ def train_command(data_uri: str | None, problem: str, processes: int, output_dir
                f"{result.rows_per_second:,.0f} rows/s")
     click.echo(f"  model: {output_dir / 'model'}")
     click.echo(f"  MLflow run {result.mlflow_run_id} in {tracking.tracking_uri}")
+
+
+def _registry(tracking_uri: str) -> Any:
+    """The registry at --tracking-uri, else MLFLOW_TRACKING_URI, else `slipway run`'s embedded store."""
+    from slipway.components.registry import ModelRegistry
+    from slipway.components.tracking import TrackingConfig
+    from slipway.pipelines.local import DEFAULT_PIPELINE_ROOT
+
+    return ModelRegistry.connect(TrackingConfig.resolve(tracking_uri, DEFAULT_PIPELINE_ROOT).tracking_uri)
+
+
+_REGISTRY_OPTION = click.option(
+    "--tracking-uri", default="", metavar="URI",
+    help="MLflow tracking/registry URI. Default: MLFLOW_TRACKING_URI, else the embedded store of `slipway run` "
+         "(runs/mlflow/mlflow.db).")
+_MODEL_OPTION = click.option("--model", "model_name", required=True, metavar="NAME",
+                             help="Registered model name; the training pipeline registers under its problem's name "
+                                  "(e.g. chicago_taxi).")
+
+
+@cli.command("promote")
+@_MODEL_OPTION
+@click.option("--version", required=True, metavar="V", help="The model version to make the champion.")
+@_REGISTRY_OPTION
+def promote_command(model_name: str, version: str, tracking_uri: str) -> None:
+    """Move the `champion` alias to VERSION; the champion it replaces is recorded for `slipway rollback`."""
+    from slipway.components.registry import RegistryError
+
+    logs.configure()
+    try:
+        click.echo(_registry(tracking_uri).promote(model_name, version).describe())
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command("rollback")
+@_MODEL_OPTION
+@_REGISTRY_OPTION
+def rollback_command(model_name: str, tracking_uri: str) -> None:
+    """Move the `champion` alias back to the previous champion, as recorded by promotions."""
+    from slipway.components.registry import RegistryError
+
+    logs.configure()
+    try:
+        click.echo(_registry(tracking_uri).rollback(model_name).describe())
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command("version")

@@ -1,8 +1,10 @@
-"""The `training` pipeline: from a raw source to an evaluated model.
+"""The `training` pipeline: from a raw source to a registered, judged model, promoted only if blessed.
 
 Read it top to bottom to follow one row of data: `ingest` types and time-splits the source,
-`train` fits the model on the train split, `evaluate` judges it on the eval split (the future).
-Later steps (validate, features, tune, register, deploy: DESIGN.md §1) slot in between
+`train` fits the model on the train split, `evaluate` measures it on the eval split (the future),
+`bless` compares it with the registry's champion on that same split, `register` records it as
+the `challenger` with its lineage and model card, and only a blessed model is promoted to
+`champion`. Later steps (validate, features, tune, deploy: DESIGN.md §1) slot in between
 without changing these steps' contracts.
 """
 
@@ -10,7 +12,8 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from slipway.components.catalog import evaluate, ingest, train
+from slipway.components.blessing import BLESSED, BlessingPolicy
+from slipway.components.catalog import bless, evaluate, ingest, promote, register, train
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
 from slipway.problem import DEFAULT_PROBLEM
 
@@ -21,12 +24,17 @@ class TrainingOutputs(NamedTuple):
     model: dsl.Model
     train_metrics: dsl.Metrics
     eval_metrics: dsl.Metrics
+    eval_report: dsl.HTML
+    model_card: dsl.Markdown
+    decision: str
+    model_uri: str
 
 
 @dsl.pipeline(
     name="training",
-    description="Ingest a CSV/Parquet source, train a model with DDP (tracked in MLflow) and evaluate it on a "
-                "time-split eval set.",
+    description="Ingest a CSV/Parquet source, train a model with DDP (tracked in MLflow), evaluate it on a "
+                "time-split eval set, bless it against the registry's champion, register it in MLflow and "
+                "promote it to champion if blessed.",
 )
 def training(
     source_uri: str,
@@ -46,7 +54,12 @@ def training(
     credentials_secret: str = "",
     tracking_uri: str = "",
     threshold: float = DEFAULT_THRESHOLD,
+    model_name: str = "",
+    min_auc: float = BlessingPolicy.min_auc,
+    max_auc_drop: float = BlessingPolicy.max_auc_drop,
 ) -> TrainingOutputs:
+    """`model_name` is the registered model (empty: the problem's name); `min_auc` and `max_auc_drop` are the
+    blessing gate's minimum AUC and the AUC drop from the champion it tolerates."""
     ingested = ingest(source_uri=source_uri, problem=problem)
     # The source behind a URI can change while the URI stays the same (`latest.csv`): never
     # let Kubeflow's cache answer for a fresh read.
@@ -75,10 +88,41 @@ def training(
     evaluated = evaluate(
         model=trained.outputs["model"],
         eval_data=ingested.outputs["eval_data"],
+        problem=problem,
         threshold=threshold,
     )
+    registry = {"tracking_uri": tracking_uri, "pipeline_root": dsl.PIPELINE_ROOT_PLACEHOLDER}
+    # The champion can change between runs while every input here stays the same: never cached.
+    blessed = bless(
+        evaluation=evaluated.outputs["evaluation"],
+        eval_data=ingested.outputs["eval_data"],
+        problem=problem,
+        model_name=model_name,
+        min_auc=min_auc,
+        max_auc_drop=max_auc_drop,
+        **registry,
+    ).set_caching_options(False)
+    registered = register(
+        model=trained.outputs["model"],
+        train_data=ingested.outputs["train_data"],
+        eval_data=ingested.outputs["eval_data"],
+        evaluation=evaluated.outputs["evaluation"],
+        blessing=blessed.outputs["blessing"],
+        problem=problem,
+        model_name=model_name,
+        schema_uri="",  # the validate step's schema artifact, once it runs before training
+        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        **registry,
+    ).set_caching_options(False)
+    with dsl.If(blessed.outputs["Output"] == BLESSED, name="blessed"):
+        promote(problem=problem, model_name=model_name, version=registered.outputs["version"],
+                **registry).set_caching_options(False)
     return TrainingOutputs(
         model=trained.outputs["model"],
         train_metrics=trained.outputs["metrics"],
         eval_metrics=evaluated.outputs["metrics"],
+        eval_report=evaluated.outputs["report"],
+        model_card=registered.outputs["model_card"],
+        decision=blessed.outputs["Output"],
+        model_uri=registered.outputs["model_uri"],
     )

@@ -1,4 +1,4 @@
-"""The problem definition: columns and their types, label, entities, features, split.
+"""The problem definition: columns and their types, label, entities, features, split, evaluation slices.
 
 A problem is configuration, not code (DESIGN.md §5): one YAML file says everything that the
 components would otherwise each re-type. `load_problem` reads a packaged problem by name
@@ -58,6 +58,18 @@ class FeatureSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluationSpec:
+    """How the evaluation breaks the eval split down: a model can be good on average and poor for one group.
+
+    Each column in `slices` is reported per value; values with fewer than `min_slice_rows` rows are
+    counted but not reported one by one, because their metrics would be noise.
+    """
+
+    slices: tuple[str, ...] = ()
+    min_slice_rows: int = 30
+
+
+@dataclasses.dataclass(frozen=True)
 class Problem:
     name: str
     description: str
@@ -68,6 +80,8 @@ class Problem:
     features: FeatureSpec
     eval_fraction: float
     source: str  # the file it was read from, for error messages
+    evaluation: EvaluationSpec = EvaluationSpec()
+    intended_use: str = ""  # what the model is for and not for; the model card quotes it
 
 
 def available_problems() -> list[str]:
@@ -168,6 +182,26 @@ def _parse(raw: Any, source: str) -> Problem:
     if not isinstance(eval_fraction, (int, float)) or not 0 < eval_fraction < 1:
         raise fail("split.eval_fraction", f"expected a number between 0 and 1, got {eval_fraction!r}")
 
+    evaluation_raw = raw.get("evaluation") or {}
+    if not isinstance(evaluation_raw, dict):
+        raise fail("evaluation", "expected a mapping with `slices` and `min_slice_rows`")
+    unknown = sorted(set(evaluation_raw) - {"slices", "min_slice_rows"})
+    if unknown:
+        raise fail("evaluation", f"unknown key(s) {unknown}; expected `slices` and `min_slice_rows`")
+    slices = declared(evaluation_raw.get("slices", []), "evaluation.slices")
+    for name in slices:
+        if columns[name] not in ("integer", "string"):
+            raise fail("evaluation.slices", f"{name!r} has type {columns[name]!r}; slice on integer or string columns")
+        if slices.count(name) > 1:
+            raise fail("evaluation.slices", f"{name!r} is listed more than once")
+    min_slice_rows = evaluation_raw.get("min_slice_rows", EvaluationSpec.min_slice_rows)
+    if isinstance(min_slice_rows, bool) or not isinstance(min_slice_rows, int) or min_slice_rows < 1:
+        raise fail("evaluation.min_slice_rows", f"expected a positive whole number, got {min_slice_rows!r}")
+
+    intended_use = raw.get("intended_use") or ""
+    if not isinstance(intended_use, str):
+        raise fail("intended_use", f"expected text, got {intended_use!r}")
+
     return Problem(
         name=str(need(raw, "name", "name")),
         description=str(raw.get("description", "")),
@@ -178,4 +212,6 @@ def _parse(raw: Any, source: str) -> Problem:
         features=features,
         eval_fraction=float(eval_fraction),
         source=source,
+        evaluation=EvaluationSpec(slices=slices, min_slice_rows=min_slice_rows),
+        intended_use=intended_use.strip(),
     )

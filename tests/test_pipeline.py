@@ -1,7 +1,9 @@
 """The training pipeline compiles to KFP IR that Kubeflow accepts, and that IR runs locally on real data."""
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from google.protobuf import json_format
@@ -13,7 +15,7 @@ from slipway import runtimes
 from slipway.components.model_artifact import load_model
 from slipway.components.tracking import TrackingConfig
 from slipway.pipelines.compile import compile_pipelines
-from slipway.pipelines.local import run_local
+from slipway.pipelines.local import LocalRun, run_local
 from slipway.sample_data import SAMPLE_FILES
 
 
@@ -30,19 +32,26 @@ def test_the_ir_parses_strictly_as_a_kfp_pipeline_spec(compiled: Path) -> None:
     assert set(spec.root.input_definitions.parameters) == {
         "source_uri", "problem", "architecture", "hidden_units", "dropout", "epochs", "learning_rate", "batch_size",
         "weight_decay", "patience", "seed", "processes", "launcher", "num_nodes", "credentials_secret", "tracking_uri",
-        "threshold"}
-    assert set(spec.root.output_definitions.artifacts) == {"model", "train_metrics", "eval_metrics"}
+        "threshold", "model_name", "min_auc", "max_auc_drop"}
+    assert set(spec.root.output_definitions.artifacts) == {
+        "model", "train_metrics", "eval_metrics", "eval_report", "model_card"}
+    assert set(spec.root.output_definitions.parameters) == {"decision", "model_uri"}
 
 
-def test_the_dag_runs_ingest_then_train_then_evaluate(compiled: Path) -> None:
+def test_the_dag_runs_ingest_train_evaluate_bless_register_and_promotes_only_when_blessed(compiled: Path) -> None:
     spec = json_format.ParseDict(yaml.safe_load(compiled.read_text()), pipeline_spec_pb2.PipelineSpec())
     tasks = spec.root.dag.tasks
-    assert set(tasks) == {"ingest", "train", "evaluate"}
+    assert set(tasks) == {"ingest", "train", "evaluate", "bless", "register", "condition-1"}
     assert list(tasks["train"].dependent_tasks) == ["ingest"]
     assert set(tasks["evaluate"].dependent_tasks) == {"ingest", "train"}
     evaluate_inputs = tasks["evaluate"].inputs.artifacts
     assert evaluate_inputs["eval_data"].task_output_artifact.producer_task == "ingest"
     assert evaluate_inputs["model"].task_output_artifact.producer_task == "train"
+    assert tasks["bless"].inputs.artifacts["evaluation"].task_output_artifact.producer_task == "evaluate"
+    assert tasks["register"].inputs.artifacts["blessing"].task_output_artifact.producer_task == "bless"
+    condition = tasks["condition-1"]
+    assert condition.trigger_policy.condition == "inputs.parameter_values['pipelinechannel--bless-Output'] == 'blessed'"
+    assert set(spec.components[condition.component_ref.name].dag.tasks) == {"promote"}
 
 
 def test_train_receives_the_tasks_resources_to_forward_to_a_cluster_job(compiled: Path) -> None:
@@ -56,11 +65,14 @@ def test_ingest_is_never_cached_because_its_source_can_change_behind_the_same_ur
     spec = json_format.ParseDict(yaml.safe_load(compiled.read_text()), pipeline_spec_pb2.PipelineSpec())
     assert spec.root.dag.tasks["ingest"].caching_options.enable_cache is False
     assert spec.root.dag.tasks["train"].caching_options.enable_cache is True
+    # The registry changes between runs while their inputs stay the same.
+    for task in ("bless", "register"):
+        assert spec.root.dag.tasks[task].caching_options.enable_cache is False, task
 
 
 def test_every_executor_runs_the_core_image_without_installing_anything(compiled: Path) -> None:
     executors = yaml.safe_load(compiled.read_text())["deploymentSpec"]["executors"]
-    assert len(executors) == 3
+    assert len(executors) == 6
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == runtimes.CORE_IMAGE, name
@@ -69,13 +81,40 @@ def test_every_executor_runs_the_core_image_without_installing_anything(compiled
         assert "pip install" not in command, f"{name} would pip-install at run time"
 
 
-@pytest.mark.pipeline
-def test_the_compiled_yaml_runs_locally_and_reports_auc_on_the_future(
-    compiled: Path, taxi_csv: Path, tmp_path: Path
-) -> None:
-    pipeline = components.load_component_from_file(str(compiled))
-    run = run_local(pipeline, {"source_uri": str(taxi_csv), "epochs": 3}, tmp_path / "runs")
+@pytest.fixture(scope="module")
+def pipeline_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared by this module's runs: the embedded MLflow registry under it carries the champion between them."""
+    return tmp_path_factory.mktemp("runs")
 
+
+@pytest.fixture(scope="module")
+def first_run(compiled: Path, taxi_csv: Path, pipeline_root: Path) -> LocalRun:
+    pipeline = components.load_component_from_file(str(compiled))
+    return run_local(pipeline, {"source_uri": str(taxi_csv), "epochs": 3}, pipeline_root)
+
+
+@pytest.fixture(scope="module")
+def worse_run(first_run: LocalRun, compiled: Path, taxi_csv: Path, pipeline_root: Path, tmp_path_factory) -> LocalRun:
+    """A second run whose train period has its tips shuffled between trips: a deliberately worse challenger,
+    judged on the very same eval rows as the champion (the eval period is left as it was)."""
+    frame = pd.read_csv(taxi_csv)
+    split = pd.read_parquet(first_run.run_dir / "ingest" / "eval_data")["trip_start_timestamp"].min()
+    in_train = pd.to_datetime(frame["trip_start_timestamp"], unit="s", utc=True) < split
+    shuffled = frame["tips"][in_train].sample(frac=1.0, random_state=0).to_numpy()
+    frame.loc[in_train, "tips"] = shuffled
+    source = tmp_path_factory.mktemp("shuffled") / "data.csv"
+    frame.to_csv(source, index=False)
+    pipeline = components.load_component_from_file(str(compiled))
+    return run_local(pipeline, {"source_uri": str(source), "epochs": 3}, pipeline_root)
+
+
+def registry_client(pipeline_root: Path) -> MlflowClient:
+    return MlflowClient(TrackingConfig.embedded(pipeline_root / "mlflow").tracking_uri)
+
+
+@pytest.mark.pipeline
+def test_the_compiled_yaml_runs_locally_and_reports_auc_on_the_future(first_run: LocalRun, pipeline_root: Path) -> None:
+    run = first_run
     metrics = run.outputs["eval_metrics"].metadata
     assert metrics["rows"] == 2002  # the time-split eval set of data.csv
     assert metrics["auc"] > 0.85
@@ -84,11 +123,56 @@ def test_the_compiled_yaml_runs_locally_and_reports_auc_on_the_future(
     assert model.metadata["lineage"]["data_sha256"] == SAMPLE_FILES["data.csv"]
     assert run.run_dir is not None and (run.run_dir / "ingest" / "train_data").is_file()
     assert run.outputs["train_metrics"].metadata["world_size"] == 2  # DDP with the default 2 processes
+    assert "data:image/png;base64," in Path(run.outputs["eval_report"].path).read_text()
 
     # The run was tracked in the embedded MLflow store under the pipeline root.
-    tracked = MlflowClient(TrackingConfig.embedded(tmp_path / "runs" / "mlflow").tracking_uri).get_run(
-        model.metadata["lineage"]["mlflow_run_id"])
+    tracked = registry_client(pipeline_root).get_run(model.metadata["lineage"]["mlflow_run_id"])
     assert tracked.data.params["epochs"] == "3" and tracked.data.params["world_size"] == "2"
     assert tracked.data.tags["slipway.data_sha256"] == SAMPLE_FILES["data.csv"]
     assert tracked.data.tags["slipway.pipeline_run_id"]
     assert tracked.info.status == "FINISHED"
+
+
+@pytest.mark.pipeline
+def test_the_first_model_is_blessed_registered_with_its_lineage_and_promoted(
+    first_run: LocalRun, pipeline_root: Path
+) -> None:
+    assert first_run.outputs["decision"] == "blessed"
+    assert first_run.outputs["model_uri"] == "models:/chicago_taxi/1"
+    client = registry_client(pipeline_root)
+    champion = client.get_model_version_by_alias("chicago_taxi", "champion")
+    assert str(champion.version) == "1" and set(champion.aliases) == {"champion", "challenger"}
+    model = load_model(Path(first_run.outputs["model"].path))
+    assert champion.run_id == model.metadata["lineage"]["mlflow_run_id"]
+    tags = champion.tags
+    assert tags["slipway.data_sha256"] == SAMPLE_FILES["data.csv"]
+    run_tags = client.get_run(champion.run_id).data.tags
+    assert tags["slipway.pipeline_run_id"] and tags["slipway.pipeline_run_id"] == run_tags["slipway.pipeline_run_id"]
+    assert tags["slipway.git_commit"] == run_tags["slipway.git_commit"]
+    assert tags["slipway.param.epochs"] == "3"
+    assert float(tags["slipway.eval.auc"]) == pytest.approx(first_run.outputs["eval_metrics"].metadata["auc"], abs=1e-6)
+    card = Path(first_run.outputs["model_card"].path).read_text()
+    assert card.startswith("# Model card: models:/chicago_taxi/1")
+    assert "**Decision: blessed**" in card and "### `payment_type`" in card
+
+
+@pytest.mark.pipeline
+def test_a_challenger_trained_on_shuffled_labels_is_refused_and_the_champion_does_not_move(
+    worse_run: LocalRun, pipeline_root: Path
+) -> None:
+    assert worse_run.outputs["decision"] == "refused"
+    assert worse_run.outputs["model_uri"] == "models:/chicago_taxi/2"
+    client = registry_client(pipeline_root)
+    assert str(client.get_model_version_by_alias("chicago_taxi", "champion").version) == "1"
+    challenger = client.get_model_version_by_alias("chicago_taxi", "challenger")
+    assert str(challenger.version) == "2" and challenger.tags["slipway.decision"] == "refused"
+    reasons = challenger.tags["slipway.decision_reasons"]
+    assert "regresses from champion version 1's" in reasons, reasons
+    assert float(challenger.tags["slipway.eval.auc"]) < 0.7
+    # The gate scored the champion on this run's eval rows: the same rows, so the same AUC as in its own run.
+    blessing = json.loads((worse_run.run_dir / "bless" / "blessing").read_text())
+    assert blessing["champion_version"] == "1"
+    assert blessing["champion_auc"] == pytest.approx(float(
+        client.get_model_version("chicago_taxi", "1").tags["slipway.eval.auc"]), abs=1e-6)
+    assert not (worse_run.run_dir / "promote").exists()
+    assert "must not be deployed" in Path(worse_run.outputs["model_card"].path).read_text()

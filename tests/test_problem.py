@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import GS_BUCKET
 
-from slipway.problem import PROBLEMS_DIR, ProblemError, available_problems, load_problem
+from slipway.problem import PROBLEMS_DIR, EvaluationSpec, ProblemError, available_problems, load_problem
 from slipway.storage import upload
 
 
@@ -75,4 +75,53 @@ def test_a_problem_can_come_from_object_storage_so_a_cluster_run_needs_no_new_im
 def test_eval_fraction_must_be_strictly_between_zero_and_one(tmp_path: Path, fraction) -> None:
     path = write_problem(tmp_path, split={"eval_fraction": fraction})
     with pytest.raises(ProblemError, match="split.eval_fraction: expected a number between 0 and 1"):
+        load_problem(str(path))
+
+
+def test_the_taxi_problem_slices_its_evaluation_and_states_its_intended_use() -> None:
+    problem = load_problem("chicago_taxi")
+    assert problem.evaluation.slices == ("payment_type", "company", "trip_start_hour")
+    assert problem.evaluation.min_slice_rows == 30
+    assert problem.intended_use.startswith("Ranking taxi trips") and "Not for decisions" in problem.intended_use
+
+
+def test_evaluation_and_intended_use_are_optional(tmp_path: Path) -> None:
+    raw = yaml.safe_load((PROBLEMS_DIR / "chicago_taxi.yaml").read_text())
+    del raw["evaluation"], raw["intended_use"]
+    path = tmp_path / "problem.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    problem = load_problem(str(path))
+    assert (problem.evaluation, problem.intended_use) == (EvaluationSpec(), "")
+    assert EvaluationSpec().min_slice_rows == 30
+
+
+def test_only_min_slice_rows_can_be_given_and_slices_default_to_none(tmp_path: Path) -> None:
+    path = write_problem(tmp_path, evaluation={"min_slice_rows": 5})
+    assert load_problem(str(path)).evaluation == EvaluationSpec(slices=(), min_slice_rows=5)
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "expected"),
+    [
+        ({"slices": ["driver"]}, "evaluation.slices: 'driver' is not a declared column"),
+        ({"slices": "company"}, "evaluation.slices: expected a list of column names"),
+        ({"slices": ["fare"]}, "evaluation.slices: 'fare' has type 'float'; slice on integer or string columns"),
+        ({"slices": ["company", "company"]}, "evaluation.slices: 'company' is listed more than once"),
+        ({"min_slice_rows": 0}, "evaluation.min_slice_rows: expected a positive whole number, got 0"),
+        ({"min_slice_rows": 2.5}, "evaluation.min_slice_rows: expected a positive whole number, got 2.5"),
+        ({"min_slice_rows": True}, "evaluation.min_slice_rows: expected a positive whole number, got True"),
+        ({"slice": ["company"]}, "evaluation: unknown key(s) ['slice']; expected `slices` and `min_slice_rows`"),
+        (["company"], "evaluation: expected a mapping with `slices` and `min_slice_rows`"),
+    ],
+)
+def test_a_wrong_evaluation_section_is_named_with_its_field(tmp_path: Path, evaluation, expected: str) -> None:
+    path = write_problem(tmp_path, evaluation=evaluation)
+    with pytest.raises(ProblemError) as caught:
+        load_problem(str(path))
+    assert str(caught.value).startswith(f"{path}: {expected}")
+
+
+def test_intended_use_must_be_text(tmp_path: Path) -> None:
+    path = write_problem(tmp_path, intended_use=["ranking"])
+    with pytest.raises(ProblemError, match=r"intended_use: expected text, got \['ranking'\]"):
         load_problem(str(path))
