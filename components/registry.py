@@ -144,6 +144,21 @@ class ModelRegistry:
             f"registered model {name!r} has no version {version!r}; versions: {[v.version for v in known] or 'none'}"
         ) from None
 
+    def resolve(self, uri: str) -> RegisteredVersion:
+        """`models:/NAME/VERSION` or `models:/NAME@ALIAS`, as MLflow writes them, to the version it names."""
+        if not uri.startswith("models:/"):
+            raise RegistryError(f"{uri!r} is not a models:/NAME/VERSION or models:/NAME@ALIAS URI")
+        path = uri.removeprefix("models:/").strip("/")
+        if "@" in path:
+            name, alias = path.split("@", 1)
+            if (found := self.alias(name, alias)) is None:
+                raise RegistryError(f"{uri}: no version of {name!r} holds the alias {alias!r} in {self.tracking_uri}")
+            return found
+        name, _, version = path.rpartition("/")
+        if not name or not version.isdigit():
+            raise RegistryError(f"{uri!r} is not a models:/NAME/VERSION or models:/NAME@ALIAS URI")
+        return self.version(name, version)
+
     def versions(self, name: str) -> list[RegisteredVersion]:
         """All versions of `name`, oldest first; a RegistryError if the registered model does not exist."""
         self._registered_model(name)

@@ -5,6 +5,7 @@
     slipway train [--data URI] [--processes N] [--epochs N ...]
     slipway promote --model NAME --version V
     slipway rollback --model NAME
+    slipway estimate --qps N --p99-ms L
     slipway version
 
 Exit codes: 0 success, 1 a pipeline or step failed, 2 bad usage (unknown pipeline, bad --set).
@@ -92,11 +93,13 @@ def run_command(pipeline: str, data_uri: str | None, assignments: tuple[str, ...
         run = run_local(component, arguments, pipeline_root)
     except RuntimeError as exc:
         raise click.ClickException(f"{str(exc).rstrip('.')} (the failing task's log above says why)") from None
-    click.echo(_summary(run, arguments))
+    click.echo(_summary(run, arguments, pipeline_root))
 
 
-def _summary(run: Any, arguments: dict[str, Any]) -> str:
+def _summary(run: Any, arguments: dict[str, Any], pipeline_root: Path) -> str:
     from kfp import dsl
+
+    from slipway.components.tracking import TrackingConfig
 
     lines = ["", f"Pipeline {run.pipeline!r} succeeded in {run.seconds:.1f} s", f"  run directory: {run.run_dir}"]
     for name, value in arguments.items():
@@ -107,6 +110,12 @@ def _summary(run: Any, arguments: dict[str, Any]) -> str:
             lines.append(f"  {name}: {shown}")
         elif isinstance(artifact, dsl.Artifact):
             lines.append(f"  {name}: {artifact.path}")
+        else:
+            lines.append(f"  {name}: {artifact}")
+    if "model_uri" in run.outputs:
+        tracking = TrackingConfig.resolve(arguments.get("tracking_uri", ""), pipeline_root)
+        lines.append(f"  MLflow tracking and registry: {tracking.tracking_uri}")
+        lines.append("  move the champion: slipway promote --model NAME --version V | slipway rollback --model NAME")
     return "\n".join(lines)
 
 
@@ -227,6 +236,79 @@ def rollback_command(model_name: str, tracking_uri: str) -> None:
         click.echo(_registry(tracking_uri).rollback(model_name).describe())
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@cli.command("estimate")
+@click.option("--qps", type=float, required=True, help="Target load: requests per second, each scoring one row.")
+@click.option("--p99-ms", type=float, required=True, help="Target 99th-percentile latency of one request, in ms.")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A measured latency profile (JSON, format in `slipway.capacity`), e.g. from the serving "
+                   "benchmark. Default: measure --model here, in process.")
+@click.option("--model", "model_ref", default=f"models:/{DEFAULT_PROBLEM}@champion", show_default=True,
+              metavar="DIR|URI", help="The model to measure when no --profile is given: a model directory, or a "
+                                      "models:/NAME@ALIAS or models:/NAME/VERSION URI in the registry.")
+@click.option("--data", "data_uri", metavar="URI", help="Rows to measure with (their eval split): a CSV/Parquet "
+                                                       "path or URI. Default: the Chicago taxi sample.")
+@click.option("--problem", default=DEFAULT_PROBLEM, show_default=True, help="Problem of --data.")
+@click.option("--utilisation", type=float, default=0.6, show_default=True,
+              help="Target busy fraction of each replica, in (0, 1]: headroom for bursts and queueing.")
+@click.option("--max-batch-wait-ms", type=float, default=10.0, show_default=True,
+              help="KServe batcher's maxLatency: the longest a request waits for its batch to fill.")
+@click.option("--save-profile", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the measured profile here, to reuse with --profile.")
+@_REGISTRY_OPTION
+def estimate_command(qps: float, p99_ms: float, profile_path: Path | None, model_ref: str, data_uri: str | None,
+                     problem: str, utilisation: float, max_batch_wait_ms: float, save_profile: Path | None,
+                     tracking_uri: str) -> None:
+    """Estimate the replicas (or GPUs) that serve --qps within --p99-ms, with and without batching.
+
+    The back-of-envelope method: replicas = ceil(QPS × latency ÷ utilisation), from measured latency
+    per batch size; batching trades a wait for the batch to fill against throughput. Prints the
+    arithmetic with the numbers filled in.
+    """
+    import tempfile
+
+    from slipway.capacity import estimate, load_profile, measure_profile
+    from slipway.capacity import save_profile as write_profile
+
+    logs.configure()
+    try:
+        if profile_path is not None:
+            profile = load_profile(profile_path)
+        else:
+            with tempfile.TemporaryDirectory(prefix="slipway-estimate-") as tmp:
+                profile = measure_profile(_model_dir(model_ref, tracking_uri, Path(tmp)),
+                                          _eval_rows(data_uri, problem, Path(tmp)))
+            if save_profile is not None:
+                write_profile(profile, save_profile)
+        click.echo(estimate(profile, qps, p99_ms, utilisation, max_batch_wait_ms).explain())
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _model_dir(ref: str, tracking_uri: str, workdir: Path) -> Path:
+    """A model directory as given, or the registry version a models:/ URI names, downloaded into `workdir`."""
+    from slipway.components.registry import RegistryError
+
+    if not ref.startswith("models:/"):
+        return Path(ref)
+    try:
+        registry = _registry(tracking_uri)
+        return registry.download(registry.resolve(ref), workdir / "model")
+    except RegistryError as exc:
+        raise click.ClickException(f"{exc} (train one with `make run`, or give --model DIR or --profile)") from None
+
+
+def _eval_rows(data_uri: str | None, problem: str, workdir: Path) -> Any:
+    import pandas as pd
+
+    from slipway.components.ingestion import ingest_source
+    from slipway.problem import load_problem
+    from slipway.sample_data import fetch_sample
+
+    source = data_uri or str(fetch_sample()["data.csv"])
+    ingest_source(source, load_problem(problem), workdir / "train.parquet", workdir / "eval.parquet")
+    return pd.read_parquet(workdir / "eval.parquet")
 
 
 @cli.command("version")
