@@ -1,5 +1,6 @@
 """The `slipway` CLI: what a user types, what they read back, and the exit codes."""
 
+import json
 import re
 from pathlib import Path
 
@@ -111,3 +112,90 @@ def test_train_on_a_source_without_a_problem_column_names_the_file_and_column(ta
     result = invoke("train", "--data", str(source), "--output-dir", str(tmp_path / "out"))
     assert result.exit_code == 1
     assert str(source) in result.output and "fare" in result.output
+
+
+@pytest.fixture
+def registry_uri(tmp_path: Path, taxi_model: Path) -> str:
+    """An embedded registry holding the taxi model as versions 1 and 2, version 1 the champion."""
+    from slipway.components.registry import ModelRegistry
+    from slipway.components.tracking import TrainingRun
+
+    config = TrackingConfig.embedded(tmp_path / "mlflow")
+    (tmp_path / "mlflow").mkdir()
+    with TrainingRun.start(config, "train", {}, {}) as run:
+        run.log_model_dir(taxi_model)
+    registry = ModelRegistry.connect(config.tracking_uri)
+    registry.register("taxi", run.run_id, {})
+    registry.register("taxi", run.run_id, {})
+    registry.promote("taxi", "1")
+    return config.tracking_uri
+
+
+def test_promote_then_rollback_move_the_champion_and_say_so(registry_uri: str) -> None:
+    result = invoke("promote", "--model", "taxi", "--version", "2", "--tracking-uri", registry_uri)
+    assert result.exit_code == 0, result.output
+    assert "taxi: champion moved from version 1 to version 2" in result.output
+    result = invoke("rollback", "--model", "taxi", "--tracking-uri", registry_uri)
+    assert result.exit_code == 0, result.output
+    assert "taxi: champion moved from version 2 to version 1" in result.output
+    assert str(MlflowClient(registry_uri).get_model_version_by_alias("taxi", "champion").version) == "1"
+
+
+def test_promoting_a_missing_version_exits_1_listing_the_versions(registry_uri: str) -> None:
+    result = invoke("promote", "--model", "taxi", "--version", "9", "--tracking-uri", registry_uri)
+    assert result.exit_code == 1
+    assert "registered model 'taxi' has no version '9'; versions: ['1', '2']" in result.output
+
+
+def test_rollback_without_a_previous_champion_exits_1_and_moves_nothing(registry_uri: str) -> None:
+    result = invoke("rollback", "--model", "taxi", "--tracking-uri", registry_uri)
+    assert result.exit_code == 1
+    assert "there is no previous champion to roll back to" in result.output
+    assert str(MlflowClient(registry_uri).get_model_version_by_alias("taxi", "champion").version) == "1"
+
+
+def test_estimate_prints_its_arithmetic_from_a_profile(tmp_path: Path) -> None:
+    from slipway.capacity import BatchLatency, LatencyProfile, save_profile
+
+    profile = tmp_path / "profile.json"
+    save_profile(LatencyProfile("cpu", "hand-made", (BatchLatency(1, 10.0, 20.0), BatchLatency(8, 16.0, 24.0))),
+                 profile)
+    result = invoke("estimate", "--qps", "100", "--p99-ms", "100", "--utilisation", "0.5", "--max-batch-wait-ms", "80",
+                    "--profile", str(profile))
+    assert result.exit_code == 0, result.output
+    assert "replicas = ceil(100 qps × 10.00 ms ÷ 0.50) = ceil(2.00) = 2" in result.output
+    # Batches of 8 fill in 7 ÷ 100/s = 70 ms (under the 80 ms wait), then take 24 ms at p99: 94 ms.
+    assert "p99 ≈ 70.00 ms wait + 24.00 ms batch-8 p99 = 94.00 ms <= 100 ms target" in result.output
+    assert "Recommended: 1 replica with batching" in result.output
+
+
+def test_estimate_measures_the_registrys_champion_when_given_no_profile(registry_uri: str, tmp_path: Path) -> None:
+    saved = tmp_path / "measured.json"
+    result = invoke("estimate", "--qps", "50", "--p99-ms", "500", "--model", "models:/taxi@champion",
+                    "--tracking-uri", registry_uri, "--save-profile", str(saved))
+    assert result.exit_code == 0, result.output
+    assert re.search(r"service time s = batch-1 p50 = [0-9.]+ ms", result.output)
+    assert json.loads(saved.read_text())["batches"][0]["batch_size"] == 1
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--qps", "0", "--p99-ms", "50"], "--qps must be > 0"),
+    (["--qps", "10", "--p99-ms", "50", "--utilisation", "1.5"], "--utilisation must be in (0, 1]"),
+])
+def test_estimate_refuses_bad_targets_naming_the_flag(args: list[str], message: str, tmp_path: Path) -> None:
+    from slipway.capacity import BatchLatency, LatencyProfile, save_profile
+
+    profile = tmp_path / "profile.json"
+    save_profile(LatencyProfile("cpu", "hand-made", (BatchLatency(1, 1.0, 2.0),)), profile)
+    result = invoke("estimate", *args, "--profile", str(profile))
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_estimate_without_a_champion_says_how_to_get_one(tmp_path: Path) -> None:
+    (tmp_path / "mlflow").mkdir()
+    uri = TrackingConfig.embedded(tmp_path / "mlflow").tracking_uri
+    result = invoke("estimate", "--qps", "10", "--p99-ms", "50", "--tracking-uri", uri)
+    assert result.exit_code == 1
+    assert "models:/chicago_taxi@champion: no version of 'chicago_taxi' holds the alias 'champion'" in result.output
+    assert "make run" in result.output
