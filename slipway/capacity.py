@@ -16,8 +16,8 @@ no longer holds, so the estimate checks that the replicas still keep up with the
 
 The input is a latency profile: the measured latency of one predict call per batch size, on one
 device. `measure_profile` measures it in process (preprocessing and the forward pass; no HTTP, no
-JSON, no batcher), which is a lower bound on what a served request costs; the serving benchmark
-writes the same file from requests against a running endpoint. The file is JSON:
+JSON, no batcher), which is a lower bound on what a served request costs; the serving benchmark (the
+serving issue) is to write the same file from requests against a running endpoint. The file is JSON:
 
     {
       "format_version": 1,
@@ -121,7 +121,7 @@ def save_profile(profile: LatencyProfile, path: Path) -> None:
 
 
 def load_profile(path: Path) -> LatencyProfile:
-    """Reads a profile written by `save_profile` or the serving benchmark; errors name the file."""
+    """Reads a profile written by `save_profile` (or any tool writing the same format); errors name the file."""
     try:
         return LatencyProfile.from_dict(json.loads(Path(path).read_text()))
     except (KeyError, TypeError, ValueError) as error:
