@@ -99,7 +99,9 @@ def run_command(pipeline: str, data_uri: str | None, assignments: tuple[str, ...
 def _summary(run: Any, arguments: dict[str, Any], pipeline_root: Path) -> str:
     from kfp import dsl
 
+    from slipway.components.blessing import BLESSED
     from slipway.components.tracking import TrackingConfig
+    from slipway.pipelines.local import DEFAULT_PIPELINE_ROOT
 
     lines = ["", f"Pipeline {run.pipeline!r} succeeded in {run.seconds:.1f} s", f"  run directory: {run.run_dir}"]
     for name, value in arguments.items():
@@ -115,7 +117,14 @@ def _summary(run: Any, arguments: dict[str, Any], pipeline_root: Path) -> str:
     if "model_uri" in run.outputs:
         tracking = TrackingConfig.resolve(arguments.get("tracking_uri", ""), pipeline_root)
         lines.append(f"  MLflow tracking and registry: {tracking.tracking_uri}")
-        lines.append("  move the champion: slipway promote --model NAME --version V | slipway rollback --model NAME")
+        name, _, version = str(run.outputs["model_uri"]).removeprefix("models:/").rpartition("/")
+        default = TrackingConfig.resolve("", DEFAULT_PIPELINE_ROOT).tracking_uri
+        where = "" if tracking.tracking_uri == default else f" --tracking-uri {tracking.tracking_uri}"
+        if run.outputs.get("decision") == BLESSED:
+            lines.append(f"  version {version} is the champion; undo with: slipway rollback --model {name}{where}")
+        else:
+            lines.append(f"  the champion did not move; to promote anyway: "
+                         f"slipway promote --model {name} --version {version}{where}")
     return "\n".join(lines)
 
 

@@ -72,6 +72,9 @@ def test_run_training_prints_a_summary_with_eval_auc_and_the_artifacts(taxi_csv:
     assert auc > 0.85
     model_dir = Path(re.search(r"^  model: (.+)$", result.output, re.M).group(1))
     assert (model_dir / "model.safetensors").is_file()
+    assert "decision: blessed" in result.output
+    undo = re.search(r"undo with: slipway (rollback .+)$", result.output, re.M).group(1).split()
+    assert undo[undo.index("--tracking-uri") + 1] == TrackingConfig.embedded(tmp_path / "runs" / "mlflow").tracking_uri
 
 
 @pytest.mark.pipeline
