@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -38,9 +38,9 @@ class LoadedModel:
     metadata: dict[str, Any]
 
     @torch.inference_mode()
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Probability of the positive label for each row of `frame` (raw typed columns)."""
-        numeric, categorical = self.preprocessing.transform(frame)
+    def predict_proba(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """Probability of the positive label for each row of `columns` (raw typed values, by feature name)."""
+        numeric, categorical = self.preprocessing.transform(columns)
         return torch.sigmoid(self.module(numeric, categorical)).numpy().astype("float64")
 
 

@@ -11,7 +11,9 @@ by their decimal text, so the vocabulary is plain JSON.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,10 @@ MIN_CATEGORY_COUNT = 5
 MISSING_ID = 0
 UNKNOWN_ID = 1
 RESERVED_IDS = 2
+
+
+class FeatureInputError(ValueError):
+    """The input's feature columns cannot be transformed: the message names the column and what was expected."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +52,7 @@ class Preprocessing:
             stds.append(1.0 if math.isnan(std) or std == 0 else float(std))
         vocabularies = []
         for column in problem.features.categorical:
-            counts = _as_category_text(train[column]).value_counts()
+            counts = pd.Series([category_key(v) for v in _values(train[column])], dtype="string").value_counts()
             kept = counts[counts >= MIN_CATEGORY_COUNT]
             vocabularies.append(sorted(kept.index, key=lambda v: (-kept[v], v)))
         return cls(
@@ -67,22 +73,37 @@ class Preprocessing:
     def vocabulary_sizes(self) -> list[int]:
         return [RESERVED_IDS + len(v) for v in self.vocabularies]
 
-    def transform(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (numeric float32 [N, numeric_inputs], categorical int64 [N, len(categorical)])."""
-        missing_columns = [c for c in self.numeric + self.categorical if c not in frame.columns]
+    def transform(self, columns: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (numeric float32 [N, numeric_inputs], categorical int64 [N, len(categorical)]).
+
+        `columns` maps each feature name to its N values: a DataFrame in training and evaluation, a
+        dict of lists in the model server. Both go through this one code path, so what training saw
+        is exactly what serving computes; it works value by value in plain Python and numpy because
+        pandas' per-call overhead (milliseconds) would dominate a one-row request.
+        """
+        missing_columns = [c for c in self.numeric + self.categorical if c not in columns]
         if missing_columns:
-            raise KeyError(f"input is missing feature column(s) {missing_columns}")
-        raw = frame[self.numeric].astype("float64").to_numpy(na_value=np.nan)
+            raise FeatureInputError(f"missing feature column(s) {missing_columns}")
+        numeric_values = [_as_floats(column, columns[column]) for column in self.numeric]
+        categorical_values = [_values(columns[column]) for column in self.categorical]
+        rows = {len(values) for values in numeric_values + categorical_values}
+        if len(rows) > 1:
+            lengths = {c: len(v) for c, v in zip(self.numeric + self.categorical,
+                                                   numeric_values + categorical_values, strict=True)}
+            raise FeatureInputError(f"feature columns differ in length: {lengths}")
+        raw = np.stack(numeric_values, axis=1) if numeric_values else np.empty((rows.pop(), 0))
         is_missing = np.isnan(raw)
         scaled = np.where(is_missing, 0.0, (raw - np.array(self.means)) / np.array(self.stds))
         numeric = np.concatenate([scaled, is_missing.astype("float64")], axis=1)
-        ids = np.empty((len(frame), len(self.categorical)), dtype=np.int64)
-        for i, (column, vocabulary) in enumerate(zip(self.categorical, self.vocabularies, strict=True)):
-            index = {value: RESERVED_IDS + j for j, value in enumerate(vocabulary)}
-            text = _as_category_text(frame[column])
-            known = text.map(index)  # NaN for both missing and unseen values
-            ids[:, i] = known.where(text.notna(), MISSING_ID).fillna(UNKNOWN_ID).astype("int64").to_numpy()
+        ids = np.empty((len(raw), len(self.categorical)), dtype=np.int64)
+        for i, (values, index) in enumerate(zip(categorical_values, self._vocabulary_ids, strict=True)):
+            ids[:, i] = [MISSING_ID if (key := category_key(v)) is None else index.get(key, UNKNOWN_ID)
+                         for v in values]
         return torch.from_numpy(numeric.astype(np.float32)), torch.from_numpy(ids)
+
+    @functools.cached_property
+    def _vocabulary_ids(self) -> list[dict[str, int]]:
+        return [{value: RESERVED_IDS + j for j, value in enumerate(vocabulary)} for vocabulary in self.vocabularies]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,8 +113,29 @@ class Preprocessing:
         return cls(**data)
 
 
-def _as_category_text(values: pd.Series) -> pd.Series:
-    """Category keys as text: integers as "32" (not "32.0"), strings unchanged, missing stays missing."""
-    if pd.api.types.is_float_dtype(values):
-        values = values.astype("Int64")
-    return values.astype("string")
+def category_key(value: Any) -> str | None:
+    """A category's vocabulary key: integers as "32" (also when stored as 32.0), text unchanged, None if missing."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float | np.floating):
+        if math.isnan(value):
+            return None
+        return str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return str(int(value))
+    return str(value)
+
+
+def _values(values: Any) -> list[Any]:
+    """A column's values as a Python list, whatever holds them (Series, ndarray, list, tuple)."""
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _as_floats(column: str, values: Any) -> np.ndarray:
+    """A numeric column as float64 with NaN for missing; a value that is not a number names its column."""
+    try:
+        if isinstance(values, pd.Series):
+            return values.astype("float64").to_numpy(na_value=np.nan)
+        return np.array([np.nan if v is None else v for v in values], dtype="float64")
+    except (TypeError, ValueError) as error:
+        raise FeatureInputError(f"feature {column!r}: expected numbers (or null), got {error}") from None

@@ -1,10 +1,13 @@
 """Preprocessing: fitted on the train split only; missing and unseen values get their own ids."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from slipway.components.preprocessing import MISSING_ID, UNKNOWN_ID, Preprocessing
+from slipway.components.preprocessing import MISSING_ID, UNKNOWN_ID, FeatureInputError, Preprocessing
 from slipway.problem import load_problem
 
 PROBLEM = load_problem("chicago_taxi")
@@ -41,3 +44,33 @@ def test_a_missing_numeric_is_the_train_mean_plus_an_indicator(taxi_splits) -> N
     miles = fitted.numeric.index("trip_miles")
     assert numeric[0, miles] == 0.0  # standardised mean
     assert numeric[0, len(fitted.numeric) + miles] == 1.0  # its missing indicator
+
+
+def test_a_request_as_plain_lists_is_transformed_exactly_like_the_training_frame(taxi_splits) -> None:
+    # The model server passes JSON values (lists with None); training passes typed DataFrames.
+    train, eval_frame = (pd.read_parquet(path) for path in taxi_splits)
+    fitted = Preprocessing.fit(train, PROBLEM)
+    as_json = {column: [None if pd.isna(v) else v for v in eval_frame[column].tolist()] for column in eval_frame}
+    for expected, actual in zip(fitted.transform(eval_frame), fitted.transform(as_json), strict=True):
+        assert torch.equal(expected, actual)
+
+
+def test_an_integer_category_sent_as_a_float_finds_its_vocabulary_entry(taxi_splits) -> None:
+    fitted = Preprocessing.fit(pd.read_parquet(taxi_splits[0]), PROBLEM)
+    row = {c: [1.0] for c in fitted.numeric} | {c: ["x"] for c in fitted.categorical}
+    hour = fitted.categorical.index("trip_start_hour")
+    ids = [fitted.transform(row | {"trip_start_hour": [value]})[1][0, hour] for value in (17, 17.0, "17")]
+    assert ids[0] == ids[1] == ids[2] >= 2
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"fare": ["twelve"]}, "feature 'fare': expected numbers (or null)"),
+    ({"fare": [1.0, 2.0]}, "feature columns differ in length"),
+])
+def test_bad_request_values_name_the_feature(taxi_splits, change, message) -> None:
+    fitted = Preprocessing.fit(pd.read_parquet(taxi_splits[0]), PROBLEM)
+    row = {c: [1.0] for c in fitted.numeric} | {c: ["x"] for c in fitted.categorical}
+    with pytest.raises(FeatureInputError, match=re.escape(message)):
+        fitted.transform(row | change)
+    with pytest.raises(FeatureInputError, match=r"missing feature column\(s\) \['company'\]"):
+        fitted.transform({k: v for k, v in row.items() if k != "company"})
