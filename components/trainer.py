@@ -301,6 +301,8 @@ def _train(
                 "problem": problem.name,
                 "train_config": dataclasses.asdict(config),
                 "best_epoch": result.best_epoch,
+                # The no-information baseline: what a model server answers when it must degrade.
+                "train_positive_rate": float(train_frame[problem.label.name].mean()),
                 "world_size": runtime.world_size,
                 "mlflow_run_id": result.mlflow_run_id,
             })

@@ -296,15 +296,14 @@ def estimate_command(qps: float, p99_ms: float, profile_path: Path | None, model
 
 
 def _model_dir(ref: str, tracking_uri: str, workdir: Path) -> Path:
-    """A model directory as given, or the registry version a models:/ URI names, downloaded into `workdir`."""
+    """A model directory as given, or the one a models:/, s3:// or gs:// URI names, fetched into `workdir`."""
     from slipway.components.registry import RegistryError
+    from slipway.serving.model_source import fetch_model
+    from slipway.storage import StorageError
 
-    if not ref.startswith("models:/"):
-        return Path(ref)
     try:
-        registry = _registry(tracking_uri)
-        return registry.download(registry.resolve(ref), workdir / "model")
-    except RegistryError as exc:
+        return fetch_model(ref, workdir, tracking_uri).path
+    except (RegistryError, StorageError) as exc:
         raise click.ClickException(f"{exc} (train one with `make run`, or give --model DIR or --profile)") from None
 
 
@@ -318,6 +317,52 @@ def _eval_rows(data_uri: str | None, problem: str, workdir: Path) -> Any:
     source = data_uri or str(fetch_sample()["data.csv"])
     ingest_source(source, load_problem(problem), workdir / "train.parquet", workdir / "eval.parquet")
     return pd.read_parquet(workdir / "eval.parquet")
+
+
+@cli.command("serve")
+@click.option("--model", "model_uri", default=f"models:/{DEFAULT_PROBLEM}@champion", show_default=True,
+              metavar="DIR|URI", help="The model: a model directory, s3:// or gs:// prefix, or a models:/NAME@ALIAS "
+                                      "or models:/NAME/VERSION URI in the registry.")
+@click.option("--name", default="", help="Model name in the URLs (/v1/models/NAME:predict). "
+                                        "Default: the registered model's name, else the problem's.")
+@click.option("--http-port", type=int, default=8080, show_default=True, help="V1 and V2 REST, health, /metrics.")
+@click.option("--grpc-port", type=int, default=8081, show_default=True, help="V2 gRPC (open inference protocol).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Server processes; only 1 is supported (scale out with replicas).")
+@click.option("--fallback-score", type=float, default=None,
+              help="Score answered, marked degraded, when the model fails. Default: the training positive rate.")
+@click.option("--max-payload-bytes", type=int, default=4 * 2**20, show_default=True,
+              help="Larger request bodies get 413.")
+@click.option("--max-batch-rows", type=int, default=1024, show_default=True, help="Larger batches get 400.")
+@click.option("--prediction-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write sampled request/response pairs here as CloudEvents (JSONL, rotated), as KServe's "
+                   "logger would send them to a drift service.")
+@click.option("--log-sample-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Fraction of requests written to --prediction-log.")
+@click.option("--access-log", is_flag=True, help="Log every request (costs about a quarter of the throughput).")
+@_REGISTRY_OPTION
+def serve_command(model_uri: str, name: str, http_port: int, grpc_port: int, workers: int,
+                  fallback_score: float | None, max_payload_bytes: int, max_batch_rows: int,
+                  prediction_log: Path | None, log_sample_rate: float, access_log: bool, tracking_uri: str) -> None:
+    """Serve a model with KServe's model server: V1 and V2 REST, V2 gRPC, health, Prometheus /metrics.
+
+    \b
+    curl localhost:8080/v1/models/chicago_taxi:predict -d '{"instances": [{"fare": 12.5, ...}]}'
+    curl localhost:8080/v2/models/chicago_taxi/ready
+    """
+    from slipway.components.registry import RegistryError
+    from slipway.serving.server import ServeConfig, serve
+    from slipway.storage import StorageError
+
+    logs.configure()
+    try:
+        config = ServeConfig(model_uri=model_uri, name=name, http_port=http_port, grpc_port=grpc_port,
+                             workers=workers, fallback_score=fallback_score, max_payload_bytes=max_payload_bytes,
+                             max_batch_rows=max_batch_rows, tracking_uri=tracking_uri,
+                             prediction_log=prediction_log, log_sample_rate=log_sample_rate, access_log=access_log)
+        serve(config)
+    except (ValueError, RegistryError, StorageError) as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @cli.command("version")

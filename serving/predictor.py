@@ -1,0 +1,200 @@
+"""The KServe predictor: a `kserve.Model` that answers V1 and V2 requests with the trained model.
+
+Requests carry raw feature values by name, and the model's own preprocessing (saved with its
+weights, components/preprocessing.py) turns them into tensors: the same code path training
+used, so serving cannot drift from it.
+
+    V1  POST /v1/models/<name>:predict   {"instances": [{"fare": 12.5, "company": "Flash Cab", ...}, ...]}
+                                         -> {"predictions": [0.31, ...]}
+    V2  POST /v2/models/<name>/infer     {"inputs": [{"name": "fare", "datatype": "FP64", "shape": [N],
+                                          "data": [...]}, ...]}   (REST or gRPC; one input per feature)
+                                         -> output "probability", FP64, shape [N]
+
+A V1 instance must name every feature (null for an unknown value), so that a misspelt key is a
+400 rather than a silently missing value; extra keys (ids, timestamps) are ignored. A malformed
+request is a 400 naming the field. A failure inside the model is not the caller's fault and must
+not become a 5xx: the server answers the configured fallback score for every row, marks the
+response degraded (header `x-slipway-degraded: <reason>`, V2 parameter `degraded`) and counts it
+in `slipway_degraded_responses_total`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import kserve
+import numpy as np
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from prometheus_client import Counter
+
+from slipway.components.model_artifact import LoadedModel
+from slipway.components.preprocessing import FeatureInputError
+from slipway.serving.prediction_log import PredictionLogger
+
+log = logging.getLogger(__name__)
+
+OUTPUT_NAME = "probability"
+DEGRADED_HEADER = "x-slipway-degraded"
+MODEL_ERROR = "model-error"
+
+DEGRADED_RESPONSES = Counter(
+    "slipway_degraded_responses", "Responses answered with the fallback score instead of the model", ["model", "reason"]
+)
+PREDICTED_ROWS = Counter("slipway_predicted_rows", "Rows scored (by the model or the fallback)", ["model"])
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictorSettings:
+    fallback_score: float  # answered for every row when the model fails
+    max_batch_rows: int = 1024  # a bigger batch is a 400: one request must not hold the server for long
+    version: str = ""  # the registry version being served, reported in V2 responses
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fallback_score <= 1.0:
+            raise ValueError(f"fallback_score must be a probability in [0, 1], got {self.fallback_score}")
+        if self.max_batch_rows < 1:
+            raise ValueError(f"max_batch_rows must be at least 1, got {self.max_batch_rows}")
+
+
+class SlipwayPredictor(kserve.Model):
+    def __init__(
+        self,
+        name: str,
+        model: LoadedModel,
+        settings: PredictorSettings,
+        prediction_log: PredictionLogger | None = None,
+    ) -> None:
+        super().__init__(name, return_response_headers=True)
+        self.model = model
+        self.settings = settings
+        self.prediction_log = prediction_log
+        self.features = model.preprocessing.numeric + model.preprocessing.categorical
+        self.ready = True
+
+    def predict(
+        self,
+        payload: dict[str, Any] | InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        if isinstance(payload, InferRequest):
+            return self._answer_v2(payload, headers or {}, response_headers)
+        return self._answer_v1(payload, headers or {}, response_headers)
+
+    def _answer_v1(
+        self, payload: Any, headers: Mapping[str, str], response_headers: dict[str, str] | None
+    ) -> dict[str, Any]:
+        columns = self._v1_columns(payload)
+        scores, degraded = self._score(columns)
+        response = {"predictions": scores.tolist()}
+        self._finish(headers.get("x-request-id") or uuid.uuid4().hex, payload, response, degraded, response_headers)
+        return response
+
+    def _answer_v2(
+        self, request: InferRequest, headers: Mapping[str, str], response_headers: dict[str, str] | None
+    ) -> InferResponse:
+        columns = self._v2_columns(request)
+        scores, degraded = self._score(columns)
+        response_id = request.id or headers.get("x-request-id") or uuid.uuid4().hex
+        output = InferOutput(name=OUTPUT_NAME, shape=[len(scores)], datatype="FP64", data=scores.tolist())
+        response = InferResponse(
+            response_id=response_id,
+            model_name=self.name,
+            model_version=self.settings.version or None,
+            infer_outputs=[output],
+            from_grpc=request.from_grpc,
+            parameters={"degraded": degraded} if degraded else None,
+        )
+        if self.prediction_log is not None:
+            body = request.to_rest()[0] if not request.from_grpc else {"inputs": columns}
+            logged: Any = {"id": response_id, "outputs": [{"name": OUTPUT_NAME, "data": scores.tolist()}]}
+        else:
+            body, logged = None, None
+        self._finish(response_id, body, logged, degraded, response_headers)
+        return response
+
+    def _v1_columns(self, payload: Any) -> dict[str, list[Any]]:
+        instances = payload.get("instances") if isinstance(payload, dict) else None
+        if not isinstance(instances, list) or not instances:
+            raise InvalidInput('expected {"instances": [...]}: a non-empty list of objects of feature values')
+        self._check_rows(len(instances), "instances")
+        for i, instance in enumerate(instances):
+            if not isinstance(instance, dict):
+                raise InvalidInput(f"instances[{i}]: expected an object of feature values, "
+                                   f"got {type(instance).__name__}")
+            missing = [name for name in self.features if name not in instance]
+            if missing:
+                raise InvalidInput(f"instances[{i}]: missing feature(s) {missing} (send null for an unknown value)")
+        return {name: [instance[name] for instance in instances] for name in self.features}
+
+    def _v2_columns(self, request: InferRequest) -> dict[str, list[Any]]:
+        given = {tensor.name: tensor for tensor in request.inputs}
+        missing = [name for name in self.features if name not in given]
+        if missing:
+            raise InvalidInput(f"inputs: missing feature tensor(s) {missing}; send one input per feature, shape [N]")
+        columns: dict[str, list[Any]] = {}
+        for name in self.features:
+            tensor = given[name]
+            try:
+                values = tensor.as_numpy()
+            except (TypeError, ValueError) as error:
+                raise InvalidInput(f"input {name!r} ({tensor.datatype}): {error}") from None
+            if values.ndim == 2 and values.shape[1] == 1:
+                values = values[:, 0]
+            if values.ndim != 1:
+                raise InvalidInput(f"input {name!r}: expected shape [N] or [N, 1], got {list(values.shape)}")
+            columns[name] = [_decoded(v) for v in values.tolist()] if tensor.datatype == "BYTES" else values.tolist()
+        self._check_rows(len(columns[self.features[0]]), "inputs")
+        return columns
+
+    def _check_rows(self, rows: int, field: str) -> None:
+        if rows > self.settings.max_batch_rows:
+            raise InvalidInput(f"{field}: {rows} rows is more than this server's limit of "
+                               f"{self.settings.max_batch_rows} (--max-batch-rows)")
+
+    def _score(self, columns: dict[str, list[Any]]) -> tuple[np.ndarray, str | None]:
+        """Model scores, or the fallback score with the reason when the model fails."""
+        rows = len(next(iter(columns.values())))
+        PREDICTED_ROWS.labels(self.name).inc(rows)
+        try:
+            return self.model.predict_proba(columns), None
+        except FeatureInputError as error:
+            raise InvalidInput(str(error)) from None
+        except Exception:  # noqa: BLE001 - any model failure degrades to the fallback instead of a 5xx
+            log.exception("%s: the model failed on %d row(s); answering the fallback score", self.name, rows)
+            DEGRADED_RESPONSES.labels(self.name, MODEL_ERROR).inc()
+            return np.full(rows, self.settings.fallback_score), MODEL_ERROR
+
+    def _finish(
+        self,
+        request_id: str,
+        request: Any,
+        response: Any,
+        degraded: str | None,
+        response_headers: dict[str, str] | None,
+    ) -> None:
+        if degraded and response_headers is not None:
+            response_headers[DEGRADED_HEADER] = degraded
+        if self.prediction_log is not None:
+            self.prediction_log.log(request_id, self.name, request, response, degraded=degraded)
+
+
+def _decoded(value: Any) -> Any:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def fallback_score_of(model: LoadedModel, configured: float | None) -> float:
+    """The configured fallback, else the training data's positive rate (the no-information answer)."""
+    if configured is not None:
+        return configured
+    prior = model.metadata.get("lineage", {}).get("train_positive_rate")
+    if prior is None:
+        raise ValueError("this model records no train_positive_rate (trained before it was recorded): "
+                         "give --fallback-score")
+    return float(prior)
+

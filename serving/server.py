@@ -1,0 +1,151 @@
+"""Runs the Slipway predictor in KServe's ModelServer: V1 and V2 REST on one port, V2 gRPC on another.
+
+    slipway serve --model models:/chicago_taxi@champion --http-port 8080 --grpc-port 8081
+
+The same entry point runs in the InferenceService's predictor container (serving/inference_service.py)
+with `--model /mnt/models`, where KServe's storage initializer has put the artifact.
+
+KServe writes three log lines per request (uvicorn's access line and two `kserve.trace` lines), which
+costs about a quarter of the throughput (REFERENCE.md, KServe): the server logs those at WARNING
+unless `access_log` is set. Requests larger than `max_payload_bytes` are refused with 413 before
+their body is parsed; gRPC messages keep KServe's own receive limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PAYLOAD_BYTES = 4 * 2**20
+PER_REQUEST_LOGGERS = ("uvicorn.access", "kserve.trace")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    model_uri: str
+    name: str = ""  # the model name in URLs; default: the registered or problem name
+    http_port: int = 8080
+    grpc_port: int = 8081
+    workers: int = 1
+    fallback_score: float | None = None  # default: the training data's positive rate
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    max_batch_rows: int = 1024
+    tracking_uri: str = ""  # for models:/ URIs
+    cache_dir: Path | None = None  # where remote models are downloaded; default: a temporary folder
+    prediction_log: Path | None = None  # JSONL file of CloudEvents, one request/response pair per sampled call
+    log_sample_rate: float = 1.0
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers != 1:
+            # KServe's multi-worker mode re-imports its FastAPI app in spawned processes, which would
+            # drop the payload limit; on Kubernetes scale with replicas instead.
+            raise ValueError(f"workers must be 1 (got {self.workers}): scale out with more replicas")
+        if self.max_payload_bytes < 1024:
+            raise ValueError(f"max_payload_bytes must be at least 1024, got {self.max_payload_bytes}")
+        for field in ("http_port", "grpc_port"):
+            if not 0 < getattr(self, field) < 65536:
+                raise ValueError(f"{field} must be a TCP port, got {getattr(self, field)}")
+
+
+def build_predictor(config: ServeConfig) -> Any:
+    """Loads the model named by `config.model_uri` into a ready `SlipwayPredictor`."""
+    from slipway.components.model_artifact import load_model
+    from slipway.serving.model_source import fetch_model
+    from slipway.serving.prediction_log import PredictionLogConfig, PredictionLogger
+    from slipway.serving.predictor import PredictorSettings, SlipwayPredictor, fallback_score_of
+
+    cache = config.cache_dir or Path(tempfile.mkdtemp(prefix="slipway-model-"))
+    source = fetch_model(config.model_uri, cache, config.tracking_uri)
+    model = load_model(source.path)
+    name = config.name or _default_name(config.model_uri, model.metadata)
+    settings = PredictorSettings(fallback_score=fallback_score_of(model, config.fallback_score),
+                                 max_batch_rows=config.max_batch_rows, version=source.version)
+    prediction_log = None
+    if config.prediction_log is not None:
+        prediction_log = PredictionLogger(PredictionLogConfig(
+            path=config.prediction_log, inference_service=name, source=f"http://localhost:{config.http_port}/",
+            sample_rate=config.log_sample_rate))
+    log.info("serving %s (from %s) as %r; fallback score %.4f", source.path, config.model_uri, name,
+             settings.fallback_score)
+    return SlipwayPredictor(name, model, settings, prediction_log)
+
+
+def serve(config: ServeConfig) -> None:
+    """Starts KServe's ModelServer with the predictor and blocks until SIGINT/SIGTERM."""
+    import kserve
+    import kserve.model_server
+    import torch
+
+    torch.set_num_threads(1)  # one small request at a time: more threads only add contention
+    predictor = build_predictor(config)
+    kserve.model_server.app.add_middleware(PayloadLimit, max_bytes=config.max_payload_bytes)
+    server = kserve.ModelServer(http_port=config.http_port, grpc_port=config.grpc_port, workers=config.workers,
+                                enable_latency_logging=False)
+    if not config.access_log:
+        for name in PER_REQUEST_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        server.start([predictor])
+    finally:
+        if predictor.prediction_log is not None:
+            predictor.prediction_log.close()
+
+
+def _default_name(uri: str, metadata: dict[str, Any]) -> str:
+    if uri.startswith("models:/"):
+        return uri.removeprefix("models:/").split("/")[0].split("@")[0]
+    return str(metadata.get("lineage", {}).get("problem") or "model")
+
+
+class PayloadLimit:
+    """ASGI middleware: a request body over `max_bytes` gets 413 with a reason, before anything parses it.
+
+    A declared Content-Length is checked up front; a chunked body is read up to the limit and then
+    replayed to the app, so no handler ever sees a truncated body.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.max_bytes:
+                await self._refuse(send, declared.decode("latin-1"))
+                return
+            await self.app(scope, receive, send)
+            return
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse(send, f"more than {size}")
+                return
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        replay = iter(messages)
+
+        async def replayed() -> dict[str, Any]:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)
+
+    async def _refuse(self, send: Any, size: str) -> None:
+        body = json.dumps({"error": f"request body of {size} bytes exceeds this server's limit of "
+                                    f"{self.max_bytes} bytes (--max-payload-bytes)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
