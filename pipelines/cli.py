@@ -351,6 +351,7 @@ def serve_command(model_uri: str, name: str, http_port: int, grpc_port: int, wor
     curl localhost:8080/v2/models/chicago_taxi/ready
     """
     from slipway.components.registry import RegistryError
+    from slipway.serving.prediction_log import PredictionLogError
     from slipway.serving.server import ServeConfig, serve
     from slipway.storage import StorageError
 
@@ -360,9 +361,12 @@ def serve_command(model_uri: str, name: str, http_port: int, grpc_port: int, wor
                              workers=workers, fallback_score=fallback_score, max_payload_bytes=max_payload_bytes,
                              max_batch_rows=max_batch_rows, tracking_uri=tracking_uri,
                              prediction_log=prediction_log, log_sample_rate=log_sample_rate, access_log=access_log)
-        serve(config)
-    except (ValueError, RegistryError, StorageError) as exc:
+    except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    try:
+        serve(config)
+    except (ValueError, RegistryError, StorageError, PredictionLogError) as exc:  # ValueError: a bad artifact
+        raise click.ClickException(f"cannot serve {model_uri}: {exc}") from None
 
 
 @cli.command("version")

@@ -1,0 +1,247 @@
+"""Local deployment: real model server processes, a smoke test, and a metric-gated canary on real traffic.
+
+What a KServe InferenceService does on a cluster, `deploy_locally` does on one machine:
+
+1. starts the new model in its own `slipway serve` process and waits for readiness;
+2. smoke-tests it: a few rows of the eval split must come back as probabilities, not degraded;
+3. if a stable model is serving (the registry's champion), starts it too, puts the weighted
+   router (serving/router.py) in front, replays eval rows through the router as live traffic,
+   and lets `run_canary` (serving/canary.py) move traffic in steps and judge each one;
+4. reports promoted or rolled back; the caller moves the registry alias on a promotion;
+5. stops every process it started, whatever happened.
+
+With no stable model (the first deployment) there is nothing to compare against: a model that
+passes its smoke test is promoted on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import logging
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+
+from slipway.serving.canary import AnalysisPolicy, RolloutResult, run_canary
+from slipway.serving.predictor import DEGRADED_HEADER
+from slipway.serving.router import Router, serve_in_background
+
+log = logging.getLogger(__name__)
+
+SMOKE_ROWS = 8
+
+
+class DeployError(RuntimeError):
+    """A model server did not come up, or the new model failed its smoke test."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalDeployConfig:
+    name: str  # the model name in URLs
+    steps: tuple[int, ...] = (10, 50, 100)
+    policy: AnalysisPolicy = dataclasses.field(default_factory=AnalysisPolicy)
+    traffic_rps: float = 250.0  # replayed eval rows per second, through the router
+    step_timeout_s: float = 180.0
+    start_timeout_s: float = 90.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SmokeResult:
+    rows: int
+    scores: tuple[float, ...]
+    latency_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployResult:
+    outcome: str  # "promoted" or "rolled_back"
+    smoke: SmokeResult
+    rollout: RolloutResult | None  # None on a first deployment: nothing to compare against
+
+    @property
+    def promoted(self) -> bool:
+        return self.outcome == "promoted"
+
+    def markdown(self) -> str:
+        scores = ", ".join(f"{s:.3f}" for s in self.smoke.scores)
+        lines = [f"**Deployment: {self.outcome}**", "",
+                 f"- smoke test: {self.smoke.rows} eval rows answered in {self.smoke.latency_ms:.1f} ms: {scores}"]
+        if self.rollout is None:
+            lines.append("- no stable model was serving: promoted on the smoke test (first deployment)")
+            return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n\n" + self.rollout.markdown()
+
+
+def deploy_locally(
+    candidate: Path, stable: Path | None, rows: pd.DataFrame, config: LocalDeployConfig, workdir: Path
+) -> DeployResult:
+    """Serves `candidate`, smoke-tests it, and canaries it against `stable` when there is one."""
+    instances = json_instances(rows)
+    with ServerProcess(candidate, config.name, workdir / "candidate", config.start_timeout_s) as new:
+        smoke = smoke_test(new.url, config.name, instances[:SMOKE_ROWS])
+        log.info("smoke test passed: %d rows in %.1f ms", smoke.rows, smoke.latency_ms)
+        if stable is None:
+            return DeployResult("promoted", smoke, None)
+        with (ServerProcess(stable, config.name, workdir / "stable", config.start_timeout_s) as old,
+              _routed(old.url, new.url) as (router, url),
+              ReplayTraffic(f"{url}/v1/models/{config.name}:predict", instances, config.traffic_rps)):
+            rollout = run_canary(router, router.windows, config.steps, config.policy, config.step_timeout_s,
+                                 poll_s=0.5)
+        return DeployResult(rollout.outcome, smoke, rollout)
+
+
+@contextlib.contextmanager
+def _routed(stable_url: str, canary_url: str) -> Iterator[tuple[Router, str]]:
+    router = Router(stable_url, canary_url)
+    with serve_in_background(router.app) as url:
+        yield router, url
+
+
+def json_instances(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as a client sends them to V1: JSON values, null for a missing one, timestamps as ISO text."""
+    def value(v: Any) -> Any:
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+            return None
+        return v.isoformat() if isinstance(v, pd.Timestamp) else v
+
+    return [{k: value(v) for k, v in row.items()} for row in rows.to_dict("records")]
+
+
+def smoke_test(url: str, name: str, instances: list[dict[str, Any]]) -> SmokeResult:
+    """One V1 request: every row must come back as a probability, and the answer must not be degraded."""
+    start = time.perf_counter()
+    response = httpx.post(f"{url}/v1/models/{name}:predict", json={"instances": instances}, timeout=30)
+    latency_ms = (time.perf_counter() - start) * 1000
+    if response.status_code != 200:
+        raise DeployError(f"smoke test: {url} answered {response.status_code}: {response.text[:500]}")
+    if DEGRADED_HEADER in response.headers:
+        raise DeployError(f"smoke test: {url} answered degraded ({response.headers[DEGRADED_HEADER]})")
+    scores = response.json().get("predictions")
+    if not isinstance(scores, list) or len(scores) != len(instances) or not all(0 <= s <= 1 for s in scores):
+        raise DeployError(f"smoke test: expected {len(instances)} probabilities, got {str(scores)[:500]}")
+    return SmokeResult(len(instances), tuple(scores), latency_ms)
+
+
+class ServerProcess:
+    """`slipway serve` in its own process group on free loopback ports; stopped (SIGTERM, then SIGKILL) on exit."""
+
+    def __init__(self, model: Path, name: str, workdir: Path, start_timeout_s: float) -> None:
+        self.model, self.name, self.workdir, self.start_timeout_s = model, name, workdir, start_timeout_s
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.log_path = workdir / "server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "slipway", "serve", "--model", str(self.model),
+                   "--name", self.name, "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)]
+        with self.log_path.open("wb") as server_log:
+            self._process = subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT,
+                                             start_new_session=True)
+        log.info("started the model server for %s at %s (pid %d, log %s)", self.model, self.url,
+                 self._process.pid, self.log_path)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            if self._process.poll() is not None:
+                raise DeployError(f"the model server for {self.model} exited with status {self._process.returncode}:"
+                                  f"\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/v2/models/{self.name}/ready", timeout=2).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise DeployError(f"the model server for {self.model} was not ready within {self.start_timeout_s} s:"
+                                  f"\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        os.killpg(self._process.pid, signal.SIGTERM)
+        try:
+            self._process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+        log.info("stopped the model server at %s", self.url)
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class ReplayTraffic:
+    """Replays rows, one per V1 request, at about `rps` requests a second from a few threads, until stopped.
+
+    This is the local stand-in for live traffic: the canary analysis needs both backends to see
+    the same kind of requests, and eval rows are the closest thing to tomorrow's trips we have.
+    """
+
+    def __init__(self, url: str, instances: Sequence[dict[str, Any]], rps: float, threads: int = 4) -> None:
+        if rps <= 0:
+            raise ValueError(f"traffic rate must be positive, got {rps}")
+        self.url, self.instances, self.rps, self.threads = url, list(instances), rps, threads
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._sent = [0] * threads
+
+    def __enter__(self) -> ReplayTraffic:
+        for index in range(self.threads):
+            worker = threading.Thread(target=self._send, args=(index,), name=f"replay-{index}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=10)
+        log.info("replayed %d requests", self.sent)
+
+    @property
+    def sent(self) -> int:
+        return sum(self._sent)
+
+    def _send(self, index: int) -> None:
+        interval = self.threads / self.rps
+        rows = itertools.islice(itertools.cycle(self.instances), index, None, self.threads)
+        next_send = time.monotonic()
+        with httpx.Client(timeout=10) as client:
+            for row in rows:
+                if self._stop.is_set():
+                    return
+                with contextlib.suppress(httpx.HTTPError):  # the router records failures; traffic goes on
+                    client.post(self.url, json={"instances": [row]})
+                self._sent[index] += 1
+                next_send += interval
+                self._stop.wait(max(0.0, next_send - time.monotonic()))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
