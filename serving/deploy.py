@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pandas as pd
@@ -38,6 +38,9 @@ import pandas as pd
 from slipway.serving.canary import AnalysisPolicy, RolloutResult, run_canary
 from slipway.serving.predictor import DEGRADED_HEADER
 from slipway.serving.router import Router, serve_in_background
+
+if TYPE_CHECKING:
+    from slipway.components.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,29 @@ def deploy_locally(
             rollout = run_canary(router, router.windows, config.steps, config.policy, config.step_timeout_s,
                                  poll_s=0.5)
         return DeployResult(rollout.outcome, smoke, rollout)
+
+
+def deploy_registered(
+    registry: ModelRegistry, name: str, version: str, rows: pd.DataFrame, config: LocalDeployConfig, workdir: Path
+) -> DeployResult:
+    """Deploys registered version `version` of `name` against the current champion; promotes it if it passes.
+
+    The champion alias moves only on a promotion, so a rolled-back canary leaves the registry as
+    it found it, and what the registry calls champion is always what passed the canary.
+    """
+    candidate = registry.version(name, version)
+    champion = registry.champion(name)
+    stable = None
+    if champion is not None and champion.version != candidate.version:
+        stable = registry.download(champion, workdir / "models" / f"v{champion.version}")
+        log.info("canary: %s against the champion %s", candidate.uri, champion.uri)
+    result = deploy_locally(registry.download(candidate, workdir / "models" / f"v{candidate.version}"), stable, rows,
+                            config, workdir)
+    if result.promoted:
+        registry.promote(name, candidate.version)
+    else:
+        log.warning("%s was rolled back; the champion stays %s", candidate.uri, champion.uri if champion else None)
+    return result
 
 
 @contextlib.contextmanager
