@@ -10,7 +10,7 @@ that a running task, which imports library modules of this package, never import
 import importlib
 from typing import Any
 
-COMPONENTS = ("ingest", "train", "evaluate", "bless", "register", "promote")
+COMPONENTS = ("ingest", "train", "evaluate", "bless", "register", "promote", "deploy")
 
 __all__ = list(COMPONENTS)
 

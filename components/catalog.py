@@ -257,3 +257,49 @@ def promote(
     registry = ModelRegistry.connect(TrackingConfig.resolve(tracking_uri, pipeline_root).tracking_uri)
     move = registry.promote(registered_model_name(model_name, load_problem(problem)), version)
     return (move.previous or "",)
+
+
+@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+def deploy(
+    eval_data: dsl.Input[dsl.Dataset],
+    problem: str,
+    model_name: str,
+    version: str,
+    canary_steps: list,
+    canary_min_requests: int,
+    traffic_rps: float,
+    tracking_uri: str,
+    pipeline_root: str,
+    report: dsl.Output[dsl.Markdown],
+    rollout: dsl.Output[dsl.Artifact],
+) -> str:
+    """Serves registered `version` in a real KServe model server, smoke-tests it, then canaries it against the
+    champion on replayed eval traffic (`canary_steps` percent, at least `canary_min_requests` canary requests
+    a step) and promotes it to champion only if every step passes. Returns `promoted` or `rolled_back`."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from slipway import logs
+    from slipway.components.registration import registered_model_name
+    from slipway.components.registry import ModelRegistry
+    from slipway.components.tracking import TrackingConfig
+    from slipway.problem import load_problem
+    from slipway.serving.canary import AnalysisPolicy
+    from slipway.serving.deploy import LocalDeployConfig, deploy_registered
+
+    logs.configure()
+    name = registered_model_name(model_name, load_problem(problem))
+    registry = ModelRegistry.connect(TrackingConfig.resolve(tracking_uri, pipeline_root).tracking_uri)
+    config = LocalDeployConfig(name=name, steps=tuple(int(p) for p in canary_steps), traffic_rps=traffic_rps,
+                               policy=AnalysisPolicy(min_requests=canary_min_requests))
+    with tempfile.TemporaryDirectory(prefix="slipway-deploy-") as workdir:
+        result = deploy_registered(registry, name, version, pd.read_parquet(eval_data.path), config, Path(workdir))
+    Path(report.path).write_text(result.markdown())
+    Path(rollout.path).write_text(json.dumps({"outcome": result.outcome, "model_uri": f"models:/{name}/{version}",
+                                              "canary": result.rollout.to_dict() if result.rollout else None},
+                                             indent=2))
+    rollout.metadata.update({"outcome": result.outcome, "model_uri": f"models:/{name}/{version}"})
+    return result.outcome

@@ -14,6 +14,7 @@ Exit codes: 0 success, 1 a pipeline or step failed, 2 bad usage (unknown pipelin
 import dataclasses
 import datetime
 import importlib.metadata
+import json
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -120,8 +121,15 @@ def _summary(run: Any, arguments: dict[str, Any], pipeline_root: Path) -> str:
         name, _, version = str(run.outputs["model_uri"]).removeprefix("models:/").rpartition("/")
         default = TrackingConfig.resolve("", DEFAULT_PIPELINE_ROOT).tracking_uri
         where = "" if tracking.tracking_uri == default else f" --tracking-uri {tracking.tracking_uri}"
-        if run.outputs.get("decision") == BLESSED:
+        rollout = run.run_dir / "deploy" / "rollout" if run.run_dir else None
+        deployed = json.loads(rollout.read_text())["outcome"] if rollout and rollout.is_file() else None
+        if deployed:
+            lines.append(f"  deployment: {deployed} (report: {rollout.parent / 'report'})")
+        if deployed == "promoted":
             lines.append(f"  version {version} is the champion; undo with: slipway rollback --model {name}{where}")
+        elif run.outputs.get("decision") == BLESSED:
+            lines.append(f"  the champion did not move: the canary was rolled back; to promote anyway: "
+                         f"slipway promote --model {name} --version {version}{where}")
         else:
             lines.append(f"  the champion did not move; to promote anyway: "
                          f"slipway promote --model {name} --version {version}{where}")

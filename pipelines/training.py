@@ -1,11 +1,12 @@
-"""The `training` pipeline: from a raw source to a registered, judged model, promoted only if blessed.
+"""The `training` pipeline: from a raw source to a served model, deployed only if blessed and canaried.
 
 Read it top to bottom to follow one row of data: `ingest` types and time-splits the source,
 `train` fits the model on the train split, `evaluate` measures it on the eval split (the future),
 `bless` compares it with the registry's champion on that same split, `register` records it as
-the `challenger` with its lineage and model card, and only a blessed model is promoted to
-`champion`. Later steps (validate, features, tune, deploy: DESIGN.md §1) slot in between
-without changing these steps' contracts.
+the `challenger` with its lineage and model card, and only a blessed model goes on to `deploy`:
+served by a real KServe model server, smoke-tested, canaried against the champion on live
+traffic, and made `champion` only if the canary passes. Later steps (validate, features, tune:
+DESIGN.md §1) slot in between without changing these steps' contracts.
 """
 
 from typing import NamedTuple
@@ -13,11 +14,14 @@ from typing import NamedTuple
 from kfp import dsl
 
 from slipway.components.blessing import BLESSED, BlessingPolicy
-from slipway.components.catalog import bless, evaluate, ingest, promote, register, train
+from slipway.components.catalog import bless, deploy, evaluate, ingest, register, train
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
 from slipway.problem import DEFAULT_PROBLEM
+from slipway.serving.canary import AnalysisPolicy
+from slipway.serving.deploy import LocalDeployConfig
 
 DEFAULT_THRESHOLD = 0.5
+CANARY_STEPS = LocalDeployConfig.steps
 
 
 class TrainingOutputs(NamedTuple):
@@ -33,8 +37,9 @@ class TrainingOutputs(NamedTuple):
 @dsl.pipeline(
     name="training",
     description="Ingest a CSV/Parquet source, train a model with DDP (tracked in MLflow), evaluate it on a "
-                "time-split eval set, bless it against the registry's champion, register it in MLflow and "
-                "promote it to champion if blessed.",
+                "time-split eval set, bless it against the registry's champion, register it in MLflow, and "
+                "if blessed serve it with KServe's model server and canary it against the champion before "
+                "promoting it.",
 )
 def training(
     source_uri: str,
@@ -57,9 +62,14 @@ def training(
     model_name: str = "",
     min_auc: float = BlessingPolicy.min_auc,
     max_auc_drop: float = BlessingPolicy.max_auc_drop,
+    canary_steps: list = list(CANARY_STEPS),  # noqa: B006 - KFP records the default in the IR
+    canary_min_requests: int = AnalysisPolicy.min_requests,
+    traffic_rps: float = LocalDeployConfig.traffic_rps,
 ) -> TrainingOutputs:
     """`model_name` is the registered model (empty: the problem's name); `min_auc` and `max_auc_drop` are the
-    blessing gate's minimum AUC and the AUC drop from the champion it tolerates."""
+    blessing gate's minimum AUC and the AUC drop from the champion it tolerates; `canary_steps` are the
+    percentages of traffic the canary takes in turn, each judged on at least `canary_min_requests` canary
+    requests of eval rows replayed at `traffic_rps`."""
     ingested = ingest(source_uri=source_uri, problem=problem)
     # The source behind a URI can change while the URI stays the same (`latest.csv`): never
     # let Kubeflow's cache answer for a fresh read.
@@ -115,8 +125,10 @@ def training(
         **registry,
     ).set_caching_options(False)
     with dsl.If(blessed.outputs["Output"] == BLESSED, name="blessed"):
-        promote(problem=problem, model_name=model_name, version=registered.outputs["version"],
-                **registry).set_caching_options(False)
+        deploy(eval_data=ingested.outputs["eval_data"], problem=problem, model_name=model_name,
+               version=registered.outputs["version"], canary_steps=canary_steps,
+               canary_min_requests=canary_min_requests, traffic_rps=traffic_rps,
+               **registry).set_caching_options(False)
     return TrainingOutputs(
         model=trained.outputs["model"],
         train_metrics=trained.outputs["metrics"],

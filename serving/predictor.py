@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 OUTPUT_NAME = "probability"
 DEGRADED_HEADER = "x-slipway-degraded"
 MODEL_ERROR = "model-error"
+UNINFORMED_SCORE = 0.5
 
 DEGRADED_RESPONSES = Counter(
     "slipway_degraded_responses", "Responses answered with the fallback score instead of the model", ["model", "reason"]
@@ -189,12 +190,15 @@ def _decoded(value: Any) -> Any:
 
 
 def fallback_score_of(model: LoadedModel, configured: float | None) -> float:
-    """The configured fallback, else the training data's positive rate (the no-information answer)."""
+    """The configured fallback, else the training data's positive rate (the no-information answer).
+
+    A model trained before the rate was recorded falls back to 0.5, with a warning: refusing to
+    serve it would break the rollback path to exactly the older models one may need.
+    """
     if configured is not None:
         return configured
     prior = model.metadata.get("lineage", {}).get("train_positive_rate")
     if prior is None:
-        raise ValueError("this model records no train_positive_rate (trained before it was recorded): "
-                         "give --fallback-score")
+        log.warning("the model records no train_positive_rate: the fallback score is 0.5 (set --fallback-score)")
+        return UNINFORMED_SCORE
     return float(prior)
-

@@ -32,13 +32,13 @@ def test_the_ir_parses_strictly_as_a_kfp_pipeline_spec(compiled: Path) -> None:
     assert set(spec.root.input_definitions.parameters) == {
         "source_uri", "problem", "architecture", "hidden_units", "dropout", "epochs", "learning_rate", "batch_size",
         "weight_decay", "patience", "seed", "processes", "launcher", "num_nodes", "credentials_secret", "tracking_uri",
-        "threshold", "model_name", "min_auc", "max_auc_drop"}
+        "threshold", "model_name", "min_auc", "max_auc_drop", "canary_steps", "canary_min_requests", "traffic_rps"}
     assert set(spec.root.output_definitions.artifacts) == {
         "model", "train_metrics", "eval_metrics", "eval_report", "model_card"}
     assert set(spec.root.output_definitions.parameters) == {"decision", "model_uri"}
 
 
-def test_the_dag_runs_ingest_train_evaluate_bless_register_and_promotes_only_when_blessed(compiled: Path) -> None:
+def test_the_dag_runs_ingest_train_evaluate_bless_register_and_deploys_only_when_blessed(compiled: Path) -> None:
     spec = json_format.ParseDict(yaml.safe_load(compiled.read_text()), pipeline_spec_pb2.PipelineSpec())
     tasks = spec.root.dag.tasks
     assert set(tasks) == {"ingest", "train", "evaluate", "bless", "register", "condition-1"}
@@ -51,7 +51,7 @@ def test_the_dag_runs_ingest_train_evaluate_bless_register_and_promotes_only_whe
     assert tasks["register"].inputs.artifacts["blessing"].task_output_artifact.producer_task == "bless"
     condition = tasks["condition-1"]
     assert condition.trigger_policy.condition == "inputs.parameter_values['pipelinechannel--bless-Output'] == 'blessed'"
-    assert set(spec.components[condition.component_ref.name].dag.tasks) == {"promote"}
+    assert set(spec.components[condition.component_ref.name].dag.tasks) == {"deploy"}
 
 
 def test_train_receives_the_tasks_resources_to_forward_to_a_cluster_job(compiled: Path) -> None:
@@ -154,6 +154,10 @@ def test_the_first_model_is_blessed_registered_with_its_lineage_and_promoted(
     card = Path(first_run.outputs["model_card"].path).read_text()
     assert card.startswith("# Model card: models:/chicago_taxi/1")
     assert "**Decision: blessed**" in card and "### `payment_type`" in card
+    # Deployed: served by a real model server and smoke-tested; with no champion before it, promoted on that.
+    rollout = json.loads((first_run.run_dir / "deploy" / "rollout").read_text())
+    assert rollout == {"outcome": "promoted", "model_uri": "models:/chicago_taxi/1", "canary": None}
+    assert "smoke test: 8 eval rows answered" in (first_run.run_dir / "deploy" / "report").read_text()
 
 
 @pytest.mark.pipeline
@@ -174,5 +178,5 @@ def test_a_challenger_trained_on_shuffled_labels_is_refused_and_the_champion_doe
     assert blessing["champion_version"] == "1"
     assert blessing["champion_auc"] == pytest.approx(float(
         client.get_model_version("chicago_taxi", "1").tags["slipway.eval.auc"]), abs=1e-6)
-    assert not (worse_run.run_dir / "promote").exists()
+    assert not (worse_run.run_dir / "deploy").exists(), "a refused model must never be deployed"
     assert "must not be deployed" in Path(worse_run.outputs["model_card"].path).read_text()
