@@ -30,6 +30,7 @@ test: $(TEST_STAMP) data  ## lint, then run the test suite
 bench: $(TEST_STAMP) data  ## run the benchmarks; figures land in bench/results/
 	$(PY) bench/kfp_local_overhead.py
 	$(PY) bench/train_throughput.py
+	$(PY) bench/serving.py
 
 compile: env  ## compile every pipeline to KFP IR in dist/
 	$(SLIPWAY) compile --output-dir dist

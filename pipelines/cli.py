@@ -327,6 +327,57 @@ def _eval_rows(data_uri: str | None, problem: str, workdir: Path) -> Any:
     return pd.read_parquet(workdir / "eval.parquet")
 
 
+@cli.command("deploy")
+@click.option("--model", "model_uri", default=f"models:/{DEFAULT_PROBLEM}@challenger", show_default=True,
+              metavar="URI", help="The registered version to deploy: models:/NAME/VERSION or models:/NAME@ALIAS.")
+@click.option("--canary", "steps", default="10,50,100", show_default=True, metavar="PERCENTS",
+              help="Traffic steps for the canary, comma-separated; after the last one passes it is promoted.")
+@click.option("--min-requests", type=int, default=500, show_default=True,
+              help="Canary requests each step needs before it is judged (the reasoning: slipway.serving.canary).")
+@click.option("--rps", type=float, default=250.0, show_default=True, help="Replayed eval rows per second.")
+@click.option("--data", "data_uri", metavar="URI", help="Rows to replay as traffic (their eval split). "
+                                                       "Default: the Chicago taxi sample.")
+@click.option("--problem", default=DEFAULT_PROBLEM, show_default=True, help="Problem of --data.")
+@_REGISTRY_OPTION
+def deploy_command(model_uri: str, steps: str, min_requests: int, rps: float, data_uri: str | None, problem: str,
+                   tracking_uri: str) -> None:
+    """Deploy a registered model locally: serve it, smoke-test it, canary it against the champion, promote it.
+
+    Starts a real KServe model server for --model and one for the current champion, puts a weighted
+    router in front, replays eval rows through it as traffic, and moves traffic in --canary steps,
+    judging each (error rate, p99 latency, score PSI against the champion). If every step passes,
+    the model becomes the champion; at the first failed check traffic goes back and the champion
+    stays. With no champion yet, a model that passes its smoke test is promoted.
+
+    Exit codes: 0 promoted, 3 rolled back, 1 could not deploy (a server did not start, the smoke
+    test failed), 2 bad usage.
+    """
+    import tempfile
+
+    from slipway.components.registry import RegistryError
+    from slipway.serving.canary import AnalysisPolicy
+    from slipway.serving.deploy import DeployError, LocalDeployConfig, deploy_registered
+
+    logs.configure()
+    try:
+        config = LocalDeployConfig(name="", steps=tuple(int(p) for p in steps.split(",")), traffic_rps=rps,
+                                   policy=AnalysisPolicy(min_requests=min_requests))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--canary/--min-requests/--rps") from None
+    try:
+        registry = _registry(tracking_uri)
+        version = registry.resolve(model_uri)
+        with tempfile.TemporaryDirectory(prefix="slipway-deploy-") as workdir:
+            result = deploy_registered(registry, version.name, version.version,
+                                       _eval_rows(data_uri, problem, Path(workdir)),
+                                       dataclasses.replace(config, name=version.name), Path(workdir))
+    except (RegistryError, DeployError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("\n" + result.markdown())
+    if not result.promoted:
+        raise SystemExit(3)
+
+
 @cli.command("serve")
 @click.option("--model", "model_uri", default=f"models:/{DEFAULT_PROBLEM}@champion", show_default=True,
               metavar="DIR|URI", help="The model: a model directory, s3:// or gs:// prefix, or a models:/NAME@ALIAS "

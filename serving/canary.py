@@ -454,7 +454,7 @@ def run_canary(
     error propagates, so no half-split is left behind.
     """
     policy = policy or AnalysisPolicy()
-    steps = _checked_steps(steps)
+    steps = checked_steps(steps)
     results: list[StepResult] = []
     try:
         baseline: tuple[int, WindowSummary] | None = None
@@ -482,7 +482,8 @@ def run_canary(
     return RolloutResult(True, tuple(results), policy)
 
 
-def _checked_steps(steps: Sequence[int]) -> tuple[int, ...]:
+def checked_steps(steps: Sequence[int]) -> tuple[int, ...]:
+    """The steps as a tuple, or a ValueError: increasing percentages, the first below 100."""
     steps = tuple(steps)
     if not steps or any(not 0 < p <= 100 for p in steps) or any(a >= b for a, b in itertools.pairwise(steps)):
         raise ValueError(f"steps must be increasing percentages in 1..100, got {list(steps)}")

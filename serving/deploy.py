@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pandas as pd
 
-from slipway.serving.canary import AnalysisPolicy, RolloutResult, run_canary
+from slipway.serving.canary import AnalysisPolicy, RolloutResult, checked_steps, run_canary
 from slipway.serving.predictor import DEGRADED_HEADER
 from slipway.serving.router import Router, serve_in_background
 
@@ -59,6 +59,11 @@ class LocalDeployConfig:
     traffic_rps: float = 250.0  # replayed eval rows per second, through the router
     step_timeout_s: float = 180.0
     start_timeout_s: float = 90.0
+
+    def __post_init__(self) -> None:
+        checked_steps(self.steps)  # refused here, before any server starts, not at the first step
+        if self.traffic_rps <= 0:
+            raise ValueError(f"traffic_rps must be positive, got {self.traffic_rps}")
 
 
 @dataclasses.dataclass(frozen=True)
