@@ -14,6 +14,7 @@ their body is parsed; gRPC messages keep KServe's own receive limit.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import tempfile
@@ -85,6 +86,9 @@ def serve(config: ServeConfig) -> None:
 
     torch.set_num_threads(1)  # one small request at a time: more threads only add contention
     predictor = build_predictor(config)
+    # Everything loaded so far (torch, kserve, the model) lives as long as the server: moved out of
+    # the collector's sight, a full collection no longer walks it in the middle of requests.
+    gc.freeze()
     kserve.model_server.app.add_middleware(PayloadLimit, max_bytes=config.max_payload_bytes)
     server = kserve.ModelServer(http_port=config.http_port, grpc_port=config.grpc_port, workers=config.workers,
                                 enable_latency_logging=False)
