@@ -378,6 +378,70 @@ def deploy_command(model_uri: str, steps: str, min_requests: int, rps: float, da
         raise SystemExit(3)
 
 
+@cli.command("manifests")
+@click.option("--model", "model_uri", required=True, metavar="URI",
+              help="Where the model artifact is: s3://, gs:// or pvc:// (what KServe's storage initializer fetches), "
+                   "or a models:/NAME@ALIAS or models:/NAME/VERSION URI whose artifacts are on such storage.")
+@click.option("--name", default="", help="InferenceService name. Default: the model name, '_' as '-'.")
+@click.option("--namespace", default="kubeflow-user-example-com", show_default=True,
+              help="The Kubeflow profile namespace to serve in.")
+@click.option("--model-name", default=DEFAULT_PROBLEM, show_default=True,
+              help="The name in the URLs (/v2/models/NAME/infer); a models:/ URI's registered name wins.")
+@click.option("--mode", type=click.Choice(["Serverless", "Standard"]), default="Serverless", show_default=True,
+              help="KServe deployment mode: Knative revisions and canaryTrafficPercent, or plain Deployments "
+                   "and spec.canary[] (KServe 0.20+).")
+@click.option("--canary", "canary_percent", type=click.IntRange(1, 99), default=None,
+              help="Also write the canary object: --model at this percent of traffic, --stable serving the rest.")
+@click.option("--stable", "stable_uri", default=None, metavar="URI", help="The model now serving (with --canary).")
+@click.option("--service-account", default=None, help="Service account holding the storage credentials.")
+@click.option("--logger-url", default=None, metavar="URL",
+              help="Send every request/response as CloudEvents here (the drift service).")
+@click.option("--gpus", type=int, default=0, show_default=True, help="nvidia.com/gpu per predictor pod.")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("dist/manifests"),
+              show_default=True)
+@_REGISTRY_OPTION
+def manifests_command(model_uri: str, name: str, namespace: str, model_name: str, mode: str,
+                      canary_percent: int | None, stable_uri: str | None, service_account: str | None,
+                      logger_url: str | None, gpus: int, output_dir: Path, tracking_uri: str) -> None:
+    """Write the KServe InferenceService that serves a model (and its canary), ready for `kubectl apply -f`.
+
+    Built with the kserve SDK's model classes and checked against KServe's CRD in the tests: the
+    predictor runs `slipway serve --model /mnt/models` in the Slipway image.
+    """
+    from slipway.components.registry import RegistryError
+    from slipway.serving.inference_service import (
+        LoggerConfig,
+        ServingConfig,
+        ServingResources,
+        build_canary,
+        build_inference_service,
+        write_manifest,
+    )
+
+    if (canary_percent is None) != (stable_uri is None):
+        raise click.UsageError("--canary and --stable go together: the canary needs the model it shares traffic with")
+    try:
+        storage_uri = model_uri
+        if model_uri.startswith("models:/"):
+            version = _registry(tracking_uri).resolve(model_uri)
+            storage_uri, model_name = version.source, version.name
+        config = ServingConfig(
+            name=name or model_name.replace("_", "-").lower(), namespace=namespace,
+            storage_uri=stable_uri or storage_uri, model_name=model_name, deployment_mode=mode,
+            resources=ServingResources(gpus=gpus), service_account=service_account,
+            logger=LoggerConfig(url=logger_url) if logger_url else None)
+        written = [write_manifest(build_inference_service(config), output_dir / f"{config.name}.yaml")]
+        if canary_percent is not None:
+            written.append(write_manifest(build_canary(config, storage_uri, canary_percent),
+                                          output_dir / f"{config.name}-canary.yaml"))
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    for path in written:
+        click.echo(str(path))
+
+
 @cli.command("serve")
 @click.option("--model", "model_uri", default=f"models:/{DEFAULT_PROBLEM}@champion", show_default=True,
               metavar="DIR|URI", help="The model: a model directory, s3:// or gs:// prefix, or a models:/NAME@ALIAS "

@@ -202,3 +202,34 @@ def test_estimate_without_a_champion_says_how_to_get_one(tmp_path: Path) -> None
     assert result.exit_code == 1
     assert "models:/chicago_taxi@champion: no version of 'chicago_taxi' holds the alias 'champion'" in result.output
     assert "make run" in result.output
+
+
+def test_manifests_writes_an_inference_service_and_its_canary_that_kserves_crd_accepts(tmp_path: Path) -> None:
+    import yaml
+    from crd_schema import crd_path, validate_against_crd
+
+    result = invoke("manifests", "--model", "s3://models/chicago_taxi/4", "--stable", "s3://models/chicago_taxi/3",
+                    "--canary", "10", "--output-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    stable, canary = (yaml.safe_load((tmp_path / name).read_text()) for name in ("chicago-taxi.yaml",
+                                                                                 "chicago-taxi-canary.yaml"))
+    for manifest in (stable, canary):
+        validate_against_crd(manifest, crd_path("serving.kserve.io_inferenceservices.yaml"))
+    container = stable["spec"]["predictor"]["containers"][0]
+    assert container["command"] == ["slipway", "serve"]
+    assert {"name": "STORAGE_URI", "value": "s3://models/chicago_taxi/3"} in container["env"]
+    new = canary["spec"]["predictor"]
+    assert new["canaryTrafficPercent"] == 10
+    assert {"name": "STORAGE_URI", "value": "s3://models/chicago_taxi/4"} in new["containers"][0]["env"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "/data/model"], "'/data/model' is not a model location; use s3://, gs://, pvc://"),
+    (["--model", "s3://models/m", "--canary", "10"], "--canary and --stable go together"),
+    (["--model", "s3://models/m", "--name", "Taxi_Tips"], "'Taxi_Tips' is not a valid InferenceService name"),
+])
+def test_manifests_refuses_what_kserve_could_not_serve(args: list[str], message: str, tmp_path: Path) -> None:
+    result = invoke("manifests", *args, "--output-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not list(tmp_path.iterdir()), "nothing is written for a refused manifest"
