@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import pandas as pd
 import yaml
 
 from slipway.storage import download, scheme_of
@@ -69,6 +70,35 @@ class EvaluationSpec:
     min_slice_rows: int = 30
 
 
+AggregateFunction = Literal["count", "mean"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AggregateSpec:
+    """One time-windowed aggregate per entity: `function` over `of` (a pandas expression over the typed
+    columns; unused by `count`), computed for every window from events strictly before each row's time."""
+
+    name: str
+    function: AggregateFunction
+    of: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureStoreSpec:
+    """The Feast feature layer: per-entity aggregates over time windows, joined point in time.
+
+    `missing_keys` gives each entity the key its missing values share (so a trip with no company
+    still gets the "(unknown)" company's history instead of no row); `windows` are pandas offset
+    strings ("1h", "24h", "7d"); `ttl` is how old a feature row may be and still be joined: an entity
+    row with no feature row within it is dropped from historical retrieval by Feast, not given nulls.
+    """
+
+    missing_keys: dict[str, Any]
+    windows: tuple[str, ...]
+    aggregates: tuple[AggregateSpec, ...]
+    ttl: str
+
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
     name: str
@@ -82,6 +112,7 @@ class Problem:
     source: str  # the file it was read from, for error messages
     evaluation: EvaluationSpec = EvaluationSpec()
     intended_use: str = ""  # what the model is for and not for; the model card quotes it
+    feature_store: FeatureStoreSpec | None = None  # None: the model uses the raw columns only
 
 
 def available_problems() -> list[str]:
@@ -202,16 +233,78 @@ def _parse(raw: Any, source: str) -> Problem:
     if not isinstance(intended_use, str):
         raise fail("intended_use", f"expected text, got {intended_use!r}")
 
+    entities = declared(raw.get("entities", []), "entities")
+    feature_store = _parse_feature_store(raw.get("feature_store"), entities, columns, fail)
+
     return Problem(
         name=str(need(raw, "name", "name")),
         description=str(raw.get("description", "")),
         columns=dict(columns),
         timestamp=timestamp,
         label=label,
-        entities=declared(raw.get("entities", []), "entities"),
+        entities=entities,
         features=features,
         eval_fraction=float(eval_fraction),
         source=source,
         evaluation=EvaluationSpec(slices=slices, min_slice_rows=min_slice_rows),
         intended_use=intended_use.strip(),
+        feature_store=feature_store,
     )
+
+
+def _parse_feature_store(
+    raw: Any, entities: tuple[str, ...], columns: dict[str, Any], fail: Any
+) -> FeatureStoreSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise fail("feature_store", "expected a mapping with missing_keys, windows, aggregates and ttl")
+    unknown = sorted(set(raw) - {"missing_keys", "windows", "aggregates", "ttl"})
+    if unknown:
+        raise fail("feature_store", f"unknown key(s) {unknown}; expected missing_keys, windows, aggregates, ttl")
+    if not entities:
+        raise fail("feature_store", "needs `entities`: the columns its aggregates are grouped by")
+    missing_keys = raw.get("missing_keys") or {}
+    if not isinstance(missing_keys, dict) or set(missing_keys) != set(entities):
+        raise fail("feature_store.missing_keys", f"expected one key for each entity {list(entities)}, "
+                                                 f"got {missing_keys!r}")
+    for entity, key in missing_keys.items():
+        expected = int if columns[entity] == "integer" else str
+        if isinstance(key, bool) or not isinstance(key, expected):
+            raise fail(f"feature_store.missing_keys.{entity}", f"expected a {expected.__name__} like the "
+                                                               f"{columns[entity]} column, got {key!r}")
+    windows = raw.get("windows")
+    if not isinstance(windows, list) or not windows or not all(isinstance(w, str) for w in windows):
+        raise fail("feature_store.windows", "expected a non-empty list of durations like 1h, 24h, 7d")
+    for window in windows:
+        _check_duration(window, "feature_store.windows", fail)
+    if "ttl" not in raw:
+        raise fail("feature_store.ttl", "is required: how old a feature row may be and still be joined (e.g. 30d)")
+    _check_duration(raw["ttl"], "feature_store.ttl", fail)
+    aggregates_raw = raw.get("aggregates")
+    if not isinstance(aggregates_raw, list) or not aggregates_raw:
+        raise fail("feature_store.aggregates", "expected a non-empty list of {name, function, of}")
+    aggregates = []
+    for i, item in enumerate(aggregates_raw):
+        field = f"feature_store.aggregates[{i}]"
+        if not isinstance(item, dict) or "name" not in item or "function" not in item:
+            raise fail(field, "expected {name, function, of}")
+        if item["function"] not in get_args(AggregateFunction):
+            raise fail(f"{field}.function", f"{item['function']!r} is not one of {list(get_args(AggregateFunction))}")
+        if item["function"] != "count" and not item.get("of"):
+            raise fail(f"{field}.of", f"{item['function']} needs `of`: a column or expression to aggregate")
+        aggregates.append(AggregateSpec(name=str(item["name"]), function=item["function"], of=str(item.get("of", ""))))
+    names = [a.name for a in aggregates]
+    if len(set(names)) != len(names):
+        raise fail("feature_store.aggregates", f"aggregate names must be unique, got {names}")
+    return FeatureStoreSpec(missing_keys=dict(missing_keys), windows=tuple(windows), aggregates=tuple(aggregates),
+                            ttl=raw["ttl"])
+
+
+def _check_duration(text: Any, field: str, fail: Any) -> None:
+    try:
+        if isinstance(text, str) and pd.Timedelta(text) > pd.Timedelta(0):
+            return
+    except ValueError:
+        pass
+    raise fail(field, f"{text!r} is not a positive duration like 1h, 24h, 7d")
