@@ -43,7 +43,6 @@ resources set on it (`set_cpu_limit`, `set_accelerator_type`, ...) through `dsl.
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import enum
 import functools
 import hashlib
@@ -62,6 +61,8 @@ from kubeflow_trainer_api import models
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
+
+from slipway.quantities import is_positive_quantity, parse_quantity
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,6 @@ _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 _QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 _SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
-_QUANTITY = re.compile(r"(?P<number>[+-]?(\d+(\.\d*)?|\.\d+))(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?")
-_SUFFIX = {"n": "1e-9", "u": "1e-6", "m": "1e-3", "": "1", "k": "1e3", "M": "1e6", "G": "1e9", "T": "1e12",
-           "P": "1e15", "E": "1e18", "Ki": "1024", "Mi": "1048576", "Gi": "1073741824", "Ti": "1099511627776",
-           "Pi": "1125899906842624", "Ei": "1152921504606846976"}
 _TOLERATION_FIELDS = {"key": "key", "operator": "operator", "value": "value", "effect": "effect",
                       "tolerationSeconds": "toleration_seconds"}
 # Resource names that are not accelerators, when reading a task's forwarded resources.
@@ -168,7 +165,7 @@ class JobResources:
         object.__setattr__(self, "node_selector", dict(self.node_selector))
         for field in ("cpu", "memory"):
             value = getattr(self, field)
-            if not isinstance(value, str) or not _QUANTITY.fullmatch(value) or _quantity(value) <= 0:
+            if not is_positive_quantity(value):
                 raise JobSpecError(f"JobResources.{field}: {value!r} is not a positive Kubernetes quantity "
                                    "(e.g. '2', '500m', '8Gi')")
         if not _is_int(self.gpus) or self.gpus < 0:
@@ -287,7 +284,7 @@ class DistributedJobSpec:
             return int(self.nproc_per_node)
         if self.resources.gpus:
             return self.resources.gpus
-        return max(1, math.floor(_quantity(self.resources.cpu)))
+        return max(1, math.floor(parse_quantity(self.resources.cpu)))
 
 
 # --- building the objects -----------------------------------------------------------------------------------
@@ -461,7 +458,10 @@ def resources_from_task_config(task_config: Any, default: JobResources | None = 
     gpus, gpu_resource = default.gpus, default.gpu_resource
     if accelerators:
         gpu_resource = accelerators[0]
-        count = _quantity(forwarded(gpu_resource) or "0")
+        try:
+            count = parse_quantity(forwarded(gpu_resource) or "0")
+        except ValueError as error:
+            raise JobSpecError(f"TaskConfig.resources: {gpu_resource}: {error}") from None
         if count != int(count):
             raise JobSpecError(f"TaskConfig.resources: {gpu_resource} = {forwarded(gpu_resource)!r} is not whole")
         gpus = int(count)
@@ -656,17 +656,6 @@ def _check_env_name(name: object, where: str) -> None:
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
-
-def _quantity(text: str) -> decimal.Decimal:
-    """The value of a Kubernetes quantity ('500m' -> 0.5, '8Gi' -> 8589934592)."""
-    match = _QUANTITY.fullmatch(text.strip())
-    if not match:
-        raise JobSpecError(f"{text!r} is not a Kubernetes quantity")
-    suffix = match["suffix"] or ""
-    number = decimal.Decimal(match["number"])
-    if suffix[:1] in ("e", "E"):
-        return number * decimal.Decimal(10) ** int(suffix[1:])
-    return number * decimal.Decimal(_SUFFIX[suffix])
 
 
 def _is_dns1123_label(value: object) -> bool:

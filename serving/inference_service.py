@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import decimal
 import enum
 import hashlib
 import re
@@ -85,6 +84,7 @@ from kserve.models import (
 from kubernetes import client
 
 from slipway.atomic import atomic_output
+from slipway.quantities import is_positive_quantity, parse_quantity
 from slipway.runtimes import CORE_IMAGE
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -112,10 +112,6 @@ _ISVC_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # KServe's IsvcNameFmt: 
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one URL path segment: /v2/models/<name>/ready
-_QUANTITY = re.compile(r"(?P<number>[+]?(\d+(\.\d*)?|\.\d+))(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?")
-_SUFFIX = {"n": "1e-9", "u": "1e-6", "m": "1e-3", "": "1", "k": "1e3", "M": "1e6", "G": "1e9", "T": "1e12",
-           "P": "1e15", "E": "1e18", "Ki": "1024", "Mi": "1048576", "Gi": "1073741824", "Ti": "1099511627776",
-           "Pi": "1125899906842624", "Ei": "1152921504606846976"}
 MAX_DNS_LABEL = 63
 
 
@@ -153,10 +149,10 @@ class ServingResources:
         for kind in ("cpu", "memory"):
             request, limit = (getattr(self, f"{kind}_{side}") for side in ("request", "limit"))
             for side, value in (("request", request), ("limit", limit)):
-                if not isinstance(value, str) or not _QUANTITY.fullmatch(value) or _quantity(value) <= 0:
+                if not is_positive_quantity(value):
                     raise ServingConfigError(f"ServingResources.{kind}_{side}: {value!r} is not a positive "
                                              "Kubernetes quantity (e.g. '500m', '2', '4Gi')")
-            if _quantity(request) > _quantity(limit):
+            if parse_quantity(request) > parse_quantity(limit):
                 raise ServingConfigError(f"ServingResources.{kind}_request: {request} is more than the limit {limit}"
                                          " (the API server refuses a request above its limit)")
         if not _is_int(self.gpus) or self.gpus < 0:
@@ -530,14 +526,6 @@ def _check_image(image: object, field: str) -> None:
     if not isinstance(image, str) or not image or re.search(r"\s", image):
         raise ServingConfigError(f"{field}: {image!r} is not a container image reference")
 
-
-def _quantity(text: str) -> decimal.Decimal:
-    match = _QUANTITY.fullmatch(text)
-    suffix = match["suffix"] or ""
-    number = decimal.Decimal(match["number"])
-    if suffix[:1] in ("e", "E"):
-        return number * decimal.Decimal(10) ** int(suffix[1:])
-    return number * decimal.Decimal(_SUFFIX[suffix])
 
 
 def _is_int(value: object) -> bool:
