@@ -269,15 +269,17 @@ def _parse_feature_store(
         raise fail("feature_store.missing_keys", f"expected one key for each entity {list(entities)}, "
                                                  f"got {missing_keys!r}")
     for entity, key in missing_keys.items():
-        expected = int if columns[entity] == "integer" else str
+        expected, kind = (int, "a whole number") if columns[entity] == "integer" else (str, "text")
         if isinstance(key, bool) or not isinstance(key, expected):
-            raise fail(f"feature_store.missing_keys.{entity}", f"expected a {expected.__name__} like the "
-                                                               f"{columns[entity]} column, got {key!r}")
+            raise fail(f"feature_store.missing_keys.{entity}", f"expected {kind} like the {columns[entity]} "
+                                                               f"column, got {key!r}")
     windows = raw.get("windows")
     if not isinstance(windows, list) or not windows or not all(isinstance(w, str) for w in windows):
         raise fail("feature_store.windows", "expected a non-empty list of durations like 1h, 24h, 7d")
     for window in windows:
         _check_duration(window, "feature_store.windows", fail)
+    if len({pd.Timedelta(w) for w in windows}) != len(windows):
+        raise fail("feature_store.windows", f"{windows} lists one duration more than once")
     if "ttl" not in raw:
         raise fail("feature_store.ttl", "is required: how old a feature row may be and still be joined (e.g. 30d)")
     _check_duration(raw["ttl"], "feature_store.ttl", fail)

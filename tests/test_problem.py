@@ -125,3 +125,58 @@ def test_intended_use_must_be_text(tmp_path: Path) -> None:
     path = write_problem(tmp_path, intended_use=["ranking"])
     with pytest.raises(ProblemError, match=r"intended_use: expected text, got \['ranking'\]"):
         load_problem(str(path))
+
+
+def test_the_taxi_problem_declares_its_feature_store() -> None:
+    store = load_problem("chicago_taxi").feature_store
+    assert store.missing_keys == {"pickup_community_area": -1, "company": "(unknown)"}
+    assert (store.windows, store.ttl) == (("1h", "24h", "7d"), "30d")
+    assert [(a.name, a.function, a.of) for a in store.aggregates] == [
+        ("trips", "count", ""), ("mean_fare", "mean", "fare"), ("mean_tip_rate", "mean", "tips / fare")]
+
+
+def feature_store_with(**changes) -> dict:
+    """The packaged feature_store section with some of its keys replaced (None removes the key)."""
+    section = yaml.safe_load((PROBLEMS_DIR / "chicago_taxi.yaml").read_text())["feature_store"] | changes
+    return {key: value for key, value in section.items() if value is not None}
+
+
+AGGREGATES = yaml.safe_load((PROBLEMS_DIR / "chicago_taxi.yaml").read_text())["feature_store"]["aggregates"]
+
+
+@pytest.mark.parametrize(
+    ("feature_store", "expected"),
+    [
+        (feature_store_with(window=["1h"]),
+         "feature_store: unknown key(s) ['window']; expected missing_keys, windows, aggregates, ttl"),
+        (feature_store_with(ttl=None), "feature_store.ttl: is required"),
+        (feature_store_with(ttl="a month"), "feature_store.ttl: 'a month' is not a positive duration like 1h, 24h, 7d"),
+        (feature_store_with(windows=["1h", "-2h"]), "feature_store.windows: '-2h' is not a positive duration"),
+        (feature_store_with(windows=["1h", "60min"]), "feature_store.windows: ['1h', '60min'] lists one duration more"),
+        (feature_store_with(missing_keys={"pickup_community_area": "-1", "company": "(unknown)"}),
+         "feature_store.missing_keys.pickup_community_area: expected a whole number like the integer column, got '-1'"),
+        (feature_store_with(missing_keys={"pickup_community_area": -1, "company": 0}),
+         "feature_store.missing_keys.company: expected text like the string column, got 0"),
+        (feature_store_with(missing_keys={"pickup_community_area": -1}),
+         "feature_store.missing_keys: expected one key for each entity ['pickup_community_area', 'company']"),
+        (feature_store_with(aggregates=[*AGGREGATES, {"name": "mean_miles", "function": "mean"}]),
+         "feature_store.aggregates[3].of: mean needs `of`"),
+        (feature_store_with(aggregates=[*AGGREGATES, {"name": "trips", "function": "count"}]),
+         "feature_store.aggregates: aggregate names must be unique"),
+        (feature_store_with(aggregates=[{"name": "max_fare", "function": "max", "of": "fare"}]),
+         "feature_store.aggregates[0].function: 'max' is not one of ['count', 'mean']"),
+    ],
+)
+def test_a_wrong_feature_store_section_is_named_with_its_field(tmp_path: Path, feature_store, expected: str) -> None:
+    path = write_problem(tmp_path, feature_store=feature_store)
+    with pytest.raises(ProblemError) as caught:
+        load_problem(str(path))
+    assert str(caught.value).startswith(f"{path}: {expected}")
+
+
+def test_the_feature_store_section_is_optional(tmp_path: Path) -> None:
+    raw = yaml.safe_load((PROBLEMS_DIR / "chicago_taxi.yaml").read_text())
+    del raw["feature_store"]
+    path = tmp_path / "problem.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_problem(str(path)).feature_store is None

@@ -1,0 +1,208 @@
+"""Per-entity feature tables: time-windowed aggregates of each entity's past trips, for Feast's offline store.
+
+The batch feature step. For each entity of the problem (`pickup_community_area`, `company`) it
+writes one Parquet table with a row per distinct (entity value, timestamp at which that entity had
+a trip) and, for every aggregate and window of the problem's `feature_store` section, a float64
+column `<aggregate>_<window>` (`trips_24h`, `mean_fare_7d`). A row at time t aggregates only that
+entity's trips with t - window <= timestamp < t:
+
+- strictly before t, so a training row never sees its own trip (its label is computed from the
+  fare and tips) nor a trip that started at the same instant (the source rounds times to 15
+  minutes, so many do); the windows are half-open, [t - window, t);
+- never after t, so nothing from the future leaks into a point-in-time join.
+
+Because every trip creates a row at its own time, Feast's point-in-time join of a training trip
+always finds a feature row of its entity at distance zero, and that row holds exactly the history
+before the trip.
+
+A missing entity value gets the problem's `missing_keys` key (`-1`, `"(unknown)"`), so trips
+without a company share one history instead of having none; `entity_key_values` is that rule, for
+the Feast layer and serving to use too. `feature_columns` is the one list of the feature names.
+
+The aggregates are vectorised per entity column: trips are sorted by (entity, time), each window's
+start is found with `searchsorted`, and sums are differences of prefix sums within the entity (on
+the sample, means agree with a direct mean to about 1e-12, relative); no Python loop runs over trips
+or rows. Measured on a 2-core machine, 3 windows x 3 aggregates: the
+sample's 15,000 trips (data.csv and data2.csv) take about 15 ms per entity, and 1.5 million trips
+about 1.5 s per entity, both about a million trips (and as many feature rows) per second;
+`write_feature_tables` logs the rate of each run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from slipway.atomic import atomic_outputs
+from slipway.problem import AggregateSpec, FeatureStoreSpec, Problem
+
+log = logging.getLogger(__name__)
+
+EVENT_TIMESTAMP = "event_timestamp"
+
+
+class FeatureError(ValueError):
+    """The trips cannot become feature tables; the message names the file, column or aggregate."""
+
+
+def feature_name(aggregate: AggregateSpec, window: str) -> str:
+    """The column of one aggregate over one window: `trips_24h`, `mean_fare_7d`."""
+    return f"{aggregate.name}_{window}"
+
+
+def feature_columns(problem: Problem) -> list[str]:
+    """Every aggregate feature's column name, aggregate by aggregate, each over the windows in order."""
+    spec = _feature_store(problem)
+    return [feature_name(aggregate, window) for aggregate in spec.aggregates for window in spec.windows]
+
+
+def entity_key_values(values: pd.Series, problem: Problem, entity: str) -> pd.Series:
+    """The join keys of one entity: missing values become the problem's missing key.
+
+    int64 for an integer entity, pandas string for any other, so that feature rows, training rows
+    and serving requests key on identical values.
+    """
+    spec = _feature_store(problem)
+    _check_entity(problem, entity)
+    missing_key = spec.missing_keys[entity]
+    if problem.columns[entity] == "integer":
+        return values.astype("Int64").fillna(missing_key).astype("int64")
+    return values.astype("string").fillna(missing_key)
+
+
+def compute_entity_features(trips: pd.DataFrame, problem: Problem, entity: str) -> pd.DataFrame:
+    """One entity's feature table: the key, `event_timestamp` and one float64 column per feature.
+
+    Rows are the distinct (key, trip time) pairs, sorted by key then time. `count` is the number of
+    the key's trips in [t - window, t) (0.0 for none); `mean` is the mean of the aggregate's `of`
+    expression over them, NaN when no trip in the window has a value. Non-finite values of `of`
+    (a tip rate over a zero fare is inf or NaN) count as missing: one such trip would otherwise make
+    every mean that includes it inf or NaN.
+    """
+    spec = _feature_store(problem)
+    _check_entity(problem, entity)
+    ts_column = problem.timestamp.column
+    for column in (ts_column, entity):
+        if column not in trips.columns:
+            raise FeatureError(f"missing column {column!r} (problem {problem.name!r} needs it for the "
+                               f"{entity} features); the trips have {list(trips.columns)}")
+    times = _event_times(trips[ts_column], ts_column)
+    keys = entity_key_values(trips[entity], problem, entity)
+
+    codes, key_values = pd.factorize(keys, sort=True)
+    order = np.lexsort((times, codes))
+    times, codes = times[order], codes[order]
+    # (key, time) as one sortable integer: the key's code, then the time's rank among all trip times.
+    distinct_times = np.sort(pd.unique(times))
+    position = codes * len(distinct_times) + np.searchsorted(distinct_times, times)
+    # A row per first trip of each (key, time); the key's trips before it are those sorted before it.
+    rows = np.flatnonzero(np.diff(position, prepend=-1) != 0)
+    row_codes, row_times = codes[rows], times[rows]
+    group_starts = np.diff(codes, prepend=-1) != 0
+
+    window_starts = {}
+    for window in spec.windows:
+        start_rank = np.searchsorted(distinct_times, row_times - pd.Timedelta(window).value, side="left")
+        window_starts[window] = np.searchsorted(position, row_codes * len(distinct_times) + start_rank, side="left")
+
+    features = {}
+    for aggregate in spec.aggregates:
+        if aggregate.function == "count":
+            for window, starts in window_starts.items():
+                features[feature_name(aggregate, window)] = (rows - starts).astype("float64")
+            continue
+        values = _aggregate_values(trips, aggregate, problem)[order]
+        valid = np.isfinite(values)
+        sums = _prefix_within_groups(np.where(valid, values, 0.0), group_starts)
+        counts = _prefix_within_groups(valid.astype("float64"), group_starts)
+        for window, starts in window_starts.items():
+            total, n = sums[rows] - sums[starts], counts[rows] - counts[starts]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                features[feature_name(aggregate, window)] = np.where(n > 0, total / n, np.nan)
+
+    table = pd.DataFrame({
+        entity: pd.Series(key_values.take(row_codes), dtype=keys.dtype),
+        EVENT_TIMESTAMP: pd.DatetimeIndex(row_times.view("datetime64[ns]")).tz_localize("UTC"),
+    })
+    return pd.concat([table, pd.DataFrame(features)[feature_columns(problem)]], axis=1)
+
+
+def write_feature_tables(trips_path: Path, problem: Problem, out_dir: Path) -> dict[str, Path]:
+    """Writes `<entity>.parquet` for every entity from the ingested trips; all appear together or none."""
+    trips_path, out_dir = Path(trips_path), Path(out_dir)
+    try:
+        trips = pd.read_parquet(trips_path)
+    except (OSError, ValueError) as exc:
+        raise FeatureError(f"{trips_path}: not a readable Parquet file of trips: {exc}") from exc
+    log.info("computing %d features for entities %s from %d trips in %s", len(feature_columns(problem)),
+             list(problem.entities), len(trips), trips_path)
+    tables = {}
+    for entity in problem.entities:
+        started = time.perf_counter()
+        try:
+            tables[entity] = compute_entity_features(trips, problem, entity)
+        except FeatureError as exc:
+            raise FeatureError(f"{trips_path}: {exc}") from exc
+        seconds = time.perf_counter() - started
+        log.info("%s: %d feature rows (%d keys) from %d trips in %.3f s (%.0f trips/s)", entity,
+                 len(tables[entity]), tables[entity][entity].nunique(), len(trips), seconds,
+                 len(trips) / max(seconds, 1e-9))
+    paths = {entity: out_dir / f"{entity}.parquet" for entity in problem.entities}
+    with atomic_outputs(list(paths.values())) as temps:
+        for entity, temp in zip(paths, temps, strict=True):
+            tables[entity].to_parquet(temp, index=False)
+    log.info("wrote feature tables %s to %s", sorted(paths), out_dir)
+    return paths
+
+
+def _feature_store(problem: Problem) -> FeatureStoreSpec:
+    if problem.feature_store is None:
+        raise FeatureError(f"{problem.source}: problem {problem.name!r} has no feature_store section")
+    return problem.feature_store
+
+
+def _check_entity(problem: Problem, entity: str) -> None:
+    if entity not in problem.entities:
+        raise FeatureError(f"{entity!r} is not an entity of problem {problem.name!r} ({list(problem.entities)})")
+
+
+def _event_times(values: pd.Series, column: str) -> np.ndarray:
+    """Trip times as int64 nanoseconds since the epoch, UTC (a time without a zone is taken as UTC)."""
+    if not pd.api.types.is_datetime64_any_dtype(values):
+        raise FeatureError(f"column {column!r} has type {values.dtype}, expected timestamps")
+    if values.isna().any():
+        raise FeatureError(f"column {column!r}: {int(values.isna().sum())} trip(s) have no timestamp")
+    utc = values.dt.tz_convert("UTC") if values.dt.tz is not None else values.dt.tz_localize("UTC")
+    return utc.dt.as_unit("ns").dt.tz_localize(None).to_numpy().view("int64")
+
+
+def _aggregate_values(trips: pd.DataFrame, aggregate: AggregateSpec, problem: Problem) -> np.ndarray:
+    """The aggregate's `of` expression per trip, as float64 with NaN where it has no value."""
+    where = f"feature_store aggregate {aggregate.name!r}: of {aggregate.of!r}"
+    try:
+        values = trips.eval(aggregate.of, engine="python")
+    except Exception as exc:  # pandas raises many types for a bad expression
+        raise FeatureError(f"{where} cannot be evaluated ({problem.source}): {exc}") from exc
+    if not isinstance(values, pd.Series) or not (
+        pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+    ):
+        kind = values.dtype if isinstance(values, pd.Series) else type(values).__name__
+        raise FeatureError(f"{where} must give a number per trip, got {kind} ({problem.source})")
+    return values.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _prefix_within_groups(values: np.ndarray, group_starts: np.ndarray) -> np.ndarray:
+    """prefix[i] = sum of values[start:i], start = the first index of i's group.
+
+    Restarting at each group keeps a difference of two prefixes accurate to about 1e-16 times the
+    entity's own running total, whatever the other entities add up to.
+    """
+    inclusive = pd.Series(values).groupby(np.cumsum(group_starts)).cumsum().to_numpy()
+    prefix = np.zeros_like(values)
+    prefix[1:] = inclusive[:-1]
+    prefix[group_starts] = 0.0
+    return prefix
