@@ -24,6 +24,7 @@ run: env data  ## run the training pipeline locally on the sample, then compile 
 	$(SLIPWAY) compile --output-dir dist
 
 test: $(TEST_STAMP) data  ## lint, then run the test suite
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)  # the online feature store tests run a real Redis
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

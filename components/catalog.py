@@ -303,3 +303,111 @@ def deploy(
                                              indent=2))
     rollout.metadata.update({"outcome": result.outcome, "model_uri": f"models:/{name}/{version}"})
     return result.outcome
+
+
+@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+def feature_tables(
+    train_data: dsl.Input[dsl.Dataset],
+    eval_data: dsl.Input[dsl.Dataset],
+    problem: str,
+    tables: dsl.Output[dsl.Artifact],
+):
+    """The batch feature step: per-entity, time-windowed aggregates of every trip (train and eval), each from
+    trips strictly before its own time, as one Parquet table per entity (Feast's offline store)."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from slipway import logs
+    from slipway.components.feature_aggregates import feature_columns, write_feature_tables
+    from slipway.problem import load_problem
+
+    logs.configure()
+    loaded = load_problem(problem)
+    with tempfile.TemporaryDirectory(prefix="slipway-trips-") as tmp:
+        trips = Path(tmp) / "trips.parquet"
+        pd.concat([pd.read_parquet(train_data.path), pd.read_parquet(eval_data.path)]).to_parquet(trips)
+        written = write_feature_tables(trips, loaded, Path(tables.path))
+    tables.metadata.update({"entities": sorted(written), "features": feature_columns(loaded)})
+
+
+@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+def feast_apply(
+    tables: dsl.Input[dsl.Artifact],
+    problem: str,
+    feature_repo: str,
+    pipeline_root: str,
+) -> str:
+    """Registers the problem's Feast entities and feature views over `tables`; returns the registry location.
+    `feature_repo` empty: SLIPWAY_FEAST_* from the environment, else an embedded store under the pipeline root."""
+    from pathlib import Path
+
+    from slipway import logs
+    from slipway.components import feature_store
+    from slipway.problem import load_problem
+
+    logs.configure()
+    loaded = load_problem(problem)
+    config = feature_store.StoreConfig.from_env(Path(feature_repo or Path(pipeline_root) / "feature_repo"))
+    store = feature_store.open_store(config, loaded)
+    feature_store.apply(store, loaded, {entity: Path(tables.path) / f"{entity}.parquet" for entity in loaded.entities})
+    return config.registry_location
+
+
+@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+def materialize(
+    tables: dsl.Input[dsl.Artifact],
+    problem: str,
+    registry: str,
+    feature_repo: str,
+    pipeline_root: str,
+):
+    """Loads the newest feature rows, up to the latest trip in `tables`, into the online store (incremental).
+    `registry` (feast_apply's answer) orders this step after the views are registered."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from slipway import logs
+    from slipway.components import feature_store
+    from slipway.components.feature_aggregates import EVENT_TIMESTAMP
+    from slipway.problem import load_problem
+
+    logs.configure()
+    loaded = load_problem(problem)
+    config = feature_store.StoreConfig.from_env(Path(feature_repo or Path(pipeline_root) / "feature_repo"))
+    end = max(pd.read_parquet(Path(tables.path) / f"{entity}.parquet", columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP].max()
+              for entity in loaded.entities)
+    feature_store.materialize(feature_store.open_store(config, loaded), end.to_pydatetime())
+
+
+@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+def training_set(
+    trips: dsl.Input[dsl.Dataset],
+    problem: str,
+    registry: str,
+    feature_repo: str,
+    pipeline_root: str,
+    features: dsl.Output[dsl.Dataset],
+):
+    """The trips with every Feast feature joined as of each trip's own time (point in time, no later), as a
+    Dataset; rows whose entity's latest feature row is older than the TTL are dropped, as Feast does."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from slipway import logs
+    from slipway.atomic import atomic_output
+    from slipway.components import feature_store
+    from slipway.problem import load_problem
+
+    logs.configure()
+    loaded = load_problem(problem)
+    config = feature_store.StoreConfig.from_env(Path(feature_repo or Path(pipeline_root) / "feature_repo"))
+    rows = pd.read_parquet(trips.path)
+    joined = feature_store.training_set(feature_store.open_store(config, loaded), loaded, rows)
+    with atomic_output(Path(features.path)) as temp:
+        joined.to_parquet(temp)
+    features.metadata.update({"rows": len(joined), "dropped_rows": len(rows) - len(joined),
+                              "features": feature_store.feature_refs(loaded)})

@@ -154,6 +154,53 @@ def http_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
 
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `redis-server` on 127.0.0.1, nothing persisted: yields its address, "127.0.0.1:<port>".
+
+    The cluster's online feature store is Redis, so its tests run against the real server and fail,
+    not skip, when it is absent: `make test` installs Debian's redis-server first. The probe is a
+    raw PING, so the fixture does not depend on the Python client the code under test uses.
+    """
+    import contextlib
+    import shutil
+    import subprocess
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: `make test` installs it (apt-get install redis-server)")
+    root = tmp_path_factory.mktemp("redis-server")
+    port = free_port()
+    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    with (root / "server.log").open("wb") as log:
+        server = subprocess.Popen(command + ["--dir", str(root)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while not _redis_answers(port):
+            if server.poll() is not None:
+                log_tail = (root / "server.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"redis-server exited with status {server.returncode}:\n{log_tail}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {port} did not answer PING within 10 s")
+            time.sleep(0.02)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=10)
+        server.kill()
+        server.wait()
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 
 @pytest.fixture(scope="session")
 def taxi_csv() -> Path:
