@@ -32,6 +32,7 @@ bench: $(TEST_STAMP) data  ## run the benchmarks; figures land in bench/results/
 	$(PY) bench/kfp_local_overhead.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/serving.py
+	$(PY) bench/features.py
 
 compile: env  ## compile every pipeline to KFP IR in dist/
 	$(SLIPWAY) compile --output-dir dist

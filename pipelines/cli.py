@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import importlib.metadata
 import json
+import logging
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -440,6 +441,51 @@ def manifests_command(model_uri: str, name: str, namespace: str, model_name: str
         raise click.UsageError(str(exc)) from None
     for path in written:
         click.echo(str(path))
+
+
+@cli.command("features")
+@click.option("--entity", "entities", multiple=True, required=True, metavar="NAME=KEY",
+              help="An entity key to look up, e.g. --entity company='Flash Cab' --entity pickup_community_area=8.")
+@click.option("--problem", default=DEFAULT_PROBLEM, show_default=True, help="Problem whose features to read.")
+@click.option("--feature-repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The feature store's folder. Default: SLIPWAY_FEAST_* from the environment, else the embedded "
+                   "store of `slipway run` (runs/feature_repo).")
+def features_command(entities: tuple[str, ...], problem: str, feature_repo: Path | None) -> None:
+    """Look up the online features of entity keys, as the model server's transformer does.
+
+    Prints each feature view's values for the key, or says that the store has no row for it (an
+    entity never seen, or not materialized yet).
+    """
+    from slipway.components import feature_store
+    from slipway.pipelines.local import DEFAULT_PIPELINE_ROOT
+    from slipway.problem import load_problem
+
+    logs.configure(logging.WARNING)  # the answer, not the lookup's progress
+    loaded = load_problem(problem)
+    keys: dict[str, list[Any]] = {}
+    for assignment in entities:
+        name, sep, value = assignment.partition("=")
+        if not sep or name not in loaded.entities:
+            raise click.BadParameter(f"{assignment!r}: expected NAME=KEY with NAME one of {list(loaded.entities)}",
+                                     param_hint="--entity")
+        keys[name] = [int(value) if loaded.columns[name] == "integer" and value.lstrip("-").isdigit() else value]
+    refs = [ref for ref in feature_store.feature_refs(loaded) if ref.split(":")[0] in
+            {feature_store.view_name(entity) for entity in keys}]
+    config = feature_store.StoreConfig.from_env(feature_repo or Path(DEFAULT_PIPELINE_ROOT) / "feature_repo")
+    try:
+        answer = feature_store.online_features(feature_store.open_store(config, loaded), loaded, keys, refs)
+    except feature_store.FeatureStoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    for entity, (key,) in keys.items():
+        view = feature_store.view_name(entity)
+        if not answer[view + feature_store.FOUND_SUFFIX][0]:
+            click.echo(f"{entity}={key!r}: unknown to the online store (never seen, or not materialized)")
+            continue
+        click.echo(f"{entity}={key!r}:")
+        for ref in refs:
+            if ref.startswith(view + ":"):
+                value = answer[feature_store.full_feature_name(ref)][0]
+                click.echo(f"  {ref.split(':')[1]:<20} {'missing' if value is None else _number(value)}")
 
 
 @cli.command("serve")

@@ -63,3 +63,21 @@ def test_online_features_after_materialize_equal_the_offline_point_in_time_vecto
         value, expected = online[f"{view_name('company')}__{name}"][0], busiest[name]
         # A mean over no trips is NaN offline and null (None) online: the same missing value.
         assert value is None if pd.isna(expected) else value == pytest.approx(expected), name
+
+
+@pytest.mark.pipeline
+def test_slipway_features_looks_up_a_known_and_an_unknown_key(run) -> None:
+    from click.testing import CliRunner
+
+    from slipway.pipelines.cli import cli
+
+    local, repo = run
+    table = pd.read_parquet(local.run_dir / "feature-tables" / "tables" / "company.parquet")
+    recent = table.sort_values("event_timestamp").iloc[-1]["company"]  # materialized: its rows are within the TTL
+    result = CliRunner().invoke(cli, ["features", "--feature-repo", str(repo), "--entity", f"company={recent}",
+                                      "--entity", "pickup_community_area=999"])
+    assert result.exit_code == 0, result.output
+    assert f"company={recent!r}:\n  trips_1h" in result.output
+    assert "pickup_community_area=999: unknown to the online store" in result.output
+    wrong = CliRunner().invoke(cli, ["features", "--feature-repo", str(repo), "--entity", "driver=7"])
+    assert wrong.exit_code == 2 and "NAME one of ['pickup_community_area', 'company']" in wrong.output
