@@ -509,10 +509,16 @@ def features_command(entities: tuple[str, ...], problem: str, feature_repo: Path
 @click.option("--log-sample-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Fraction of requests written to --prediction-log.")
 @click.option("--access-log", is_flag=True, help="Log every request (costs about a quarter of the throughput).")
+@click.option("--features", "feature_repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+              is_flag=False, flag_value=Path("runs/feature_repo"), metavar="[REPO]",
+              help="Add the online features of each request's entities from the Feast store before scoring "
+                   "(SLIPWAY_FEAST_* from the environment, else REPO, default runs/feature_repo). A store that "
+                   "fails answers the features missing and marks the response degraded.")
 @_REGISTRY_OPTION
 def serve_command(model_uri: str, name: str, http_port: int, grpc_port: int, workers: int,
                   fallback_score: float | None, max_payload_bytes: int, max_batch_rows: int,
-                  prediction_log: Path | None, log_sample_rate: float, access_log: bool, tracking_uri: str) -> None:
+                  prediction_log: Path | None, log_sample_rate: float, access_log: bool, feature_repo: Path | None,
+                  tracking_uri: str) -> None:
     """Serve a model with KServe's model server: V1 and V2 REST, V2 gRPC, health, Prometheus /metrics.
 
     \b
@@ -529,7 +535,8 @@ def serve_command(model_uri: str, name: str, http_port: int, grpc_port: int, wor
         config = ServeConfig(model_uri=model_uri, name=name, http_port=http_port, grpc_port=grpc_port,
                              workers=workers, fallback_score=fallback_score, max_payload_bytes=max_payload_bytes,
                              max_batch_rows=max_batch_rows, tracking_uri=tracking_uri,
-                             prediction_log=prediction_log, log_sample_rate=log_sample_rate, access_log=access_log)
+                             prediction_log=prediction_log, log_sample_rate=log_sample_rate, access_log=access_log,
+                             feature_repo=feature_repo)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:

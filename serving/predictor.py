@@ -15,7 +15,9 @@ A V1 instance must name every feature (null for an unknown value), so that a mis
 request is a 400 naming the field. A failure inside the model is not the caller's fault and must
 not become a 5xx: the server answers the configured fallback score for every row, marks the
 response degraded (header `x-slipway-degraded: <reason>`, V2 parameter `degraded`) and counts it
-in `slipway_degraded_responses_total`.
+in `slipway_degraded_responses_total`. With online features configured (serving/online_features.py),
+the request's entity columns are looked up in the feature store first; a store that fails answers
+every feature missing and marks the response `feature-store-unavailable`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from prometheus_client import Counter
 
 from slipway.components.model_artifact import LoadedModel
 from slipway.components.preprocessing import FeatureInputError
+from slipway.serving.online_features import OnlineFeatures
 from slipway.serving.prediction_log import PredictionLogger
 
 log = logging.getLogger(__name__)
@@ -69,11 +72,13 @@ class SlipwayPredictor(kserve.Model):
         model: LoadedModel,
         settings: PredictorSettings,
         prediction_log: PredictionLogger | None = None,
+        online_features: OnlineFeatures | None = None,
     ) -> None:
         super().__init__(name, return_response_headers=True)
         self.model = model
         self.settings = settings
         self.prediction_log = prediction_log
+        self.online_features = online_features
         self.features = model.preprocessing.numeric + model.preprocessing.categorical
         self.ready = True
 
@@ -159,11 +164,20 @@ class SlipwayPredictor(kserve.Model):
                                f"{self.settings.max_batch_rows} (--max-batch-rows)")
 
     def _score(self, columns: dict[str, list[Any]]) -> tuple[np.ndarray, str | None]:
-        """Model scores, or the fallback score with the reason when the model fails."""
+        """Model scores (with the online features added first, when configured), or the fallback score with
+        the reason when the model fails; a feature store that fails marks the answer degraded."""
         rows = len(next(iter(columns.values())))
         PREDICTED_ROWS.labels(self.name).inc(rows)
+        degraded = None
+        if self.online_features is not None:
+            try:
+                columns, degraded = self.online_features.enrich(columns)
+            except KeyError as error:
+                raise InvalidInput(str(error.args[0])) from None
+            if degraded:
+                DEGRADED_RESPONSES.labels(self.name, degraded).inc()
         try:
-            return self.model.predict_proba(columns), None
+            return self.model.predict_proba(columns), degraded
         except FeatureInputError as error:
             raise InvalidInput(str(error)) from None
         except Exception:  # noqa: BLE001 - any model failure degrades to the fallback instead of a 5xx

@@ -42,6 +42,9 @@ class ServeConfig:
     prediction_log: Path | None = None  # JSONL file of CloudEvents, one request/response pair per sampled call
     log_sample_rate: float = 1.0
     access_log: bool = False
+    # Look the request's entities up in the online feature store (SLIPWAY_FEAST_* from the environment,
+    # else the embedded store in `feature_repo`); None: the model is served without online features.
+    feature_repo: Path | None = None
 
     def __post_init__(self) -> None:
         if self.workers != 1:
@@ -73,9 +76,17 @@ def build_predictor(config: ServeConfig) -> Any:
         prediction_log = PredictionLogger(PredictionLogConfig(
             path=config.prediction_log, inference_service=name, source=f"http://localhost:{config.http_port}/",
             sample_rate=config.log_sample_rate))
-    log.info("serving %s (from %s) as %r; fallback score %.4f", source.path, config.model_uri, name,
-             settings.fallback_score)
-    return SlipwayPredictor(name, model, settings, prediction_log)
+    online = None
+    if config.feature_repo is not None:
+        from slipway.components.feature_store import StoreConfig
+        from slipway.problem import load_problem
+        from slipway.serving.online_features import OnlineFeatures
+
+        problem = load_problem(model.metadata.get("lineage", {}).get("problem") or "chicago_taxi")
+        online = OnlineFeatures(StoreConfig.from_env(config.feature_repo), problem)
+    log.info("serving %s (from %s) as %r; fallback score %.4f%s", source.path, config.model_uri, name,
+             settings.fallback_score, "; online features from the feature store" if online else "")
+    return SlipwayPredictor(name, model, settings, prediction_log, online)
 
 
 def serve(config: ServeConfig) -> None:

@@ -8,11 +8,14 @@ http(s) URIs. Each starts once per test session on a free port, only when a test
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
 import random
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -154,22 +157,18 @@ def http_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
 
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `redis-server` on 127.0.0.1, nothing persisted: yields its address, "127.0.0.1:<port>".
+@contextlib.contextmanager
+def running_redis(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real `redis-server` on 127.0.0.1, nothing persisted: yields ("127.0.0.1:<port>", its process).
 
     The cluster's online feature store is Redis, so its tests run against the real server and fail,
     not skip, when it is absent: `make test` installs Debian's redis-server first. The probe is a
-    raw PING, so the fixture does not depend on the Python client the code under test uses.
+    raw PING, so the fixture does not depend on the Python client the code under test uses. A
+    test may stop the process itself (the store going away); it is reaped here either way.
     """
-    import contextlib
-    import shutil
-    import subprocess
-
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: `make test` installs it (apt-get install redis-server)")
-    root = tmp_path_factory.mktemp("redis-server")
     port = free_port()
     command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
     with (root / "server.log").open("wb") as log:
@@ -183,13 +182,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server on port {port} did not answer PING within 10 s")
             time.sleep(0.02)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", server
     finally:
         server.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             server.wait(timeout=10)
         server.kill()
         server.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real redis-server for the session (see `running_redis`): yields its address."""
+    with running_redis(tmp_path_factory.mktemp("redis-server")) as (address, _):
+        yield address
 
 
 def _redis_answers(port: int) -> bool:

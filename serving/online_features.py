@@ -1,0 +1,81 @@
+"""Request enrichment from the online feature store: entity keys in the request, Feast features added.
+
+This is the transformer step of KServe's predictor/transformer pair. In one `slipway serve`
+process (locally) the predictor calls it before scoring; its features are the same
+"{view}__{feature}" columns the point-in-time training set holds (components/feature_store.py),
+looked up by the request's own entity columns.
+
+The feature store is a dependency the model server must survive losing: when a lookup fails
+(Redis stopped, registry unreadable), every feature is answered missing and the response is marked
+degraded (`feature-store-unavailable`), which the model's preprocessing turns into its missing
+indicators. A request never fails because the store did. Nor should every request wait for it:
+the Redis client retries a refused connection with backoff (seconds), so after a failure the
+store is not asked again for `retry_after_s`; requests meanwhile are answered degraded at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from slipway.components import feature_store
+from slipway.problem import Problem
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+log = logging.getLogger(__name__)
+
+STORE_UNAVAILABLE = "feature-store-unavailable"
+
+
+class OnlineFeatures:
+    """Adds the problem's online features to request columns; opens the store on first use."""
+
+    def __init__(
+        self,
+        config: feature_store.StoreConfig,
+        problem: Problem,
+        retry_after_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if problem.feature_store is None:
+            raise ValueError(f"problem {problem.name!r} defines no feature_store section: nothing to look up")
+        self.config = config
+        self.problem = problem
+        self.columns = [feature_store.full_feature_name(ref) for ref in feature_store.feature_refs(problem)]
+        self.retry_after_s = retry_after_s
+        self._clock = clock
+        self._store: FeatureStore | None = None
+        self._unavailable_until: float | None = None
+
+    def enrich(self, columns: dict[str, list[Any]]) -> tuple[dict[str, list[Any]], str | None]:
+        """`columns` plus every feature column, and the degraded reason (None when the lookup worked).
+
+        The entity columns must be in the request (they are the lookup keys); a missing one is the
+        caller's error, a KeyError naming it. Unknown entities get missing features, not degraded:
+        the store answered, it just knows nothing about them.
+        """
+        missing = [entity for entity in self.problem.entities if entity not in columns]
+        if missing:
+            raise KeyError(f"the request has no {missing} column(s): the feature store is looked up by them")
+        rows = len(columns[self.problem.entities[0]])
+        keys = {entity: columns[entity] for entity in self.problem.entities}
+        missing_features = columns | {name: [None] * rows for name in self.columns}
+        if self._unavailable_until is not None and self._clock() < self._unavailable_until:
+            return missing_features, STORE_UNAVAILABLE
+        try:
+            if self._store is None:
+                self._store = feature_store.open_store(self.config, self.problem)
+            answer = feature_store.online_features(self._store, self.problem, keys)
+        except Exception:  # noqa: BLE001 - any store failure degrades; the log keeps the cause
+            log.exception("online feature lookup failed; answering features missing, and not asking the store "
+                          "again for %.0f s", self.retry_after_s)
+            self._unavailable_until = self._clock() + self.retry_after_s
+            return missing_features, STORE_UNAVAILABLE
+        if self._unavailable_until is not None:
+            log.info("the online feature store answers again")
+            self._unavailable_until = None
+        return columns | {name: answer[name] for name in self.columns}, None
