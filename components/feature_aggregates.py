@@ -90,7 +90,7 @@ def compute_entity_features(trips: pd.DataFrame, problem: Problem, entity: str) 
         if column not in trips.columns:
             raise FeatureError(f"missing column {column!r} (problem {problem.name!r} needs it for the "
                                f"{entity} features); the trips have {list(trips.columns)}")
-    times = _event_times(trips[ts_column], ts_column)
+    times = utc_times(trips[ts_column], ts_column).dt.tz_localize(None).to_numpy().view("int64")
     keys = entity_key_values(trips[entity], problem, entity)
 
     codes, key_values = pd.factorize(keys, sort=True)
@@ -170,14 +170,15 @@ def _check_entity(problem: Problem, entity: str) -> None:
         raise FeatureError(f"{entity!r} is not an entity of problem {problem.name!r} ({list(problem.entities)})")
 
 
-def _event_times(values: pd.Series, column: str) -> np.ndarray:
-    """Trip times as int64 nanoseconds since the epoch, UTC (a time without a zone is taken as UTC)."""
+def utc_times(values: pd.Series, column: str, rows: str = "trip(s)") -> pd.Series:
+    """Times as datetime64[ns, UTC] (a time without a zone is taken as UTC, as everywhere in Slipway); an
+    error naming `column` when it holds no timestamps or some `rows` have none."""
     if not pd.api.types.is_datetime64_any_dtype(values):
         raise FeatureError(f"column {column!r} has type {values.dtype}, expected timestamps")
     if values.isna().any():
-        raise FeatureError(f"column {column!r}: {int(values.isna().sum())} trip(s) have no timestamp")
+        raise FeatureError(f"column {column!r}: {int(values.isna().sum())} {rows} have no timestamp")
     utc = values.dt.tz_convert("UTC") if values.dt.tz is not None else values.dt.tz_localize("UTC")
-    return utc.dt.as_unit("ns").dt.tz_localize(None).to_numpy().view("int64")
+    return utc.dt.as_unit("ns")
 
 
 def _aggregate_values(trips: pd.DataFrame, aggregate: AggregateSpec, problem: Problem) -> np.ndarray:

@@ -71,7 +71,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 import pandas as pd
 
-from slipway.components.feature_aggregates import EVENT_TIMESTAMP, entity_key_values, feature_columns
+from slipway.components.feature_aggregates import (
+    EVENT_TIMESTAMP,
+    FeatureError,
+    entity_key_values,
+    feature_columns,
+    utc_times,
+)
 from slipway.problem import Problem
 from slipway.storage import StorageConfig
 
@@ -334,7 +340,10 @@ def training_set(
                                     f"they have {list(entity_rows.columns)}")
     _require_registry(store)
     started = time.perf_counter()
-    times = _utc_times(entity_rows[ts_column], ts_column)
+    try:
+        times = utc_times(entity_rows[ts_column], ts_column, rows="entity row(s)").reset_index(drop=True)
+    except FeatureError as error:
+        raise FeatureStoreError(str(error)) from None
     result = entity_rows.copy()
     kept = pd.Series(True, index=entity_rows.index)
     for view, names in by_view.items():
@@ -529,16 +538,6 @@ def _rows_between(path: str, start: datetime, end: datetime) -> int:
 
     timestamps = ds.field(EVENT_TIMESTAMP)
     return ds.dataset(path).count_rows(filter=(timestamps >= start) & (timestamps <= end))
-
-
-def _utc_times(values: pd.Series, column: str) -> pd.Series:
-    """Entity row times as datetime64[ns, UTC]; times without a zone are UTC, as everywhere in Slipway."""
-    if not pd.api.types.is_datetime64_any_dtype(values):
-        raise FeatureStoreError(f"column {column!r} has type {values.dtype}, expected timestamps")
-    if values.isna().any():
-        raise FeatureStoreError(f"column {column!r}: {int(values.isna().sum())} entity row(s) have no timestamp")
-    utc = values.dt.tz_convert("UTC") if values.dt.tz is not None else values.dt.tz_localize("UTC")
-    return utc.dt.as_unit("ns").reset_index(drop=True)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -22,6 +22,7 @@ from kserve import InferenceGRPCClient, InferInput, InferRequest
 from slipway.components.model_artifact import METADATA_FILE, WEIGHTS_FILE, load_model
 from slipway.components.registry import ModelRegistry
 from slipway.components.tracking import TrackingConfig, TrainingRun
+from slipway.serving.deploy import json_instances
 from slipway.serving.model_source import fetch_model
 from slipway.serving.prediction_log import read_events
 from slipway.serving.predictor import DEGRADED_HEADER, PredictorSettings, SlipwayPredictor, fallback_score_of
@@ -29,12 +30,6 @@ from slipway.storage import upload
 
 NAME = "chicago_taxi"
 ROWS = 32
-
-
-def json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as a client sends them: JSON values, null for missing."""
-    return [{k: (None if pd.isna(v) else v.isoformat() if isinstance(v, pd.Timestamp) else v)
-             for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +74,7 @@ def v2_inputs(frame: pd.DataFrame, features: list[str], categorical: list[str]) 
 
 
 def test_v1_answers_the_libraries_scores_for_a_batch_of_real_rows(server, eval_rows, expected) -> None:
-    response = httpx.post(f"{server['url']}/v1/models/{NAME}:predict", json={"instances": json_rows(eval_rows)})
+    response = httpx.post(f"{server['url']}/v1/models/{NAME}:predict", json={"instances": json_instances(eval_rows)})
     assert response.status_code == 200, response.text
     assert np.allclose(response.json()["predictions"], expected, atol=1e-6)
     assert DEGRADED_HEADER not in response.headers
@@ -148,7 +143,7 @@ def test_a_malformed_v1_request_is_a_400_naming_the_field(server, body, status, 
 
 def test_a_bad_value_or_too_big_a_request_is_refused_with_its_reason(server, eval_rows) -> None:
     url = f"{server['url']}/v1/models/{NAME}:predict"
-    [row] = json_rows(eval_rows.head(1))
+    [row] = json_instances(eval_rows.head(1))
     bad = httpx.post(url, json={"instances": [row | {"fare": "twelve"}]})
     assert bad.status_code == 400 and "feature 'fare': expected numbers (or null)" in bad.json()["error"]
     many = httpx.post(url, json={"instances": [row] * 101})
@@ -167,7 +162,7 @@ def test_a_bad_value_or_too_big_a_request_is_refused_with_its_reason(server, eva
 
 def test_served_requests_are_logged_as_kserve_cloudevents(server, eval_rows) -> None:
     headers = {"x-request-id": "logged-1"}
-    httpx.post(f"{server['url']}/v1/models/{NAME}:predict", json={"instances": json_rows(eval_rows.head(2))},
+    httpx.post(f"{server['url']}/v1/models/{NAME}:predict", json={"instances": json_instances(eval_rows.head(2))},
                headers=headers)
     deadline = time.monotonic() + 10
     while True:
@@ -190,7 +185,7 @@ def test_a_failing_model_answers_the_fallback_marked_degraded_not_a_5xx(taxi_mod
     model.module.forward = broken
     predictor = SlipwayPredictor(NAME, model, PredictorSettings(fallback_score=fallback_score_of(model, None)))
     headers: dict[str, str] = {}
-    response = predictor.predict({"instances": json_rows(eval_rows.head(3))}, {}, headers)
+    response = predictor.predict({"instances": json_instances(eval_rows.head(3))}, {}, headers)
     prior = model.metadata["lineage"]["train_positive_rate"]
     assert 0.1 < prior < 0.5 and response == {"predictions": [prior] * 3}
     assert headers == {DEGRADED_HEADER: "model-error"}
