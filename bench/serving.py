@@ -55,6 +55,7 @@ from loadgen import write_bodies
 
 from slipway.atomic import atomic_output
 from slipway.capacity import DEFAULT_BATCH_SIZES, BatchLatency, LatencyProfile, save_profile
+from slipway.components.preprocessing import model_features
 from slipway.problem import Problem, load_problem
 
 BENCH = Path(__file__).resolve().parent
@@ -87,12 +88,18 @@ def log(message: str) -> None:
 
 
 def eval_split(problem: Problem, directory: Path) -> tuple[Path, Path]:
+    """The sample's training sets, as the pipeline trains on: each trip with its point-in-time Feast features."""
+    from slipway.components.feature_store import local_store, training_set
     from slipway.components.ingestion import ingest_source
     from slipway.sample_data import fetch_sample
 
-    train, evaluation = directory / "train.parquet", directory / "eval.parquet"
-    ingest_source(str(fetch_sample()["data.csv"]), problem, train, evaluation)
-    return train, evaluation
+    raw = directory / "train-raw.parquet", directory / "eval-raw.parquet"
+    ingest_source(str(fetch_sample()["data.csv"]), problem, *raw)
+    store = local_store(raw, problem, directory / "feature_repo")
+    joined = directory / "train.parquet", directory / "eval.parquet"
+    for split, path in zip(raw, joined, strict=True):
+        training_set(store, problem, pd.read_parquet(split)).to_parquet(path)
+    return joined
 
 
 def train_model(problem: Problem, train: Path, evaluation: Path, directory: Path) -> Path:
@@ -112,10 +119,9 @@ def json_value(value: Any) -> Any:
 class Requests:
     """Pre-encoded request bodies for each protocol and batch size, from consecutive real eval rows."""
 
-    def __init__(self, frame: pd.DataFrame, problem: Problem, name: str) -> None:
+    def __init__(self, frame: pd.DataFrame, features: tuple[list[str], list[str]], name: str) -> None:
         self.name = name
-        self.numeric = list(problem.features.numeric)
-        self.categorical = list(problem.features.categorical)
+        self.numeric, self.categorical = features
         self.columns = {f: [json_value(v) for v in frame[f].tolist()] for f in self.numeric + self.categorical}
         self.rows = len(frame)
 
@@ -458,14 +464,14 @@ def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="slipway-bench-serving-") as tmp:
         workdir = Path(tmp)
-        log("ingesting the taxi sample")
+        log("ingesting the taxi sample and joining its point-in-time Feast features")
         train, evaluation = eval_split(problem, workdir)
         if args.model is None:
             log("training a model on the sample (3 epochs)")
             args.model = str(train_model(problem, train, evaluation, workdir))
         results["model"] = args.model if not args.model.startswith(tmp) else "trained on the sample (3 epochs)"
         frame = pd.read_parquet(evaluation)
-        requests = Requests(frame, problem, problem.name)
+        requests = Requests(frame, model_features(problem), problem.name)
         log(f"encoding requests from {len(frame):,} eval rows")
         files = {(p, b): requests.write(p, b, workdir) for p in PROTOCOLS for b in CLOSED_BATCHES}
         profile_files = {b: requests.write("v2-rest", b, workdir) for b in DEFAULT_BATCH_SIZES}

@@ -409,5 +409,6 @@ def training_set(
     joined = feature_store.training_set(feature_store.open_store(config, loaded), loaded, rows)
     with atomic_output(Path(features.path)) as temp:
         joined.to_parquet(temp)
-    features.metadata.update({"rows": len(joined), "dropped_rows": len(rows) - len(joined),
-                              "features": feature_store.feature_refs(loaded)})
+    # The trips' own lineage (source, sha256, split) carries over: the model's lineage reads it from here.
+    features.metadata.update({**trips.metadata, "rows": len(joined), "dropped_rows": len(rows) - len(joined),
+                              "columns": list(joined.columns), "features": feature_store.feature_refs(loaded)})

@@ -15,6 +15,13 @@ Because every trip creates a row at its own time, Feast's point-in-time join of 
 always finds a feature row of its entity at distance zero, and that row holds exactly the history
 before the trip.
 
+`write_feature_tables` also writes a snapshot row per key at `as_of`, one second after the batch's
+last trip by default: the key's aggregates over [as_of - window, as_of), so every trip of the batch
+counts, the key's latest included, and a key quiet for a week has 0 trips in its 7-day window rather
+than the counts of its last busy day. It is what `materialize` loads into the online store (the
+newest row of each key) and so what serving reads until the next batch; no training trip is at or
+after `as_of`, so no training row ever joins it.
+
 A missing entity value gets the problem's `missing_keys` key (`-1`, `"(unknown)"`), so trips
 without a company share one history instead of having none; `entity_key_values` is that rule, for
 the Feast layer and serving to use too. `feature_columns` is the one list of the feature names.
@@ -43,6 +50,8 @@ from slipway.problem import AggregateSpec, FeatureStoreSpec, Problem
 log = logging.getLogger(__name__)
 
 EVENT_TIMESTAMP = "event_timestamp"
+# The snapshot rows' time after a batch's last trip: late enough that the last trip counts.
+SNAPSHOT_DELAY = pd.Timedelta(seconds=1)
 
 
 class FeatureError(ValueError):
@@ -74,10 +83,13 @@ def entity_key_values(values: pd.Series, problem: Problem, entity: str) -> pd.Se
     return values.astype("string").fillna(missing_key)
 
 
-def compute_entity_features(trips: pd.DataFrame, problem: Problem, entity: str) -> pd.DataFrame:
+def compute_entity_features(
+    trips: pd.DataFrame, problem: Problem, entity: str, as_of: pd.Timestamp | None = None
+) -> pd.DataFrame:
     """One entity's feature table: the key, `event_timestamp` and one float64 column per feature.
 
-    Rows are the distinct (key, trip time) pairs, sorted by key then time. `count` is the number of
+    Rows are the distinct (key, trip time) pairs, and with `as_of` (after every trip) a snapshot row
+    per key at that time, sorted by key then time. `count` is the number of
     the key's trips in [t - window, t) (0.0 for none); `mean` is the mean of the aggregate's `of`
     expression over them, NaN when no trip in the window has a value. Non-finite values of `of`
     (a tip rate over a zero fare is inf or NaN) count as missing: one such trip would otherwise make
@@ -90,7 +102,11 @@ def compute_entity_features(trips: pd.DataFrame, problem: Problem, entity: str) 
         if column not in trips.columns:
             raise FeatureError(f"missing column {column!r} (problem {problem.name!r} needs it for the "
                                f"{entity} features); the trips have {list(trips.columns)}")
-    times = utc_times(trips[ts_column], ts_column).dt.tz_localize(None).to_numpy().view("int64")
+    times = utc_times(trips[ts_column], ts_column)
+    if as_of is not None:
+        trips = _with_snapshot_probes(trips, entity, ts_column, times, as_of)
+        times = utc_times(trips[ts_column], ts_column)
+    times = times.dt.tz_localize(None).to_numpy().view("int64")
     keys = entity_key_values(trips[entity], problem, entity)
 
     codes, key_values = pd.factorize(keys, sort=True)
@@ -131,20 +147,29 @@ def compute_entity_features(trips: pd.DataFrame, problem: Problem, entity: str) 
     return pd.concat([table, pd.DataFrame(features)[feature_columns(problem)]], axis=1)
 
 
-def write_feature_tables(trips_path: Path, problem: Problem, out_dir: Path) -> dict[str, Path]:
-    """Writes `<entity>.parquet` for every entity from the ingested trips; all appear together or none."""
+def write_feature_tables(
+    trips_path: Path, problem: Problem, out_dir: Path, as_of: pd.Timestamp | None = None
+) -> dict[str, Path]:
+    """Writes `<entity>.parquet` for every entity from the ingested trips, with each key's snapshot row at
+    `as_of` (default: `SNAPSHOT_DELAY` after the last trip); all tables appear together or none."""
     trips_path, out_dir = Path(trips_path), Path(out_dir)
     try:
         trips = pd.read_parquet(trips_path)
     except (OSError, ValueError) as exc:
         raise FeatureError(f"{trips_path}: not a readable Parquet file of trips: {exc}") from exc
-    log.info("computing %d features for entities %s from %d trips in %s", len(feature_columns(problem)),
-             list(problem.entities), len(trips), trips_path)
+    ts_column = problem.timestamp.column
+    if as_of is None and ts_column in trips.columns and not trips.empty:  # else compute_entity_features says why
+        try:
+            as_of = utc_times(trips[ts_column], ts_column).max() + SNAPSHOT_DELAY
+        except FeatureError as exc:
+            raise FeatureError(f"{trips_path}: {exc}") from exc
+    log.info("computing %d features for entities %s from %d trips in %s, snapshot rows as of %s",
+             len(feature_columns(problem)), list(problem.entities), len(trips), trips_path, as_of)
     tables = {}
     for entity in problem.entities:
         started = time.perf_counter()
         try:
-            tables[entity] = compute_entity_features(trips, problem, entity)
+            tables[entity] = compute_entity_features(trips, problem, entity, as_of)
         except FeatureError as exc:
             raise FeatureError(f"{trips_path}: {exc}") from exc
         seconds = time.perf_counter() - started
@@ -157,6 +182,23 @@ def write_feature_tables(trips_path: Path, problem: Problem, out_dir: Path) -> d
             tables[entity].to_parquet(temp, index=False)
     log.info("wrote feature tables %s to %s", sorted(paths), out_dir)
     return paths
+
+
+def _with_snapshot_probes(
+    trips: pd.DataFrame, entity: str, ts_column: str, times: pd.Series, as_of: pd.Timestamp
+) -> pd.DataFrame:
+    """The trips plus one probe per entity value at `as_of`, other columns missing: each probe gets its row
+    like a trip, and adds to no aggregate, because rows aggregate only what is strictly before them and
+    no trip or probe of its key is at or after `as_of` except itself."""
+    as_of = pd.Timestamp(as_of)
+    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    if len(times) and as_of <= times.max():
+        raise FeatureError(f"snapshot time {as_of.isoformat()} must be after the last trip "
+                           f"({times.max().isoformat()}), or a trip would be left out of the snapshot")
+    values = trips[entity].drop_duplicates()
+    stamp = as_of if trips[ts_column].dt.tz is not None else as_of.tz_localize(None)  # the trips' own kind
+    probes = pd.DataFrame({entity: values.to_numpy(), ts_column: pd.Series(stamp, index=range(len(values)))})
+    return pd.concat([trips, probes.astype({entity: trips[entity].dtype})], ignore_index=True)
 
 
 def _feature_store(problem: Problem) -> FeatureStoreSpec:

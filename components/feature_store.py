@@ -43,13 +43,14 @@ What Feast 0.67 does that these functions guard against (each has a test):
   not exist". Reads check first and say to run feast_apply.
 - **Online reads do not apply the TTL**: a materialized row is served however old it is (the tests
   serve rows from 2024), while a point-in-time join drops it. Materializing regularly, with `end` the
-  latest data time, is what keeps the two in step.
+  latest data time, is what keeps the two in step. The newest row of each key is its snapshot row
+  (feature_aggregates), the aggregates as of just after the batch's last trip.
 - **The file offline store's join grows with the square of the rows per key**: it joins every entity
   row with every feature row of its key, then filters. The sample's 8,000 training trips take about
-  30 s on two cores (20 s with `xxhash` installed: without it dask hashes every intermediate array with
-  SHA-1, because mmh3 5 refuses writable buffers). Feast's DuckDB store did the same join in 1.5 s
-  with identical output, but (Feast 0.67, duckdb 2.0, ibis 12) it keeps rows past the TTL
-  and its materialization fails on nanosecond UTC timestamps; a larger data set needs one of them
+  20 s on two cores, with `xxhash` installed (core.in): without it dask hashes every intermediate array
+  with SHA-1, because mmh3 5 refuses writable buffers, and the join takes 30 s. Feast's DuckDB store
+  did the same join in 1.5 s with identical output, but (Feast 0.67, duckdb 2.0, ibis 12) it keeps
+  rows past the TTL and its materialization fails on nanosecond UTC timestamps; a larger data set needs one of them
   fixed, or another offline store.
 
 Importing Feast takes 6-8 s (it imports torch and FastAPI), so it is imported inside the
@@ -232,6 +233,14 @@ def full_feature_name(ref: str) -> str:
     return f"{view}__{feature}"
 
 
+def joined_columns(problem: Problem) -> list[str]:
+    """The columns a training set adds and an online lookup answers, "{view}__{feature}" for every feature,
+    in `feature_refs` order; none for a problem without a feature_store section (its model reads raw columns)."""
+    if problem.feature_store is None:
+        return []
+    return [full_feature_name(ref) for ref in feature_refs(problem)]
+
+
 def definitions(problem: Problem, tables: Mapping[str, str | Path]) -> list[Any]:
     """The Feast objects of the problem: an Entity per entity, then a FeatureView per entity.
 
@@ -372,6 +381,22 @@ def training_set(
     log.info("training set: %d rows x %d features in %.2f s", int(kept.sum()),
              sum(len(n) for n in by_view.values()), time.perf_counter() - started)
     return result[kept.to_numpy()]
+
+
+def local_store(splits: Sequence[Path], problem: Problem, repo_dir: Path) -> FeatureStore:
+    """The pipeline's feature steps up to `feast_apply` in one call, for work outside a pipeline (`slipway
+    train`, tests, benchmarks, a notebook): the aggregate tables of every split's trips in
+    `repo_dir/tables`, and an embedded store in `repo_dir` with the views applied. Then
+    `training_set(store, problem, split)` joins any of the splits."""
+    from slipway.components.feature_aggregates import write_feature_tables
+
+    repo_dir = Path(repo_dir)
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    trips = repo_dir / "trips.parquet"
+    pd.concat([pd.read_parquet(path) for path in splits], ignore_index=True).to_parquet(trips)
+    store = open_store(StoreConfig(repo_dir=repo_dir), problem)
+    apply(store, problem, write_feature_tables(trips, problem, repo_dir / "tables"))
+    return store
 
 
 def online_features(

@@ -1,5 +1,10 @@
 """Feature preprocessing fitted on the train split only, saved with the model, applied identically in serving.
 
+The model's features are the problem's raw trip features and, when the problem has a
+`feature_store` section, every Feast feature of its point-in-time training set
+(`"{view}__{feature}"`, numeric): `model_features` is that one list, which training checks its
+data against and the saved preprocessing records, so serving asks for exactly these.
+
 Numerics are standardised with the train split's mean and standard deviation; a missing value
 becomes 0 (the mean) and sets a per-feature missing indicator, so "unknown" stays informative.
 Categoricals map to integer ids through a vocabulary of values seen at least
@@ -20,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from slipway.components.feature_store import joined_columns
 from slipway.problem import Problem
 
 MIN_CATEGORY_COUNT = 5
@@ -44,22 +50,23 @@ class Preprocessing:
     @classmethod
     def fit(cls, train: pd.DataFrame, problem: Problem) -> Preprocessing:
         """Learns the transform from the train split (never from eval: that would leak)."""
+        numeric, categorical = model_features(problem)
         means, stds = [], []
-        for column in problem.features.numeric:
+        for column in numeric:
             values = train[column].astype("float64")
             mean, std = values.mean(), values.std()
             means.append(0.0 if math.isnan(mean) else float(mean))
             stds.append(1.0 if math.isnan(std) or std == 0 else float(std))
         vocabularies = []
-        for column in problem.features.categorical:
+        for column in categorical:
             counts = pd.Series([category_key(v) for v in _values(train[column])], dtype="string").value_counts()
             kept = counts[counts >= MIN_CATEGORY_COUNT]
             vocabularies.append(sorted(kept.index, key=lambda v: (-kept[v], v)))
         return cls(
-            numeric=list(problem.features.numeric),
+            numeric=numeric,
             means=means,
             stds=stds,
-            categorical=list(problem.features.categorical),
+            categorical=categorical,
             vocabularies=vocabularies,
             label=problem.label.name,
         )
@@ -111,6 +118,11 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         return cls(**data)
+
+
+def model_features(problem: Problem) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) columns the model reads: the problem's features, then its Feast features."""
+    return [*problem.features.numeric, *joined_columns(problem)], list(problem.features.categorical)
 
 
 def category_key(value: Any) -> str | None:

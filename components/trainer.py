@@ -50,8 +50,9 @@ from slipway import logs
 from slipway.atomic import atomic_output
 from slipway.components import models
 from slipway.components.checkpoints import Checkpoint, load_latest_checkpoint, save_checkpoint
+from slipway.components.feature_store import joined_columns
 from slipway.components.model_artifact import save_model
-from slipway.components.preprocessing import Preprocessing
+from slipway.components.preprocessing import Preprocessing, model_features
 from slipway.components.tracking import TrackingConfig, TrainingRun, lineage_tags
 from slipway.components.train_config import TrainConfig
 from slipway.problem import Problem, load_problem
@@ -146,9 +147,14 @@ def read_training_data(path: Path, problem: Problem, role: str) -> pd.DataFrame:
     if frame[label].isna().any() or not values <= {0, 1}:
         shown = sorted(map(str, values))[:5] + (["<missing>"] if frame[label].isna().any() else [])
         raise TrainingDataError(f"{role} data {path}: label {label!r} must be binary (0/1 or bool), found {shown}")
-    missing_columns = [c for c in problem.features.all if c not in frame.columns]
+    numeric, categorical = model_features(problem)
+    missing_columns = [c for c in numeric + categorical if c not in frame.columns]
     if missing_columns:
-        raise TrainingDataError(f"{role} data {path}: missing feature column(s) {missing_columns}")
+        hint = ""
+        if set(missing_columns) & set(joined_columns(problem)):
+            hint = (f"; problem {problem.name!r} has a feature_store section, so the model also reads its Feast "
+                    "features: train on the training_set step's Dataset (the split joined point in time)")
+        raise TrainingDataError(f"{role} data {path}: missing feature column(s) {missing_columns}{hint}")
     for column in problem.features.required:
         missing = int(frame[column].isna().sum())
         if missing:

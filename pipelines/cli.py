@@ -128,6 +128,9 @@ def _summary(run: Any, arguments: dict[str, Any], pipeline_root: Path) -> str:
             lines.append(f"  deployment: {deployed} (report: {rollout.parent / 'report'})")
         if deployed == "promoted":
             lines.append(f"  version {version} is the champion; undo with: slipway rollback --model {name}{where}")
+            repo = Path(arguments.get("feature_repo") or pipeline_root / "feature_repo")
+            features = f" --features {repo}" if (repo / "registry.db").is_file() else ""
+            lines.append(f"  serve it: slipway serve --model models:/{name}@champion{features}{where}")
         elif run.outputs.get("decision") == BLESSED:
             lines.append(f"  the champion did not move: the canary was rolled back; to promote anyway: "
                          f"slipway promote --model {name} --version {version}{where}")
@@ -173,10 +176,14 @@ def _train_config_options(command: Callable) -> Callable:
 @_train_config_options
 def train_command(data_uri: str | None, problem: str, processes: int, output_dir: Path | None, tracking_uri: str,
                   **hyperparameters: Any) -> None:
-    """Train outside a pipeline: ingest and time-split the data, then train with DDP, tracked in MLflow.
+    """Train outside a pipeline: ingest and time-split the data, join each split with its point-in-time Feast
+    features (a store of its own under the output directory), then train with DDP, tracked in MLflow.
 
     The same code, options and model artifact as the pipeline's `train` step.
     """
+    import pandas as pd
+
+    from slipway.components.feature_store import FeatureStoreError, local_store, training_set
     from slipway.components.ingestion import IngestError, ingest_source
     from slipway.components.launcher import TrainingLaunchError, run_local_training
     from slipway.components.tracking import TrackingConfig
@@ -194,13 +201,21 @@ def train_command(data_uri: str | None, problem: str, processes: int, output_dir
     source = data_uri or str(fetch_sample()["data.csv"])
     try:
         loaded = load_problem(problem)
-        ingested = ingest_source(source, loaded, output_dir / "train.parquet", output_dir / "eval.parquet")
+        raw = output_dir / "ingested" / "train.parquet", output_dir / "ingested" / "eval.parquet"
+        ingested = ingest_source(source, loaded, *raw)
+        splits = output_dir / "train.parquet", output_dir / "eval.parquet"
+        if loaded.feature_store is None:
+            splits = raw
+        else:
+            store = local_store(raw, loaded, output_dir / "feature_repo")
+            for split, path in zip(raw, splits, strict=True):
+                training_set(store, loaded, pd.read_parquet(split)).to_parquet(path)
         tracking = TrackingConfig.resolve(tracking_uri, output_dir.parent)
-        args = trainer_arguments(str(output_dir / "train.parquet"), str(output_dir / "eval.parquet"),
+        args = trainer_arguments(str(splits[0]), str(splits[1]),
                                  str(output_dir / "model"), str(output_dir / "checkpoints"), problem, config,
                                  tracking, Lineage(data_sha256=ingested.source_sha256, train_data=source))
         result = run_local_training(args, processes)
-    except (ProblemError, IngestError, TrainingLaunchError, ValueError) as exc:
+    except (ProblemError, IngestError, FeatureStoreError, TrainingLaunchError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"\nTrained {config.architecture} with {result.world_size} process(es) on {result.device}: "
                f"eval AUC {result.eval_auc:.4f} at epoch {result.best_epoch} of {result.epochs_run}, "
@@ -317,15 +332,22 @@ def _model_dir(ref: str, tracking_uri: str, workdir: Path) -> Path:
 
 
 def _eval_rows(data_uri: str | None, problem: str, workdir: Path) -> Any:
+    """The eval split of --data, each row with its point-in-time Feast features when the problem has them."""
     import pandas as pd
 
+    from slipway.components.feature_store import local_store, training_set
     from slipway.components.ingestion import ingest_source
     from slipway.problem import load_problem
     from slipway.sample_data import fetch_sample
 
     source = data_uri or str(fetch_sample()["data.csv"])
-    ingest_source(source, load_problem(problem), workdir / "train.parquet", workdir / "eval.parquet")
-    return pd.read_parquet(workdir / "eval.parquet")
+    loaded = load_problem(problem)
+    splits = workdir / "train.parquet", workdir / "eval.parquet"
+    ingest_source(source, loaded, *splits)
+    rows = pd.read_parquet(splits[1])
+    if loaded.feature_store is None:
+        return rows
+    return training_set(local_store(splits, loaded, workdir / "feature_repo"), loaded, rows)
 
 
 @cli.command("deploy")

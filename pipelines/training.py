@@ -1,12 +1,16 @@
 """The `training` pipeline: from a raw source to a served model, deployed only if blessed and canaried.
 
-Read it top to bottom to follow one row of data: `ingest` types and time-splits the source,
-`train` fits the model on the train split, `evaluate` measures it on the eval split (the future),
+Read it top to bottom to follow one row of data: `ingest` types and time-splits the source;
+`feature_tables` computes each entity's windowed aggregates of earlier trips (Feast's offline
+store), `feast_apply` registers the feature views, `training_set` joins every trip of each split
+with its features as of the trip's own time (point in time, no later), and `materialize` loads
+the newest features into the online store that serving reads. `train` fits the model on the train
+training set, `evaluate` measures it on the eval training set (the future),
 `bless` compares it with the registry's champion on that same split, `register` records it as
 the `challenger` with its lineage and model card, and only a blessed model goes on to `deploy`:
 served by a real KServe model server, smoke-tested, canaried against the champion on live
-traffic, and made `champion` only if the canary passes. Later steps (validate, features, tune:
-DESIGN.md §1) slot in between without changing these steps' contracts.
+traffic, and made `champion` only if the canary passes. Later steps (validate, tune: DESIGN.md
+§1) slot in between without changing these steps' contracts.
 """
 
 from typing import NamedTuple
@@ -14,7 +18,18 @@ from typing import NamedTuple
 from kfp import dsl
 
 from slipway.components.blessing import BLESSED, BlessingPolicy
-from slipway.components.catalog import bless, deploy, evaluate, ingest, register, train
+from slipway.components.catalog import (
+    bless,
+    deploy,
+    evaluate,
+    feast_apply,
+    feature_tables,
+    ingest,
+    materialize,
+    register,
+    train,
+    training_set,
+)
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
 from slipway.problem import DEFAULT_PROBLEM
 from slipway.serving.canary import AnalysisPolicy
@@ -36,7 +51,8 @@ class TrainingOutputs(NamedTuple):
 
 @dsl.pipeline(
     name="training",
-    description="Ingest a CSV/Parquet source, train a model with DDP (tracked in MLflow), evaluate it on a "
+    description="Ingest a CSV/Parquet source, join each trip with its point-in-time Feast features (and "
+                "materialize them for serving), train a model with DDP (tracked in MLflow), evaluate it on a "
                 "time-split eval set, bless it against the registry's champion, register it in MLflow, and "
                 "if blessed serve it with KServe's model server and canary it against the champion before "
                 "promoting it.",
@@ -58,6 +74,7 @@ def training(
     num_nodes: int = 1,
     credentials_secret: str = "",
     tracking_uri: str = "",
+    feature_repo: str = "",
     threshold: float = DEFAULT_THRESHOLD,
     model_name: str = "",
     min_auc: float = BlessingPolicy.min_auc,
@@ -66,7 +83,9 @@ def training(
     canary_min_requests: int = AnalysisPolicy.min_requests,
     traffic_rps: float = LocalDeployConfig.traffic_rps,
 ) -> TrainingOutputs:
-    """`model_name` is the registered model (empty: the problem's name); `min_auc` and `max_auc_drop` are the
+    """`feature_repo` is the Feast store's folder (empty: SLIPWAY_FEAST_* from the environment, else an
+    embedded store under the pipeline root, shared by runs like the MLflow registry); `model_name` is
+    the registered model (empty: the problem's name); `min_auc` and `max_auc_drop` are the
     blessing gate's minimum AUC and the AUC drop from the champion it tolerates; `canary_steps` are the
     percentages of traffic the canary takes in turn, each judged on at least `canary_min_requests` canary
     requests of eval rows replayed at `traffic_rps`."""
@@ -74,9 +93,22 @@ def training(
     # The source behind a URI can change while the URI stays the same (`latest.csv`): never
     # let Kubeflow's cache answer for a fresh read.
     ingested.set_caching_options(False)
+    tables = feature_tables(train_data=ingested.outputs["train_data"], eval_data=ingested.outputs["eval_data"],
+                            problem=problem)
+    store = {"feature_repo": feature_repo, "pipeline_root": dsl.PIPELINE_ROOT_PLACEHOLDER}
+    # The registry and the online store live outside the run: never cached.
+    applied = feast_apply(tables=tables.outputs["tables"], problem=problem, **store).set_caching_options(False)
+    materialize(tables=tables.outputs["tables"], problem=problem, registry=applied.output,
+                **store).set_caching_options(False)
+    train_set = training_set(trips=ingested.outputs["train_data"], problem=problem, registry=applied.output,
+                             **store).set_display_name("train-set").set_caching_options(False)
+    eval_set = training_set(trips=ingested.outputs["eval_data"], problem=problem, registry=applied.output,
+                            **store).set_display_name("eval-set").set_caching_options(False)
+    # From here on the model sees the splits with their features, never the raw ones.
+    train_data, eval_data = train_set.outputs["features"], eval_set.outputs["features"]
     trained = train(
-        train_data=ingested.outputs["train_data"],
-        eval_data=ingested.outputs["eval_data"],
+        train_data=train_data,
+        eval_data=eval_data,
         problem=problem,
         architecture=architecture,
         hidden_units=hidden_units,
@@ -97,7 +129,7 @@ def training(
     )
     evaluated = evaluate(
         model=trained.outputs["model"],
-        eval_data=ingested.outputs["eval_data"],
+        eval_data=eval_data,
         problem=problem,
         threshold=threshold,
     )
@@ -105,7 +137,7 @@ def training(
     # The champion can change between runs while every input here stays the same: never cached.
     blessed = bless(
         evaluation=evaluated.outputs["evaluation"],
-        eval_data=ingested.outputs["eval_data"],
+        eval_data=eval_data,
         problem=problem,
         model_name=model_name,
         min_auc=min_auc,
@@ -114,8 +146,8 @@ def training(
     ).set_caching_options(False)
     registered = register(
         model=trained.outputs["model"],
-        train_data=ingested.outputs["train_data"],
-        eval_data=ingested.outputs["eval_data"],
+        train_data=train_data,
+        eval_data=eval_data,
         evaluation=evaluated.outputs["evaluation"],
         blessing=blessed.outputs["blessing"],
         problem=problem,
@@ -125,7 +157,7 @@ def training(
         **registry,
     ).set_caching_options(False)
     with dsl.If(blessed.outputs["Output"] == BLESSED, name="blessed"):
-        deploy(eval_data=ingested.outputs["eval_data"], problem=problem, model_name=model_name,
+        deploy(eval_data=eval_data, problem=problem, model_name=model_name,
                version=registered.outputs["version"], canary_steps=canary_steps,
                canary_min_requests=canary_min_requests, traffic_rps=traffic_rps,
                **registry).set_caching_options(False)

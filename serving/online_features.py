@@ -45,7 +45,7 @@ class OnlineFeatures:
             raise ValueError(f"problem {problem.name!r} defines no feature_store section: nothing to look up")
         self.config = config
         self.problem = problem
-        self.columns = [feature_store.full_feature_name(ref) for ref in feature_store.feature_refs(problem)]
+        self.columns = feature_store.joined_columns(problem)
         self.retry_after_s = retry_after_s
         self._clock = clock
         self._store: FeatureStore | None = None

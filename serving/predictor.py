@@ -15,9 +15,15 @@ A V1 instance must name every feature (null for an unknown value), so that a mis
 request is a 400 naming the field. A failure inside the model is not the caller's fault and must
 not become a 5xx: the server answers the configured fallback score for every row, marks the
 response degraded (header `x-slipway-degraded: <reason>`, V2 parameter `degraded`) and counts it
-in `slipway_degraded_responses_total`. With online features configured (serving/online_features.py),
-the request's entity columns are looked up in the feature store first; a store that fails answers
-every feature missing and marks the response `feature-store-unavailable`.
+in `slipway_degraded_responses_total`.
+
+A model trained on a problem with a feature store also reads its Feast features
+("{view}__{feature}"). Without online features the request carries them (a caller that has
+joined them itself, as the canary's replay of training-set rows does); with online features
+configured (serving/online_features.py) the request carries only the trip and its entity columns,
+which are looked up in the feature store first, and any feature values it sends are not read: the
+store's are. A store that fails answers every feature missing and marks the response
+`feature-store-unavailable`.
 """
 
 from __future__ import annotations
@@ -65,6 +71,17 @@ class PredictorSettings:
             raise ValueError(f"max_batch_rows must be at least 1, got {self.max_batch_rows}")
 
 
+def request_features(model: LoadedModel, online_features: OnlineFeatures | None) -> list[str]:
+    """The columns a request must carry: the model's features, less those the online store supplies, plus
+    the entity columns that store is looked up by."""
+    features = model.preprocessing.numeric + model.preprocessing.categorical
+    if online_features is None:
+        return features
+    looked_up = set(online_features.columns)
+    kept = [name for name in features if name not in looked_up]
+    return kept + [entity for entity in online_features.problem.entities if entity not in kept]
+
+
 class SlipwayPredictor(kserve.Model):
     def __init__(
         self,
@@ -79,7 +96,7 @@ class SlipwayPredictor(kserve.Model):
         self.settings = settings
         self.prediction_log = prediction_log
         self.online_features = online_features
-        self.features = model.preprocessing.numeric + model.preprocessing.categorical
+        self.features = request_features(model, online_features)
         self.ready = True
 
     def predict(

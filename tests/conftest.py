@@ -226,14 +226,34 @@ def taxi_splits(taxi_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
 
 
 @pytest.fixture(scope="session")
-def taxi_model(taxi_splits: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The MLP trained once on the sample in this process (a few epochs): the model artifact directory."""
+def taxi_training_sets(taxi_splits: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The splits as the training pipeline feeds them to the model: each trip joined point in time with its
+    Feast features (the aggregate tables of train + eval, a local store, `training_set`), once per session
+    (about half a minute: Feast's file offline store). (train.parquet, eval.parquet)."""
+    import pandas as pd
+
+    from slipway.components.feature_store import local_store, training_set
+    from slipway.problem import load_problem
+
+    problem = load_problem("chicago_taxi")
+    out = tmp_path_factory.mktemp("training-sets")
+    store = local_store(taxi_splits, problem, out / "feature_repo")
+    train, evaluation = out / "train.parquet", out / "eval.parquet"
+    for split, path in zip(taxi_splits, (train, evaluation), strict=True):
+        training_set(store, problem, pd.read_parquet(split)).to_parquet(path)
+    return train, evaluation
+
+
+@pytest.fixture(scope="session")
+def taxi_model(taxi_training_sets: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The MLP trained once on the sample's training sets in this process (a few epochs): the model directory."""
     from slipway.components.train_config import TrainConfig
     from slipway.components.trainer import train
     from slipway.problem import load_problem
 
     out = tmp_path_factory.mktemp("model")
-    train(*taxi_splits, load_problem("chicago_taxi"), TrainConfig(epochs=3), out / "model", out / "checkpoints")
+    train(*taxi_training_sets, load_problem("chicago_taxi"), TrainConfig(epochs=3), out / "model",
+          out / "checkpoints")
     return out / "model"
 
 

@@ -90,28 +90,28 @@ def registry_with_champion(tmp_path: Path, taxi_model: Path) -> ModelRegistry:
 
 
 def test_the_champion_is_scored_now_on_the_challengers_eval_split(
-    registry_with_champion: ModelRegistry, taxi_model: Path, taxi_splits: tuple[Path, Path]
+    registry_with_champion: ModelRegistry, taxi_model: Path, taxi_training_sets: tuple[Path, Path]
 ) -> None:
     problem = load_problem("chicago_taxi")
-    measured = evaluate_model(taxi_model, taxi_splits[1], problem)
+    measured = evaluate_model(taxi_model, taxi_training_sets[1], problem)
     # The same model as challenger: the champion, rescored on the same rows, must score exactly the same.
-    same = bless(measured, taxi_splits[1], problem, POLICY, registry_with_champion, "taxi")
+    same = bless(measured, taxi_training_sets[1], problem, POLICY, registry_with_champion, "taxi")
     assert same.blessed and same.champion_version == "1"
     assert same.champion_auc == pytest.approx(measured.auc, abs=1e-12)
 
     worse = dataclasses.replace(measured, auc=measured.auc - 0.02)
-    refused = bless(worse, taxi_splits[1], problem, POLICY, registry_with_champion, "taxi")
+    refused = bless(worse, taxi_training_sets[1], problem, POLICY, registry_with_champion, "taxi")
     assert not refused.blessed
     assert f"regresses from champion version 1's {measured.auc:.4f} by 0.0200" in refused.reasons[-1]
 
 
 def test_a_champion_missing_a_column_of_this_eval_split_is_a_reason_not_a_crash(
-    registry_with_champion: ModelRegistry, taxi_model: Path, taxi_splits: tuple[Path, Path], tmp_path: Path
+    registry_with_champion: ModelRegistry, taxi_model: Path, taxi_training_sets: tuple[Path, Path], tmp_path: Path
 ) -> None:
     problem = load_problem("chicago_taxi")
-    measured = evaluate_model(taxi_model, taxi_splits[1], problem)
+    measured = evaluate_model(taxi_model, taxi_training_sets[1], problem)
     narrower = tmp_path / "eval.parquet"
-    pd.read_parquet(taxi_splits[1]).drop(columns=["trip_miles"]).to_parquet(narrower)
+    pd.read_parquet(taxi_training_sets[1]).drop(columns=["trip_miles"]).to_parquet(narrower)
     decision = bless(measured, narrower, problem, POLICY, registry_with_champion, "taxi")
     assert not decision.blessed
     assert "trip_miles" in decision.reasons[-1] and "could not be scored" in decision.reasons[-1]

@@ -192,8 +192,8 @@ def test_a_bad_profile_file_is_named_in_the_error(tmp_path: Path, content: str, 
 # --- measuring the real model ---------------------------------------------------------------
 
 
-def test_measure_profile_times_the_real_taxi_model(taxi_model: Path, taxi_splits: tuple[Path, Path]) -> None:
-    measured = measure_profile(taxi_model, pd.read_parquet(taxi_splits[1]), repeats=30)
+def test_measure_profile_times_the_real_taxi_model(taxi_model: Path, taxi_training_sets: tuple[Path, Path]) -> None:
+    measured = measure_profile(taxi_model, pd.read_parquet(taxi_training_sets[1]), repeats=30)
     assert [b.batch_size for b in measured.batches] == [1, 8, 32, 128]
     assert all(0 < b.p50_ms <= b.p99_ms for b in measured.batches)
     batch_1, batch_128 = measured.batches[0], measured.batches[-1]
@@ -203,9 +203,10 @@ def test_measure_profile_times_the_real_taxi_model(taxi_model: Path, taxi_splits
 
 
 def test_measure_profile_cycles_rows_when_the_frame_is_smaller_than_a_batch(
-    taxi_model: Path, taxi_splits: tuple[Path, Path]
+    taxi_model: Path, taxi_training_sets: tuple[Path, Path]
 ) -> None:
-    measured = measure_profile(taxi_model, pd.read_parquet(taxi_splits[1]).head(3), batch_sizes=(8, 1), repeats=3)
+    rows = pd.read_parquet(taxi_training_sets[1]).head(3)
+    measured = measure_profile(taxi_model, rows, batch_sizes=(8, 1), repeats=3)
     assert [b.batch_size for b in measured.batches] == [1, 8]
 
 

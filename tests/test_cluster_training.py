@@ -51,14 +51,14 @@ class TrainerPlaysThePod:
                                 "message": f"node-0 exited with code {self.pod.returncode}"}]}
 
 
-def test_a_trainjob_trains_from_object_storage_and_reports_back(s3_config, taxi_splits, tmp_path, monkeypatch):
+def test_a_trainjob_trains_from_object_storage_and_reports_back(s3_config, taxi_training_sets, tmp_path, monkeypatch):
     store = {"AWS_ENDPOINT_URL": s3_config.s3_endpoint, "AWS_REGION": s3_config.s3_region}
     secrets = {"AWS_ACCESS_KEY_ID": s3_config.s3_access_key, "AWS_SECRET_ACCESS_KEY": s3_config.s3_secret_key}
     for name, value in {**store, **secrets}.items():
         monkeypatch.setenv(name, value)  # the launcher reads the result; the job's pods get them from a Secret
     run = f"s3://{S3_BUCKET}/pipeline/run-1"
-    upload(taxi_splits[0], f"{run}/ingest/train_data", s3_config)
-    upload(taxi_splits[1], f"{run}/ingest/eval_data", s3_config)
+    upload(taxi_training_sets[0], f"{run}/ingest/train_data", s3_config)
+    upload(taxi_training_sets[1], f"{run}/ingest/eval_data", s3_config)
     args = trainer_arguments(f"{run}/ingest/train_data", f"{run}/ingest/eval_data", f"{run}/train/model",
                              str(tmp_path / "checkpoints"), "chicago_taxi", TrainConfig(epochs=2))
     result_uri = f"{run}/train/model.result.json"

@@ -20,8 +20,8 @@ CONFIG = LocalDeployConfig(name="chicago_taxi", steps=(20, 100), policy=POLICY, 
 
 
 @pytest.fixture(scope="module")
-def eval_rows(taxi_splits: tuple[Path, Path]) -> pd.DataFrame:
-    return pd.read_parquet(taxi_splits[1])
+def eval_rows(taxi_training_sets: tuple[Path, Path]) -> pd.DataFrame:
+    return pd.read_parquet(taxi_training_sets[1])
 
 
 @pytest.fixture(scope="module")

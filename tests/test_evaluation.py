@@ -33,14 +33,14 @@ def problem() -> Problem:
 
 
 @pytest.fixture(scope="module")
-def result(taxi_model: Path, taxi_splits, problem: Problem) -> Evaluation:
-    return evaluate_model(taxi_model, taxi_splits[1], problem)
+def result(taxi_model: Path, taxi_training_sets, problem: Problem) -> Evaluation:
+    return evaluate_model(taxi_model, taxi_training_sets[1], problem)
 
 
 @pytest.fixture(scope="module")
-def scored(taxi_model: Path, taxi_splits) -> pd.DataFrame:
+def scored(taxi_model: Path, taxi_training_sets) -> pd.DataFrame:
     """The eval split with the model's score per row, computed here independently of evaluate_model."""
-    frame = pd.read_parquet(taxi_splits[1])
+    frame = pd.read_parquet(taxi_training_sets[1])
     return frame.assign(score=load_model(taxi_model).predict_proba(frame))
 
 
@@ -72,16 +72,16 @@ def test_the_roc_curve_is_thinned_for_the_ui_but_keeps_its_ends(result: Evaluati
     assert result.roc_fpr == sorted(result.roc_fpr)
 
 
-def test_a_threshold_moves_precision_and_recall_in_opposite_directions(taxi_model, taxi_splits, problem) -> None:
-    low = evaluate_model(taxi_model, taxi_splits[1], problem, 0.2)
-    high = evaluate_model(taxi_model, taxi_splits[1], problem, 0.8)
+def test_a_threshold_moves_precision_and_recall_in_opposite_directions(taxi_model, taxi_training_sets, problem) -> None:
+    low = evaluate_model(taxi_model, taxi_training_sets[1], problem, 0.2)
+    high = evaluate_model(taxi_model, taxi_training_sets[1], problem, 0.8)
     assert low.recall > high.recall and low.precision < high.precision
     assert low.auc == high.auc
 
 
-def test_a_threshold_outside_zero_to_one_is_refused(taxi_model: Path, taxi_splits, problem) -> None:
+def test_a_threshold_outside_zero_to_one_is_refused(taxi_model: Path, taxi_training_sets, problem) -> None:
     with pytest.raises(ValueError, match="threshold must be between 0 and 1, got 1.5"):
-        evaluate_model(taxi_model, taxi_splits[1], problem, 1.5)
+        evaluate_model(taxi_model, taxi_training_sets[1], problem, 1.5)
 
 
 # --- calibration ---------------------------------------------------------------------------
@@ -143,12 +143,12 @@ def test_slices_are_ordered_by_rows_and_small_values_are_counted_not_dropped(res
 
 
 def test_missing_values_form_their_own_slice_and_min_slice_rows_applies(
-    taxi_model: Path, taxi_splits, problem: Problem, tmp_path: Path
+    taxi_model: Path, taxi_training_sets, problem: Problem, tmp_path: Path
 ) -> None:
     # As floats, the way a Parquet writer without nullable integers stores an hour with gaps.
-    hours = pd.read_parquet(taxi_splits[1])["trip_start_hour"].astype("float64")
+    hours = pd.read_parquet(taxi_training_sets[1])["trip_start_hour"].astype("float64")
     hours.iloc[:50] = np.nan
-    eval_path = with_columns(taxi_splits[1], tmp_path / "eval.parquet", trip_start_hour=hours)
+    eval_path = with_columns(taxi_training_sets[1], tmp_path / "eval.parquet", trip_start_hour=hours)
     spec = EvaluationSpec(slices=("trip_start_hour",), min_slice_rows=100)
     result = evaluate_model(taxi_model, eval_path, dataclasses.replace(problem, evaluation=spec))
     (hour,) = result.slices
@@ -203,10 +203,11 @@ def test_an_evaluation_file_of_another_format_is_refused(result: Evaluation, tmp
 
 
 def test_a_text_feature_and_missing_features_are_named_with_what_the_model_expects(
-    taxi_model: Path, taxi_splits, problem: Problem, tmp_path: Path
+    taxi_model: Path, taxi_training_sets, problem: Problem, tmp_path: Path
 ) -> None:
-    fares = pd.read_parquet(taxi_splits[1])["fare"].astype("string")
-    eval_path = with_columns(taxi_splits[1], tmp_path / "eval.parquet", fare=fares, trip_miles=None, company=None)
+    fares = pd.read_parquet(taxi_training_sets[1])["fare"].astype("string")
+    eval_path = with_columns(taxi_training_sets[1], tmp_path / "eval.parquet", fare=fares, trip_miles=None,
+                             company=None)
     with pytest.raises(ModelInputError) as caught:
         evaluate_model(taxi_model, eval_path, problem)
     assert str(caught.value) == (
@@ -216,20 +217,20 @@ def test_a_text_feature_and_missing_features_are_named_with_what_the_model_expec
     )
 
 
-def test_a_missing_or_non_binary_label_is_named(taxi_model: Path, taxi_splits, problem, tmp_path: Path) -> None:
-    no_label = with_columns(taxi_splits[1], tmp_path / "no-label.parquet", tip_over_20pct=None)
+def test_a_missing_or_non_binary_label_is_named(taxi_model: Path, taxi_training_sets, problem, tmp_path: Path) -> None:
+    no_label = with_columns(taxi_training_sets[1], tmp_path / "no-label.parquet", tip_over_20pct=None)
     with pytest.raises(ModelInputError, match=f"^{no_label}: no label column 'tip_over_20pct' to evaluate against$"):
         evaluate_model(taxi_model, no_label, problem)
-    tips = with_columns(taxi_splits[1], tmp_path / "tips.parquet", tip_over_20pct=2)
+    tips = with_columns(taxi_training_sets[1], tmp_path / "tips.parquet", tip_over_20pct=2)
     expected = r"label column 'tip_over_20pct' must hold 0 or 1 in every row, found \[2\]"
     with pytest.raises(ModelInputError, match=expected):
         evaluate_model(taxi_model, tips, problem)
 
 
 def test_a_slice_column_missing_from_the_eval_data_names_the_problem_field(
-    taxi_model: Path, taxi_splits, problem: Problem, tmp_path: Path
+    taxi_model: Path, taxi_training_sets, problem: Problem, tmp_path: Path
 ) -> None:
-    eval_path = with_columns(taxi_splits[1], tmp_path / "eval.parquet", pickup_census_tract=None)
+    eval_path = with_columns(taxi_training_sets[1], tmp_path / "eval.parquet", pickup_census_tract=None)
     spec = EvaluationSpec(slices=("payment_type", "pickup_census_tract"))
     with pytest.raises(ModelInputError) as caught:
         evaluate_model(taxi_model, eval_path, dataclasses.replace(problem, evaluation=spec))

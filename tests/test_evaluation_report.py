@@ -18,9 +18,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def evaluation(taxi_model: Path, taxi_splits, tmp_path_factory: pytest.TempPathFactory) -> Evaluation:
+def evaluation(taxi_model: Path, taxi_training_sets, tmp_path_factory: pytest.TempPathFactory) -> Evaluation:
     """The taxi evaluation, where 40 trips' company is a script tag and companies are sliced by 20 rows."""
-    frame = pd.read_parquet(taxi_splits[1])
+    frame = pd.read_parquet(taxi_training_sets[1])
     frame.loc[frame.index[:40], "company"] = HOSTILE
     eval_path = tmp_path_factory.mktemp("hostile") / "eval.parquet"
     frame.to_parquet(eval_path)

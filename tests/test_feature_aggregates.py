@@ -13,6 +13,7 @@ from conftest import files_in
 
 from slipway.components.feature_aggregates import (
     EVENT_TIMESTAMP,
+    SNAPSHOT_DELAY,
     FeatureError,
     compute_entity_features,
     entity_key_values,
@@ -101,6 +102,19 @@ def test_every_feature_of_leak_prone_rows_equals_a_brute_force_recount_of_earlie
             assert actual[name] == pytest.approx(value, rel=1e-9, nan_ok=True), f"{entity}={key!r} at {when}: {name}"
 
 
+@pytest.mark.parametrize("entity", PROBLEM.entities)
+def test_every_snapshot_row_of_the_sample_equals_a_brute_force_recount(trips: pd.DataFrame, entity: str) -> None:
+    as_of = trips[TS].max() + SNAPSHOT_DELAY
+    table = compute_entity_features(trips, PROBLEM, entity, as_of=as_of)
+    snapshot = table[table[EVENT_TIMESTAMP] == as_of]
+    assert len(snapshot) == entity_key_values(trips[entity], PROBLEM, entity).nunique()
+    assert snapshot["trips_7d"].sum() == (trips[TS] >= as_of - pd.Timedelta("7d")).sum(), "every trip of the last week"
+    for _, actual in snapshot.iterrows():
+        expected = brute_force(trips, entity, actual[entity], as_of)
+        for name, value in expected.items():
+            assert actual[name] == pytest.approx(value, rel=1e-9, nan_ok=True), f"{entity}={actual[entity]!r}: {name}"
+
+
 def test_the_chosen_rows_would_catch_a_window_that_includes_its_own_or_later_trips(trips: pd.DataFrame) -> None:
     # The brute-force test is only as good as its rows: on these, a [t - w, t] or centred window differs.
     chosen = chosen_rows(trips, "company")
@@ -132,6 +146,30 @@ def test_a_later_trip_and_a_simultaneous_trip_are_left_out_and_the_window_start_
     assert (at_1100["trips_1h"], at_1100["mean_fare_1h"]) == (4.0, pytest.approx(1050 / 4))
     first = row_at(table, "company", "A", "2015-03-01 10:00Z")
     assert first["trips_7d"] == 0.0 and np.isnan(first["mean_fare_7d"])
+
+
+def test_the_snapshot_row_counts_every_trip_before_it_the_latest_included() -> None:
+    trips = frame([
+        ("2015-03-01 10:00", "A", 10.0, 1.0),
+        ("2015-03-01 10:30", "A", 20.0, 2.0),
+        ("2015-02-01 09:00", "B", 40.0, 0.0),  # quiet for a month before the snapshot
+        ("2015-03-01 10:30", None, 5.0, 0.0),
+    ])
+    as_of = pd.Timestamp("2015-03-01 10:30:01Z")
+    table = compute_entity_features(trips, PROBLEM, "company", as_of=as_of)
+    snapshot = table[table[EVENT_TIMESTAMP] == as_of].set_index("company")
+    assert sorted(snapshot.index) == ["(unknown)", "A", "B"]
+    # A's last trip (10:30) is in its snapshot, though no trip row of A ever sees it.
+    assert (snapshot.loc["A", "trips_1h"], snapshot.loc["A", "mean_fare_1h"]) == (2.0, 15.0)
+    assert row_at(table, "company", "A", "2015-03-01 10:30Z")["trips_1h"] == 1.0
+    assert snapshot.loc["(unknown)", "trips_1h"] == 1.0
+    # B had no trip within 7 days: zero, and no mean, rather than the counts of its last busy day.
+    assert snapshot.loc["B", "trips_7d"] == 0.0 and np.isnan(snapshot.loc["B", "mean_fare_7d"])
+    # The trip rows are exactly those of a table without a snapshot.
+    without = compute_entity_features(trips, PROBLEM, "company")
+    pd.testing.assert_frame_equal(table[table[EVENT_TIMESTAMP] < as_of].reset_index(drop=True), without)
+    with pytest.raises(FeatureError, match="snapshot time 2015-03-01T10:30:00.*must be after the last trip"):
+        compute_entity_features(trips, PROBLEM, "company", as_of=pd.Timestamp("2015-03-01 10:30Z"))
 
 
 def test_a_tip_rate_over_a_zero_fare_is_missing_instead_of_poisoning_the_mean() -> None:
@@ -218,8 +256,11 @@ def test_write_feature_tables_writes_one_parquet_per_entity(
         paths = write_feature_tables(taxi_splits[0], PROBLEM, tmp_path / "features")
     assert paths == {entity: tmp_path / "features" / f"{entity}.parquet" for entity in PROBLEM.entities}
     assert files_in(tmp_path / "features") == ["company.parquet", "pickup_community_area.parquet"]
-    expected = compute_entity_features(pd.read_parquet(taxi_splits[0]), PROBLEM, "company")
+    train = pd.read_parquet(taxi_splits[0])
+    expected = compute_entity_features(train, PROBLEM, "company", as_of=train[TS].max() + SNAPSHOT_DELAY)
     pd.testing.assert_frame_equal(pd.read_parquet(paths["company"]), expected)
+    assert len(expected) == len(compute_entity_features(train, PROBLEM, "company")) + train["company"].nunique(
+        dropna=False), "one snapshot row per company, the missing company's included"
     assert "company: " in caplog.text and "trips/s" in caplog.text
 
 

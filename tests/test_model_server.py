@@ -33,8 +33,8 @@ ROWS = 32
 
 
 @pytest.fixture(scope="module")
-def eval_rows(taxi_splits: tuple[Path, Path]) -> pd.DataFrame:
-    return pd.read_parquet(taxi_splits[1]).head(ROWS)
+def eval_rows(taxi_training_sets: tuple[Path, Path]) -> pd.DataFrame:
+    return pd.read_parquet(taxi_training_sets[1]).head(ROWS)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_a_bad_value_or_too_big_a_request_is_refused_with_its_reason(server, eva
     [row] = json_instances(eval_rows.head(1))
     bad = httpx.post(url, json={"instances": [row | {"fare": "twelve"}]})
     assert bad.status_code == 400 and "feature 'fare': expected numbers (or null)" in bad.json()["error"]
-    many = httpx.post(url, json={"instances": [row] * 101})
+    many = httpx.post(url, json={"instances": [{}] * 101})  # the row count is checked before any row
     assert many.status_code == 400 and "101 rows is more than this server's limit of 100" in many.json()["error"]
     huge = httpx.post(url, content=b"{" + b" " * 70000 + b"}")
     assert huge.status_code == 413 and "exceeds this server's limit of 65536 bytes" in huge.json()["error"]

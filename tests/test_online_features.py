@@ -53,6 +53,12 @@ def test_requests_get_their_entities_features_and_survive_a_stopped_redis(redis_
     headers: dict[str, str] = {}
     healthy = predictor.predict({"instances": rows}, {}, headers)
     assert DEGRADED_HEADER not in headers and len(healthy["predictions"]) == 20
+    # The raw trips carry no Feast features: the model scored them with the store's vectors...
+    assert COMPANY_TRIPS_7D not in rows[0] and COMPANY_TRIPS_7D in model.preprocessing.numeric
+    assert healthy["predictions"] == pytest.approx(model.predict_proba(enriched).tolist())
+    # ...and feature values a caller sends are not read: the store's win.
+    poisoned = [row | {COMPANY_TRIPS_7D: 1e9} for row in rows]
+    assert predictor.predict({"instances": poisoned}, {}, {})["predictions"] == pytest.approx(healthy["predictions"])
 
     redis.terminate()
     redis.wait(timeout=10)

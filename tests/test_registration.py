@@ -22,8 +22,8 @@ DATA = DataLineage(train_uri="s3://bucket/run/train_data", eval_uri="s3://bucket
 
 
 @pytest.fixture(scope="module")
-def evaluation(taxi_model: Path, taxi_splits: tuple[Path, Path]) -> Evaluation:
-    return evaluate_model(taxi_model, taxi_splits[1], load_problem("chicago_taxi"))
+def evaluation(taxi_model: Path, taxi_training_sets: tuple[Path, Path]) -> Evaluation:
+    return evaluate_model(taxi_model, taxi_training_sets[1], load_problem("chicago_taxi"))
 
 
 @pytest.fixture

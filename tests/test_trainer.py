@@ -44,14 +44,16 @@ def same_weights(a: dict, b: dict) -> bool:
 
 
 @pytest.fixture(scope="module")
-def two_process_run(taxi_splits, tmp_path_factory) -> tuple[TrainResult, Path]:
+def two_process_run(taxi_training_sets, tmp_path_factory) -> tuple[TrainResult, Path]:
     """An uninterrupted 2-process DDP run, the reference the other distributed tests compare with."""
     out = tmp_path_factory.mktemp("ddp")
-    return run_local_training(trainer_args(taxi_splits, out), processes=2), out
+    return run_local_training(trainer_args(taxi_training_sets, out), processes=2), out
 
 
-def test_one_process_trains_an_mlp_that_beats_the_baseline_and_saves_a_safe_artifact(taxi_splits, tmp_path) -> None:
-    result = train(*taxi_splits, PROBLEM, CONFIG, tmp_path / "model", tmp_path / "checkpoints")
+def test_one_process_trains_an_mlp_that_beats_the_baseline_and_saves_a_safe_artifact(
+    taxi_training_sets, tmp_path
+) -> None:
+    result = train(*taxi_training_sets, PROBLEM, CONFIG, tmp_path / "model", tmp_path / "checkpoints")
 
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [METADATA_FILE, WEIGHTS_FILE]
     metadata = json.loads((tmp_path / "model" / METADATA_FILE).read_text())
@@ -59,17 +61,17 @@ def test_one_process_trains_an_mlp_that_beats_the_baseline_and_saves_a_safe_arti
     arguments = metadata["architecture"]["arguments"]  # defaults resolved, so loading never re-derives them
     assert arguments["embedding_dims"] == [embedding_width(size) for size in arguments["vocabulary_sizes"]]
     assert metadata["lineage"]["train_config"]["seed"] == CONFIG.seed
-    evaluation = pd.read_parquet(taxi_splits[1])
+    evaluation = pd.read_parquet(taxi_training_sets[1])
     scores = load_model(tmp_path / "model").predict_proba(evaluation)
     assert roc_auc_score(evaluation[PROBLEM.label.name], scores) == pytest.approx(result.eval_auc, abs=1e-5)
     assert result.eval_auc > 0.90  # the logistic baseline reaches 0.92 in 20 epochs
     assert (result.world_size, result.epochs_run, result.resumed_from_epoch) == (1, CONFIG.epochs, 0)
 
 
-def test_training_is_reproducible_for_a_seed_and_differs_across_seeds(taxi_splits, tmp_path) -> None:
+def test_training_is_reproducible_for_a_seed_and_differs_across_seeds(taxi_training_sets, tmp_path) -> None:
     def trained(seed: int, name: str) -> dict:
         config = dataclasses.replace(CONFIG, epochs=1, seed=seed)
-        train(*taxi_splits, PROBLEM, config, tmp_path / name / "model", tmp_path / name / "checkpoints")
+        train(*taxi_training_sets, PROBLEM, config, tmp_path / name / "model", tmp_path / name / "checkpoints")
         return weights(tmp_path / name / "model")
 
     first, again, other = trained(7, "a"), trained(7, "b"), trained(8, "c")
@@ -77,9 +79,9 @@ def test_training_is_reproducible_for_a_seed_and_differs_across_seeds(taxi_split
     assert not same_weights(first, other)
 
 
-def test_one_and_two_processes_reach_the_same_auc(taxi_splits, tmp_path, two_process_run) -> None:
+def test_one_and_two_processes_reach_the_same_auc(taxi_training_sets, tmp_path, two_process_run) -> None:
     ddp, _ = two_process_run
-    single = run_local_training(trainer_args(taxi_splits, tmp_path), processes=1)
+    single = run_local_training(trainer_args(taxi_training_sets, tmp_path), processes=1)
     assert (single.world_size, ddp.world_size) == (1, 2)
     # The command line carried every hyperparameter through to the trainer.
     recorded = json.loads((tmp_path / "model" / METADATA_FILE).read_text())["lineage"]["train_config"]
@@ -89,10 +91,10 @@ def test_one_and_two_processes_reach_the_same_auc(taxi_splits, tmp_path, two_pro
 
 
 def test_a_worker_killed_mid_epoch_resumes_from_its_checkpoint_to_the_same_model(
-    taxi_splits, tmp_path, two_process_run
+    taxi_training_sets, tmp_path, two_process_run
 ) -> None:
     reference, reference_dir = two_process_run
-    command = trainer_command(trainer_args(taxi_splits, tmp_path), processes=2)
+    command = trainer_command(trainer_args(taxi_training_sets, tmp_path), processes=2)
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         second = tmp_path / "checkpoints" / "epoch-0002" / STATE_FILE
@@ -107,7 +109,7 @@ def test_a_worker_killed_mid_epoch_resumes_from_its_checkpoint_to_the_same_model
             os.killpg(job.pid, signal.SIGKILL)
     assert not (tmp_path / "model").exists()
 
-    resumed = run_local_training(trainer_args(taxi_splits, tmp_path), processes=2)
+    resumed = run_local_training(trainer_args(taxi_training_sets, tmp_path), processes=2)
 
     assert resumed.resumed_from_epoch >= 2
     assert (resumed.eval_auc, resumed.best_epoch) == (reference.eval_auc, reference.best_epoch)
@@ -128,10 +130,10 @@ def worker_pids(torchrun_pid: int) -> list[int]:
     return sorted(children)
 
 
-def test_a_failing_worker_reports_its_own_error_through_torchrun(taxi_splits, tmp_path) -> None:
+def test_a_failing_worker_reports_its_own_error_through_torchrun(taxi_training_sets, tmp_path) -> None:
     no_label = tmp_path / "no_label.parquet"
-    pd.read_parquet(taxi_splits[0]).drop(columns=[PROBLEM.label.name]).to_parquet(no_label)
-    args = trainer_args((no_label, taxi_splits[1]), tmp_path)
+    pd.read_parquet(taxi_training_sets[0]).drop(columns=[PROBLEM.label.name]).to_parquet(no_label)
+    args = trainer_args((no_label, taxi_training_sets[1]), tmp_path)
     with pytest.raises(TrainingLaunchError, match=r"exit code 1, 2 process\(es\)\): .*TrainingDataError: "
                                                   rf"train data {no_label}: no label column 'tip_over_20pct'"):
         run_local_training(args, processes=2)
@@ -146,18 +148,26 @@ def test_a_failing_worker_reports_its_own_error_through_torchrun(taxi_splits, tm
     (lambda f: f.head(0), "no rows"),
 ], ids=["no-label", "label-not-binary", "nan-in-required-feature", "missing-feature", "empty"])
 def test_training_data_that_cannot_train_is_refused_naming_file_and_column(
-    taxi_splits, tmp_path, change, message
+    taxi_training_sets, tmp_path, change, message
 ) -> None:
     bad = tmp_path / "train.parquet"
-    change(pd.read_parquet(taxi_splits[0]).reset_index(drop=True)).to_parquet(bad)
+    change(pd.read_parquet(taxi_training_sets[0]).reset_index(drop=True)).to_parquet(bad)
     with pytest.raises(TrainingDataError, match=f"train data {bad}: {message}"):
-        train(bad, taxi_splits[1], PROBLEM, CONFIG, tmp_path / "model", tmp_path / "checkpoints")
+        train(bad, taxi_training_sets[1], PROBLEM, CONFIG, tmp_path / "model", tmp_path / "checkpoints")
     assert not (tmp_path / "model").exists() and not (tmp_path / "checkpoints").exists()
 
 
-def test_a_file_that_is_not_parquet_is_refused_by_name(taxi_csv, taxi_splits, tmp_path) -> None:
+def test_a_raw_split_without_the_feast_features_is_refused_pointing_at_the_training_set(
+    taxi_splits, taxi_training_sets, tmp_path
+) -> None:
+    with pytest.raises(TrainingDataError, match=r"missing feature column\(s\) \['pickup_community_area_stats__trips_1h'"
+                       r".*train on the training_set step's Dataset"):
+        train(taxi_splits[0], taxi_training_sets[1], PROBLEM, CONFIG, tmp_path / "model", tmp_path / "checkpoints")
+
+
+def test_a_file_that_is_not_parquet_is_refused_by_name(taxi_csv, taxi_training_sets, tmp_path) -> None:
     with pytest.raises(TrainingDataError, match=f"train data {taxi_csv}: cannot read as Parquet"):
-        train(taxi_csv, taxi_splits[1], PROBLEM, CONFIG, tmp_path / "model", tmp_path / "checkpoints")
+        train(taxi_csv, taxi_training_sets[1], PROBLEM, CONFIG, tmp_path / "model", tmp_path / "checkpoints")
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
