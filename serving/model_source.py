@@ -32,6 +32,7 @@ class ModelSource:
     uri: str  # what was asked for
     path: Path  # the local folder holding the artifact
     version: str  # the registry version, or "" when the model did not come from the registry
+    registered_name: str = ""  # the registered model's name, or "" when it did not come from the registry
 
 
 def fetch_model(uri: str, cache_dir: Path, tracking_uri: str = "") -> ModelSource:
@@ -45,7 +46,7 @@ def fetch_model(uri: str, cache_dir: Path, tracking_uri: str = "") -> ModelSourc
         version = registry.resolve(uri)
         target = cache_dir / f"{version.name}-v{version.version}"
         log.info("%s is %s; downloading %s", uri, version.uri, version.source)
-        return ModelSource(uri, registry.download(version, target), version.version)
+        return ModelSource(uri, registry.download(version, target), version.version, version.name)
     scheme = storage.scheme_of(uri)
     if scheme == "file":
         return ModelSource(uri, Path(uri.removeprefix("file://")), "")

@@ -68,7 +68,8 @@ def build_predictor(config: ServeConfig) -> Any:
     cache = config.cache_dir or Path(tempfile.mkdtemp(prefix="slipway-model-"))
     source = fetch_model(config.model_uri, cache, config.tracking_uri)
     model = load_model(source.path)
-    name = config.name or _default_name(config.model_uri, model.metadata)
+    # The URL name: as asked, else the registered model's, else the problem's.
+    name = config.name or source.registered_name or str(model.metadata.get("lineage", {}).get("problem") or "model")
     settings = PredictorSettings(fallback_score=fallback_score_of(model, config.fallback_score),
                                  max_batch_rows=config.max_batch_rows, version=source.version)
     prediction_log = None
@@ -111,12 +112,6 @@ def serve(config: ServeConfig) -> None:
     finally:
         if predictor.prediction_log is not None:
             predictor.prediction_log.close()
-
-
-def _default_name(uri: str, metadata: dict[str, Any]) -> str:
-    if uri.startswith("models:/"):
-        return uri.removeprefix("models:/").split("/")[0].split("@")[0]
-    return str(metadata.get("lineage", {}).get("problem") or "model")
 
 
 class PayloadLimit:
