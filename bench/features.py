@@ -5,7 +5,8 @@ eval splits; the feature tables are computed over train + eval, as the pipeline 
 
 - Aggregates: `write_feature_tables` (read the trips, compute every entity's windowed aggregates,
   write the Parquet tables): trips/s.
-- Materialization: `materialize(store, end)` with `end` the latest trip time, into SQLite and into
+- Materialization: `materialize(store, end)` with `end` the tables' newest row (each key's snapshot row,
+  one second after the latest trip), into SQLite and into
   a real Redis, each repeat on a fresh repo dir (and an emptied Redis): feature rows read per
   second. A first materialization loads each view's [end - ttl, end] and writes the latest row of
   each key (Feast dedups), so rows read and keys written are both reported. That window holds
@@ -345,8 +346,8 @@ def main() -> None:
         trips = pd.read_parquet(trips_path)
         results["aggregates"], tables = measure_aggregates(trips_path, problem, workdir, args.repeats)
 
-        end = trips[problem.timestamp.column].max()
-        end = end.tz_convert("UTC") if end.tz is not None else end.tz_localize("UTC")
+        # As the pipeline's materialize step: up to the tables' newest rows, the snapshot rows after the last trip.
+        end = max(pd.read_parquet(path, columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP].max() for path in tables.values())
         window = materialized_window(tables, problem, end)
         start = end - pd.Timedelta(problem.feature_store.ttl)
         requests = {rows: lookup_requests(trips, problem, start, calls[rows], rows, seed=rows) for rows in ENTITY_ROWS}

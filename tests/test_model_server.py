@@ -200,7 +200,7 @@ def test_a_model_is_fetched_from_the_registry_by_alias_and_from_object_storage(
     registry = ModelRegistry.connect(tracking.tracking_uri)
     registry.promote("taxi", registry.register("taxi", run.run_id, {}, card=lambda v: "").version)
     source = fetch_model("models:/taxi@champion", tmp_path / "cache", tracking.tracking_uri)
-    assert source.version == "1"
+    assert (source.version, source.registered_name) == ("1", "taxi")  # the server names its URLs "taxi"
     assert (source.path / WEIGHTS_FILE).read_bytes() == (taxi_model / WEIGHTS_FILE).read_bytes()
 
     for name in (WEIGHTS_FILE, METADATA_FILE):
@@ -211,3 +211,4 @@ def test_a_model_is_fetched_from_the_registry_by_alias_and_from_object_storage(
         monkeypatch.setenv(name, value)
     fetched = fetch_model("s3://slipway-artifacts/served/taxi", tmp_path / "cache")
     assert load_model(fetched.path).preprocessing == load_model(taxi_model).preprocessing
+    assert (fetched.version, fetched.registered_name) == ("", "")  # not from the registry: the problem names it
