@@ -47,7 +47,7 @@ What Feast 0.67 does that these functions guard against (each has a test):
   (feature_aggregates), the aggregates as of just after the batch's last trip.
 - **The file offline store's join grows with the square of the rows per key**: it joins every entity
   row with every feature row of its key, then filters. The sample's 8,000 training trips take about
-  20 s on two cores, with `xxhash` installed (core.in): without it dask hashes every intermediate array
+  25 s on two cores, with `xxhash` installed (core.in): without it dask hashes every intermediate array
   with SHA-1, because mmh3 5 refuses writable buffers, and the join takes 30 s. Feast's DuckDB store
   did the same join in 1.5 s with identical output, but (Feast 0.67, duckdb 2.0, ibis 12) it keeps
   rows past the TTL and its materialization fails on nanosecond UTC timestamps; a larger data set needs one of them
