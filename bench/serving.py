@@ -89,17 +89,15 @@ def log(message: str) -> None:
 
 def eval_split(problem: Problem, directory: Path) -> tuple[Path, Path]:
     """The sample's training sets, as the pipeline trains on: each trip with its point-in-time Feast features."""
-    from slipway.components.feature_store import local_store, training_set
+    from slipway.components.feature_store import local_store, write_training_sets
     from slipway.components.ingestion import ingest_source
     from slipway.sample_data import fetch_sample
 
-    raw = directory / "train-raw.parquet", directory / "eval-raw.parquet"
+    raw = directory / "raw" / "train.parquet", directory / "raw" / "eval.parquet"
     ingest_source(str(fetch_sample()["data.csv"]), problem, *raw)
-    store = local_store(raw, problem, directory / "feature_repo")
-    joined = directory / "train.parquet", directory / "eval.parquet"
-    for split, path in zip(raw, joined, strict=True):
-        training_set(store, problem, pd.read_parquet(split)).to_parquet(path)
-    return joined
+    train, evaluation = write_training_sets(local_store(raw, problem, directory / "feature_repo"), problem, raw,
+                                            directory)
+    return train, evaluation
 
 
 def train_model(problem: Problem, train: Path, evaluation: Path, directory: Path) -> Path:

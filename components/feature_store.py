@@ -387,7 +387,7 @@ def local_store(splits: Sequence[Path], problem: Problem, repo_dir: Path) -> Fea
     """The pipeline's feature steps up to `feast_apply` in one call, for work outside a pipeline (`slipway
     train`, tests, benchmarks, a notebook): the aggregate tables of every split's trips in
     `repo_dir/tables`, and an embedded store in `repo_dir` with the views applied. Then
-    `training_set(store, problem, split)` joins any of the splits."""
+    `write_training_sets` (or `training_set`) joins the splits."""
     from slipway.components.feature_aggregates import write_feature_tables
 
     repo_dir = Path(repo_dir)
@@ -397,6 +397,18 @@ def local_store(splits: Sequence[Path], problem: Problem, repo_dir: Path) -> Fea
     store = open_store(StoreConfig(repo_dir=repo_dir), problem)
     apply(store, problem, write_feature_tables(trips, problem, repo_dir / "tables"))
     return store
+
+
+def write_training_sets(store: FeatureStore, problem: Problem, splits: Sequence[Path], out_dir: Path) -> list[Path]:
+    """Each split's `training_set`, written whole or not at all to `out_dir/<the split's file name>`; the paths,
+    in order."""
+    from slipway.atomic import atomic_output
+
+    paths = [Path(out_dir) / Path(split).name for split in splits]
+    for split, path in zip(splits, paths, strict=True):
+        with atomic_output(path) as temp:
+            training_set(store, problem, pd.read_parquet(split)).to_parquet(temp)
+    return paths
 
 
 def online_features(

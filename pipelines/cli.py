@@ -181,9 +181,7 @@ def train_command(data_uri: str | None, problem: str, processes: int, output_dir
 
     The same code, options and model artifact as the pipeline's `train` step.
     """
-    import pandas as pd
-
-    from slipway.components.feature_store import FeatureStoreError, local_store, training_set
+    from slipway.components.feature_store import FeatureStoreError, local_store, write_training_sets
     from slipway.components.ingestion import IngestError, ingest_source
     from slipway.components.launcher import TrainingLaunchError, run_local_training
     from slipway.components.tracking import TrackingConfig
@@ -203,13 +201,9 @@ def train_command(data_uri: str | None, problem: str, processes: int, output_dir
         loaded = load_problem(problem)
         raw = output_dir / "ingested" / "train.parquet", output_dir / "ingested" / "eval.parquet"
         ingested = ingest_source(source, loaded, *raw)
-        splits = output_dir / "train.parquet", output_dir / "eval.parquet"
-        if loaded.feature_store is None:
-            splits = raw
-        else:
-            store = local_store(raw, loaded, output_dir / "feature_repo")
-            for split, path in zip(raw, splits, strict=True):
-                training_set(store, loaded, pd.read_parquet(split)).to_parquet(path)
+        splits = list(raw)
+        if loaded.feature_store is not None:
+            splits = write_training_sets(local_store(raw, loaded, output_dir / "feature_repo"), loaded, raw, output_dir)
         tracking = TrackingConfig.resolve(tracking_uri, output_dir.parent)
         args = trainer_arguments(str(splits[0]), str(splits[1]),
                                  str(output_dir / "model"), str(output_dir / "checkpoints"), problem, config,

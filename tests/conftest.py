@@ -230,17 +230,13 @@ def taxi_training_sets(taxi_splits: tuple[Path, Path], tmp_path_factory: pytest.
     """The splits as the training pipeline feeds them to the model: each trip joined point in time with its
     Feast features (the aggregate tables of train + eval, a local store, `training_set`), once per session
     (about half a minute: Feast's file offline store). (train.parquet, eval.parquet)."""
-    import pandas as pd
-
-    from slipway.components.feature_store import local_store, training_set
+    from slipway.components.feature_store import local_store, write_training_sets
     from slipway.problem import load_problem
 
     problem = load_problem("chicago_taxi")
     out = tmp_path_factory.mktemp("training-sets")
-    store = local_store(taxi_splits, problem, out / "feature_repo")
-    train, evaluation = out / "train.parquet", out / "eval.parquet"
-    for split, path in zip(taxi_splits, (train, evaluation), strict=True):
-        training_set(store, problem, pd.read_parquet(split)).to_parquet(path)
+    train, evaluation = write_training_sets(local_store(taxi_splits, problem, out / "feature_repo"), problem,
+                                            taxi_splits, out)
     return train, evaluation
 
 
