@@ -26,6 +26,8 @@ import click
 from slipway import __version__, logs, runtimes
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
 from slipway.problem import DEFAULT_PROBLEM
+from slipway.serving.protocol import UNINFORMED_SCORE
+from slipway.serving.server import DEFAULT_MAX_PAYLOAD_BYTES
 
 # Kept in step with slipway.pipelines.catalog.PIPELINES by a test; listed here so that
 # `slipway --help` answers without importing kfp and every pipeline.
@@ -414,22 +416,35 @@ def deploy_command(model_uri: str, steps: str, min_requests: int, rps: float, da
 @click.option("--logger-url", default=None, metavar="URL",
               help="Send every request/response as CloudEvents here (the drift service).")
 @click.option("--gpus", type=int, default=0, show_default=True, help="nvidia.com/gpu per predictor pod.")
+@click.option("--feast-redis", default=None, metavar="HOST:PORT",
+              help="Put the Feast transformer in front of the predictor, reading online features from this Redis "
+                   "(with --feast-registry): clients then send only the trip and its entity keys.")
+@click.option("--feast-registry", default=None, metavar="URI",
+              help="The Feast registry the transformer reads (s3://, gs:// or a SQL URL), as the pipeline's "
+                   "feast_apply wrote it.")
+@click.option("--fallback-score", type=click.FloatRange(0, 1), default=UNINFORMED_SCORE, show_default=True,
+              help="What the transformer answers, marked degraded, when the predictor cannot: best the model's "
+                   "training positive rate.")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("dist/manifests"),
               show_default=True)
 @_REGISTRY_OPTION
 def manifests_command(model_uri: str, name: str, namespace: str, model_name: str, mode: str,
                       canary_percent: int | None, stable_uri: str | None, service_account: str | None,
-                      logger_url: str | None, gpus: int, output_dir: Path, tracking_uri: str) -> None:
+                      logger_url: str | None, gpus: int, feast_redis: str | None, feast_registry: str | None,
+                      fallback_score: float, output_dir: Path, tracking_uri: str) -> None:
     """Write the KServe InferenceService that serves a model (and its canary), ready for `kubectl apply -f`.
 
     Built with the kserve SDK's model classes and checked against KServe's CRD in the tests: the
-    predictor runs `slipway serve --model /mnt/models` in the Slipway image.
+    predictor runs `slipway serve --model /mnt/models` in the Slipway image; with --feast-redis, a
+    transformer running `slipway transform` adds each request's online features first.
     """
+    from slipway.components.feature_store import ENV_REDIS, ENV_REGISTRY
     from slipway.components.registry import RegistryError
     from slipway.serving.inference_service import (
         LoggerConfig,
         ServingConfig,
         ServingResources,
+        TransformerConfig,
         build_canary,
         build_inference_service,
         write_manifest,
@@ -437,6 +452,11 @@ def manifests_command(model_uri: str, name: str, namespace: str, model_name: str
 
     if (canary_percent is None) != (stable_uri is None):
         raise click.UsageError("--canary and --stable go together: the canary needs the model it shares traffic with")
+    if (feast_redis is None) != (feast_registry is None):
+        raise click.UsageError("--feast-redis and --feast-registry go together: the transformer reads the online "
+                               "store's features by the registry's definitions")
+    transformer = TransformerConfig(env={ENV_REDIS: feast_redis, ENV_REGISTRY: feast_registry},
+                                    fallback_score=fallback_score) if feast_redis else None
     try:
         storage_uri = model_uri
         if model_uri.startswith("models:/"):
@@ -446,7 +466,7 @@ def manifests_command(model_uri: str, name: str, namespace: str, model_name: str
             name=name or model_name.replace("_", "-").lower(), namespace=namespace,
             storage_uri=stable_uri or storage_uri, model_name=model_name, deployment_mode=mode,
             resources=ServingResources(gpus=gpus), service_account=service_account,
-            logger=LoggerConfig(url=logger_url) if logger_url else None)
+            logger=LoggerConfig(url=logger_url) if logger_url else None, transformer=transformer)
         written = [write_manifest(build_inference_service(config), output_dir / f"{config.name}.yaml")]
         if canary_percent is not None:
             written.append(write_manifest(build_canary(config, storage_uri, canary_percent),
@@ -516,7 +536,7 @@ def features_command(entities: tuple[str, ...], problem: str, feature_repo: Path
               help="Server processes; only 1 is supported (scale out with replicas).")
 @click.option("--fallback-score", type=float, default=None,
               help="Score answered, marked degraded, when the model fails. Default: the training positive rate.")
-@click.option("--max-payload-bytes", type=int, default=4 * 2**20, show_default=True,
+@click.option("--max-payload-bytes", type=int, default=DEFAULT_MAX_PAYLOAD_BYTES, show_default=True,
               help="Larger request bodies get 413.")
 @click.option("--max-batch-rows", type=int, default=1024, show_default=True, help="Larger batches get 400.")
 @click.option("--prediction-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -559,6 +579,61 @@ def serve_command(model_uri: str, name: str, http_port: int, grpc_port: int, wor
         serve(config)
     except (ValueError, RegistryError, StorageError, PredictionLogError) as exc:  # ValueError: a bad artifact
         raise click.ClickException(f"cannot serve {model_uri}: {exc}") from None
+
+
+@cli.command("transform")
+@click.option("--model-name", "--model_name", "model_name", default=DEFAULT_PROBLEM, show_default=True,
+              help="The model the predictor serves; also this transformer's URL name (KServe passes it).")
+@click.option("--predictor-host", "--predictor_host", "predictor_host", required=True, metavar="HOST[:PORT]",
+              help="The predictor's REST address (KServe passes <isvc>-predictor.<namespace>).")
+@click.option("--http-port", "--http_port", "http_port", type=int, default=8080, show_default=True,
+              help="V1 and V2 REST, health, /metrics.")
+@click.option("--grpc-port", "--grpc_port", "grpc_port", type=int, default=8081, show_default=True,
+              help="V2 gRPC (forwarded to the predictor's V2 REST).")
+@click.option("--workers", type=click.IntRange(1, 1), default=1, hidden=True,
+              help="Accepted because KServe passes it; only 1 (scale out with replicas).")
+@click.option("--features", "feature_repo", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("runs/feature_repo"), show_default=True, metavar="REPO",
+              help="The embedded Feast store's folder; SLIPWAY_FEAST_* in the environment (the cluster's Redis "
+                   "and registry) take precedence.")
+@click.option("--problem", default=DEFAULT_PROBLEM, show_default=True,
+              help="The problem whose entities and features are looked up.")
+@click.option("--fallback-score", type=click.FloatRange(0, 1), default=UNINFORMED_SCORE, show_default=True,
+              help="Score answered, marked degraded, when the predictor cannot be reached or fails; set it to "
+                   "the model's training positive rate (its model.json, lineage.train_positive_rate).")
+@click.option("--predictor-timeout", "predictor_timeout_s", type=click.FloatRange(0, min_open=True), default=5.0,
+              show_default=True, help="Seconds to wait for the predictor before answering the fallback.")
+@click.option("--max-payload-bytes", type=int, default=DEFAULT_MAX_PAYLOAD_BYTES, show_default=True,
+              help="Larger request bodies get 413.")
+@click.option("--max-batch-rows", type=int, default=1024, show_default=True, help="Larger batches get 400.")
+@click.option("--access-log", is_flag=True, help="Log every request.")
+def transform_command(model_name: str, predictor_host: str, http_port: int, grpc_port: int, workers: int,
+                      feature_repo: Path, problem: str, fallback_score: float, predictor_timeout_s: float,
+                      max_payload_bytes: int, max_batch_rows: int, access_log: bool) -> None:
+    """Run the Feast transformer: add each request's online features, then call the predictor.
+
+    The InferenceService's transformer container runs this; KServe appends --model_name,
+    --predictor_host and --http_port. Locally, in front of `slipway serve` (without --features):
+
+    \b
+    slipway serve --model models:/chicago_taxi@champion --http-port 8080 --grpc-port 8081 &
+    slipway transform --predictor-host localhost:8080 --http-port 8090 --grpc-port 8091
+    curl localhost:8090/v1/models/chicago_taxi:predict -d '{"instances": [{"company": "Flash Cab", ...}]}'
+    """
+    from slipway.problem import ProblemError, load_problem
+    from slipway.serving.server import TransformConfig, transform
+
+    logs.configure()
+    try:
+        load_problem(problem)
+        config = TransformConfig(model_name=model_name, predictor_host=predictor_host, feature_repo=feature_repo,
+                                 problem=problem, http_port=http_port, grpc_port=grpc_port,
+                                 fallback_score=fallback_score, predictor_timeout_s=predictor_timeout_s,
+                                 max_payload_bytes=max_payload_bytes, max_batch_rows=max_batch_rows,
+                                 access_log=access_log)
+    except (ValueError, ProblemError) as exc:
+        raise click.UsageError(str(exc)) from None
+    transform(config)
 
 
 @cli.command("version")

@@ -36,7 +36,7 @@ import httpx
 import pandas as pd
 
 from slipway.serving.canary import AnalysisPolicy, RolloutResult, checked_steps, run_canary
-from slipway.serving.predictor import DEGRADED_HEADER
+from slipway.serving.protocol import DEGRADED_HEADER
 from slipway.serving.router import Router, serve_in_background
 
 if TYPE_CHECKING:

@@ -65,7 +65,7 @@ import dataclasses
 import enum
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -86,6 +86,7 @@ from kubernetes import client
 from slipway.atomic import atomic_output
 from slipway.quantities import is_positive_quantity, parse_quantity
 from slipway.runtimes import CORE_IMAGE
+from slipway.serving.protocol import UNINFORMED_SCORE
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
@@ -99,6 +100,7 @@ CONTAINER_NAME = "kserve-container"  # the name KServe looks for in a custom pre
 STORAGE_URI_ENV = "STORAGE_URI"  # on kserve-container, it makes KServe inject the storage initializer
 MODEL_DIR = "/mnt/models"  # where the storage initializer puts the model
 SERVE_COMMAND = ("slipway", "serve")
+TRANSFORM_COMMAND = ("slipway", "transform")
 HTTP_PORT = 8080
 GRPC_PORT = 8081
 STORAGE_SCHEMES = ("s3", "gs", "pvc")
@@ -112,6 +114,7 @@ _ISVC_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # KServe's IsvcNameFmt: 
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one URL path segment: /v2/models/<name>/ready
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_DNS_LABEL = 63
 
 
@@ -178,24 +181,39 @@ class ServingResources:
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
-    """The Feast online-feature transformer: its own image, serving on 8080 and calling the predictor.
+    """The Feast transformer (`slipway transform`, serving/transformer.py) in front of the predictor.
 
-    KServe appends `--predictor_host <isvc>-predictor.<namespace>` and `--http_port 8080` to `args`, and
-    `--model_name <isvc name>` unless the args name one: the builder names `ServingConfig.model_name`,
-    the model the predictor serves, so the transformer calls `/v2/models/<model_name>/infer`.
+    KServe appends `--model_name <isvc name>` unless the args name one, then `--predictor_host
+    <isvc>-predictor.<namespace>` and `--http_port 8080`: the builder names `ServingConfig.model_name`,
+    the model the predictor serves, so the transformer calls `/v2/models/<model_name>/infer`. `env`
+    points it at the cluster's feature store: SLIPWAY_FEAST_REDIS and SLIPWAY_FEAST_REGISTRY
+    (components/feature_store.py), plus the object-store variables an s3:// registry needs.
+    `fallback_score` is answered when the predictor cannot be: the model's training positive rate
+    (model.json, lineage.train_positive_rate) is the honest one.
     """
 
-    image: str
-    args: Sequence[str] = ()
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    fallback_score: float = UNINFORMED_SCORE
+    image: str = CORE_IMAGE
+    args: Sequence[str] = ()  # more `slipway transform` options
     resources: ServingResources = dataclasses.field(
         default_factory=lambda: ServingResources(cpu_request="500m", cpu_limit="1", memory_request="1Gi",
                                                  memory_limit="1Gi"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "args", tuple(self.args))
+        object.__setattr__(self, "env", dict(self.env))
         _check_image(self.image, "TransformerConfig.image")
         if not all(isinstance(arg, str) for arg in self.args):
             raise ServingConfigError(f"TransformerConfig.args: {self.args!r} must be strings")
+        for name, value in self.env.items():
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name) or not isinstance(value, str):
+                raise ServingConfigError(f"TransformerConfig.env: {name!r}={value!r} is not an environment variable "
+                                         "(a name of letters, digits and '_', not starting with a digit; a string)")
+        if isinstance(self.fallback_score, bool) or not isinstance(self.fallback_score, (int, float)) \
+                or not 0 <= self.fallback_score <= 1:
+            raise ServingConfigError(f"TransformerConfig.fallback_score: {self.fallback_score!r} is not a "
+                                     "probability in [0, 1]")
         if self.resources.gpus:
             raise ServingConfigError("TransformerConfig.resources: the transformer fetches features and needs no GPU")
 
@@ -477,15 +495,18 @@ def _ports(mode: DeploymentMode) -> list[client.V1ContainerPort]:
 
 def _transformer(config: ServingConfig) -> V1beta1TransformerSpec:
     transformer = config.transformer
-    args = list(transformer.args)
+    args = ["--fallback-score", repr(float(transformer.fallback_score)), *transformer.args]
     if "--model_name" not in args:
         args = ["--model_name", config.model_name, *args]
     return V1beta1TransformerSpec(
         containers=[client.V1Container(
             name=CONTAINER_NAME,
             image=transformer.image,
+            command=list(TRANSFORM_COMMAND),
             args=args,
+            env=[client.V1EnvVar(name=name, value=value) for name, value in sorted(transformer.env.items())] or None,
             ports=[client.V1ContainerPort(name="http1", container_port=HTTP_PORT, protocol="TCP")],
+            readiness_probe=client.V1Probe(http_get=client.V1HTTPGetAction(path="/v2/health/ready", port=HTTP_PORT)),
             resources=transformer.resources.requirements(),
         )],
         min_replicas=config.min_replicas,

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from slipway.components import feature_store
 from slipway.problem import Problem
+from slipway.serving.protocol import FEATURE_STORE_UNAVAILABLE
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
 log = logging.getLogger(__name__)
 
-STORE_UNAVAILABLE = "feature-store-unavailable"
 
 
 class OnlineFeatures:
@@ -51,6 +51,12 @@ class OnlineFeatures:
         self._store: FeatureStore | None = None
         self._unavailable_until: float | None = None
 
+    def warm_up(self) -> bool:
+        """One lookup (of the missing keys) before the first request, which would otherwise wait seconds for
+        Feast's imports and the registry; whether the store answered. A store that did not is only logged:
+        requests are answered degraded until it does."""
+        return self.enrich({entity: [None] for entity in self.problem.entities})[1] is None
+
     def enrich(self, columns: dict[str, list[Any]]) -> tuple[dict[str, list[Any]], str | None]:
         """`columns` plus every feature column, and the degraded reason (None when the lookup worked).
 
@@ -65,7 +71,7 @@ class OnlineFeatures:
         keys = {entity: columns[entity] for entity in self.problem.entities}
         missing_features = columns | {name: [None] * rows for name in self.columns}
         if self._unavailable_until is not None and self._clock() < self._unavailable_until:
-            return missing_features, STORE_UNAVAILABLE
+            return missing_features, FEATURE_STORE_UNAVAILABLE
         try:
             if self._store is None:
                 self._store = feature_store.open_store(self.config, self.problem)
@@ -74,7 +80,7 @@ class OnlineFeatures:
             log.exception("online feature lookup failed; answering features missing, and not asking the store "
                           "again for %.0f s", self.retry_after_s)
             self._unavailable_until = self._clock() + self.retry_after_s
-            return missing_features, STORE_UNAVAILABLE
+            return missing_features, FEATURE_STORE_UNAVAILABLE
         if self._unavailable_until is not None:
             log.info("the online feature store answers again")
             self._unavailable_until = None

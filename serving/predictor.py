@@ -44,17 +44,18 @@ from slipway.components.model_artifact import LoadedModel
 from slipway.components.preprocessing import FeatureInputError
 from slipway.serving.online_features import OnlineFeatures
 from slipway.serving.prediction_log import PredictionLogger
+from slipway.serving.protocol import (
+    DEGRADED_HEADER,
+    DEGRADED_RESPONSES,
+    MODEL_ERROR,
+    OUTPUT_NAME,
+    UNINFORMED_SCORE,
+    joined,
+)
 
 log = logging.getLogger(__name__)
 
-OUTPUT_NAME = "probability"
-DEGRADED_HEADER = "x-slipway-degraded"
-MODEL_ERROR = "model-error"
-UNINFORMED_SCORE = 0.5
 
-DEGRADED_RESPONSES = Counter(
-    "slipway_degraded_responses", "Responses answered with the fallback score instead of the model", ["model", "reason"]
-)
 PREDICTED_ROWS = Counter("slipway_predicted_rows", "Rows scored (by the model or the fallback)", ["model"])
 
 
@@ -200,7 +201,7 @@ class SlipwayPredictor(kserve.Model):
         except Exception:  # noqa: BLE001 - any model failure degrades to the fallback instead of a 5xx
             log.exception("%s: the model failed on %d row(s); answering the fallback score", self.name, rows)
             DEGRADED_RESPONSES.labels(self.name, MODEL_ERROR).inc()
-            return np.full(rows, self.settings.fallback_score), MODEL_ERROR
+            return np.full(rows, self.settings.fallback_score), joined(degraded, MODEL_ERROR)
 
     def _finish(
         self,

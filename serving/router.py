@@ -42,11 +42,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from slipway.serving.canary import CANARY, STABLE, BackendWindows, Observation
+from slipway.serving.protocol import DEGRADED_HEADER
 
 log = logging.getLogger(__name__)
 
 BACKEND_HEADER = "x-slipway-backend"
-DEGRADED_HEADER = "x-slipway-degraded"
 
 # Connection-level headers (RFC 9110 §7.6.1) describe one hop, not the message: never forwarded.
 # Host and content-length are recomputed for the upstream request by httpx.

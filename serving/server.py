@@ -1,6 +1,10 @@
-"""Runs the Slipway predictor in KServe's ModelServer: V1 and V2 REST on one port, V2 gRPC on another.
+"""Runs Slipway's KServe models in KServe's ModelServer: V1 and V2 REST on one port, V2 gRPC on another.
 
     slipway serve --model models:/chicago_taxi@champion --http-port 8080 --grpc-port 8081
+    slipway transform --model-name chicago_taxi --predictor-host localhost:8080 --http-port 8090
+
+`serve` runs the predictor (serving/predictor.py), `transform` the Feast transformer in front of
+one (serving/transformer.py).
 
 The same entry point runs in the InferenceService's predictor container (serving/inference_service.py)
 with `--model /mnt/models`, where KServe's storage initializer has put the artifact.
@@ -20,6 +24,8 @@ import logging
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from slipway.serving.protocol import UNINFORMED_SCORE
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +91,7 @@ def build_predictor(config: ServeConfig) -> Any:
 
         problem = load_problem(model.metadata.get("lineage", {}).get("problem") or "chicago_taxi")
         online = OnlineFeatures(StoreConfig.from_env(config.feature_repo), problem)
+        online.warm_up()
     log.info("serving %s (from %s) as %r; fallback score %.4f%s", source.path, config.model_uri, name,
              settings.fallback_score, "; online features from the feature store" if online else "")
     return SlipwayPredictor(name, model, settings, prediction_log, online)
@@ -92,26 +99,83 @@ def build_predictor(config: ServeConfig) -> Any:
 
 def serve(config: ServeConfig) -> None:
     """Starts KServe's ModelServer with the predictor and blocks until SIGINT/SIGTERM."""
-    import kserve
-    import kserve.model_server
     import torch
 
     torch.set_num_threads(1)  # one small request at a time: more threads only add contention
     predictor = build_predictor(config)
-    # Everything loaded so far (torch, kserve, the model) lives as long as the server: moved out of
-    # the collector's sight, a full collection no longer walks it in the middle of requests.
-    gc.freeze()
-    kserve.model_server.app.add_middleware(PayloadLimit, max_bytes=config.max_payload_bytes)
-    server = kserve.ModelServer(http_port=config.http_port, grpc_port=config.grpc_port, workers=config.workers,
-                                enable_latency_logging=False)
-    if not config.access_log:
-        for name in PER_REQUEST_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        server.start([predictor])
+        run_model_server(predictor, config.http_port, config.grpc_port, config.max_payload_bytes, config.access_log)
     finally:
         if predictor.prediction_log is not None:
             predictor.prediction_log.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformConfig:
+    """The Feast transformer in front of a predictor (serving/transformer.py). `model_name` is the name the
+    predictor serves the model under, and the transformer's own URL name: KServe passes both."""
+
+    model_name: str
+    predictor_host: str  # host[:port] or URL of the predictor's REST port
+    feature_repo: Path  # the embedded store's folder, unless SLIPWAY_FEAST_* say otherwise
+    problem: str = "chicago_taxi"
+    http_port: int = 8080
+    grpc_port: int = 8081
+    fallback_score: float = UNINFORMED_SCORE  # the predictor knows its training positive rate; the transformer does not
+    predictor_timeout_s: float = 5.0
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    max_batch_rows: int = 1024
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.model_name:
+            raise ValueError("model_name must name the model the predictor serves")
+        if not self.predictor_host:
+            raise ValueError("predictor_host must name the predictor (host[:port])")
+        if self.max_payload_bytes < 1024:
+            raise ValueError(f"max_payload_bytes must be at least 1024, got {self.max_payload_bytes}")
+        for field in ("http_port", "grpc_port"):
+            if not 0 < getattr(self, field) < 65536:
+                raise ValueError(f"{field} must be a TCP port, got {getattr(self, field)}")
+
+
+def build_transformer(config: TransformConfig) -> Any:
+    """A ready `FeastTransformer` for `config`, its feature store already asked once."""
+    from slipway.components.feature_store import StoreConfig
+    from slipway.problem import load_problem
+    from slipway.serving.online_features import OnlineFeatures
+    from slipway.serving.transformer import FeastTransformer, TransformerSettings, predictor_url
+
+    online = OnlineFeatures(StoreConfig.from_env(config.feature_repo), load_problem(config.problem))
+    online.warm_up()
+    settings = TransformerSettings(predictor_url=predictor_url(config.predictor_host),
+                                   fallback_score=config.fallback_score, timeout_s=config.predictor_timeout_s,
+                                   max_batch_rows=config.max_batch_rows)
+    log.info("transforming for %r: online features of %s, then %s; fallback score %.4f", config.model_name,
+             ", ".join(online.problem.entities), settings.predictor_url, settings.fallback_score)
+    return FeastTransformer(config.model_name, online, settings)
+
+
+def transform(config: TransformConfig) -> None:
+    """Starts KServe's ModelServer with the Feast transformer and blocks until SIGINT/SIGTERM."""
+    run_model_server(build_transformer(config), config.http_port, config.grpc_port, config.max_payload_bytes,
+                     config.access_log)
+
+
+def run_model_server(model: Any, http_port: int, grpc_port: int, max_payload_bytes: int, access_log: bool) -> None:
+    """KServe's ModelServer for one model, one worker, with the payload limit and quiet per-request logs."""
+    import kserve
+    import kserve.model_server
+
+    # Everything loaded so far (torch, kserve, the model) lives as long as the server: moved out of
+    # the collector's sight, a full collection no longer walks it in the middle of requests.
+    gc.freeze()
+    kserve.model_server.app.add_middleware(PayloadLimit, max_bytes=max_payload_bytes)
+    server = kserve.ModelServer(http_port=http_port, grpc_port=grpc_port, workers=1, enable_latency_logging=False)
+    if not access_log:
+        for name in PER_REQUEST_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    server.start([model])
 
 
 class PayloadLimit:

@@ -223,7 +223,25 @@ def test_manifests_writes_an_inference_service_and_its_canary_that_kserves_crd_a
     assert {"name": "STORAGE_URI", "value": "s3://models/chicago_taxi/4"} in new["containers"][0]["env"]
 
 
+def test_manifests_with_a_feature_store_put_the_feast_transformer_in_front(tmp_path: Path) -> None:
+    import yaml
+    from crd_schema import crd_path, validate_against_crd
+
+    result = invoke("manifests", "--model", "s3://models/chicago_taxi/4", "--feast-redis", "feast-redis:6379",
+                    "--feast-registry", "s3://features/registry.db", "--fallback-score", "0.3",
+                    "--output-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    manifest = yaml.safe_load((tmp_path / "chicago-taxi.yaml").read_text())
+    validate_against_crd(manifest, crd_path("serving.kserve.io_inferenceservices.yaml"))
+    [transformer] = manifest["spec"]["transformer"]["containers"]
+    assert transformer["command"] == ["slipway", "transform"]
+    assert transformer["args"] == ["--model_name", "chicago_taxi", "--fallback-score", "0.3"]
+    assert {"name": "SLIPWAY_FEAST_REDIS", "value": "feast-redis:6379"} in transformer["env"]
+    assert {"name": "SLIPWAY_FEAST_REGISTRY", "value": "s3://features/registry.db"} in transformer["env"]
+
+
 @pytest.mark.parametrize(("args", "message"), [
+    (["--model", "s3://models/m", "--feast-redis", "r:6379"], "--feast-redis and --feast-registry go together"),
     (["--model", "/data/model"], "'/data/model' is not a model location; use s3://, gs://, pvc://"),
     (["--model", "s3://models/m", "--canary", "10"], "--canary and --stable go together"),
     (["--model", "s3://models/m", "--name", "Taxi_Tips"], "'Taxi_Tips' is not a valid InferenceService name"),

@@ -73,8 +73,9 @@ def serving_config(mode: DeploymentMode = SERVERLESS, **overrides: Any) -> Servi
 def full_config(mode: DeploymentMode = SERVERLESS) -> ServingConfig:
     return serving_config(
         mode,
-        transformer=TransformerConfig(image="ghcr.io/slipway-ml/slipway-core:0.1.0",
-                                      args=["-m", "slipway.serving.transformer", "--feature-repo", "/features"]),
+        transformer=TransformerConfig(env={"SLIPWAY_FEAST_REDIS": "feast-redis.feast:6379",
+                                           "SLIPWAY_FEAST_REGISTRY": "s3://slipway-features/registry.db"},
+                                      fallback_score=0.27, args=["--predictor-timeout", "2"]),
         logger=LoggerConfig(url="http://drift-detector.kubeflow-user.svc.cluster.local/events", mode="request"),
         batcher=BatcherConfig(max_batch_size=32, max_latency_ms=5),
     )
@@ -175,11 +176,14 @@ def test_transformer_logger_and_batcher() -> None:
     spec = to_dict(build_inference_service(full_config()))["spec"]
     [transformer] = spec["transformer"]["containers"]
 
-    assert transformer["name"] == "kserve-container"
+    assert transformer["name"] == "kserve-container" and transformer["image"] == CORE_IMAGE
+    assert transformer["command"] == ["slipway", "transform"]
     # KServe would pass --model_name <isvc name>; the transformer must call the model the predictor serves.
-    assert transformer["args"] == ["--model_name", "taxi-tips", "-m", "slipway.serving.transformer",
-                                   "--feature-repo", "/features"]
+    assert transformer["args"] == ["--model_name", "taxi-tips", "--fallback-score", "0.27", "--predictor-timeout", "2"]
+    assert env(transformer) == {"SLIPWAY_FEAST_REDIS": "feast-redis.feast:6379",
+                                "SLIPWAY_FEAST_REGISTRY": "s3://slipway-features/registry.db"}
     assert transformer["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
+    assert transformer["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert "nvidia.com/gpu" not in transformer["resources"]["limits"]
     assert spec["predictor"]["logger"] == {"url": "http://drift-detector.kubeflow-user.svc.cluster.local/events",
                                            "mode": "request"}
@@ -187,7 +191,7 @@ def test_transformer_logger_and_batcher() -> None:
 
     named = serving_config(transformer=TransformerConfig(image="feast:1", args=["--model_name", "other"]))
     assert to_dict(build_inference_service(named))["spec"]["transformer"]["containers"][0]["args"] == [
-        "--model_name", "other"]
+        "--fallback-score", "0.5", "--model_name", "other"]
 
 
 def test_gpus_are_requested_limited_and_their_taint_tolerated() -> None:
@@ -302,6 +306,8 @@ def test_an_invalid_config_is_refused_naming_the_field(overrides: dict[str, Any]
     (lambda: LoggerConfig(url="http://drift", mode="everything"), r"LoggerConfig\.mode: 'everything' is not one of"),
     (lambda: BatcherConfig(max_batch_size=0), r"BatcherConfig\.max_batch_size: 0 must be a whole number, at least 1"),
     (lambda: TransformerConfig(image="feast:1", resources=ServingResources(gpus=1)), r"needs no GPU"),
+    (lambda: TransformerConfig(env={"FEAST REDIS": "r:6379"}), r"TransformerConfig\.env: 'FEAST REDIS'='r:6379'"),
+    (lambda: TransformerConfig(fallback_score=1.5), r"TransformerConfig\.fallback_score: 1\.5 is not a probability"),
     (lambda: build_canary(serving_config(name="t" * 47), CANARY_URI, 5), r"'latest-t{47}-predictor' that KServe"),
     (lambda: build_canary(serving_config(STANDARD), CANARY_URI, 5, canary_name="C1"), r"canary_name: 'C1' is not a"),
     (lambda: build_canary(serving_config(), "s3:/models", 5), r"storage_uri: 's3:/models' is not a model location"),

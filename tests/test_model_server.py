@@ -25,7 +25,8 @@ from slipway.components.tracking import TrackingConfig, TrainingRun
 from slipway.serving.deploy import json_instances
 from slipway.serving.model_source import fetch_model
 from slipway.serving.prediction_log import read_events
-from slipway.serving.predictor import DEGRADED_HEADER, PredictorSettings, SlipwayPredictor, fallback_score_of
+from slipway.serving.predictor import PredictorSettings, SlipwayPredictor, fallback_score_of
+from slipway.serving.protocol import DEGRADED_HEADER
 from slipway.storage import upload
 
 NAME = "chicago_taxi"

@@ -14,8 +14,9 @@ from slipway.components.feature_aggregates import write_feature_tables
 from slipway.components.model_artifact import load_model
 from slipway.problem import load_problem
 from slipway.serving.deploy import json_instances
-from slipway.serving.online_features import STORE_UNAVAILABLE, OnlineFeatures
-from slipway.serving.predictor import DEGRADED_HEADER, PredictorSettings, SlipwayPredictor
+from slipway.serving.online_features import OnlineFeatures
+from slipway.serving.predictor import PredictorSettings, SlipwayPredictor
+from slipway.serving.protocol import DEGRADED_HEADER, FEATURE_STORE_UNAVAILABLE
 
 PROBLEM = load_problem("chicago_taxi")
 COMPANY_TRIPS_7D = "company_stats__trips_7d"
@@ -67,9 +68,9 @@ def test_requests_get_their_entities_features_and_survive_a_stopped_redis(redis_
         headers = {}
         response = predictor.predict({"instances": [row]}, {}, headers)
         answered.append((len(response["predictions"]), headers.get(DEGRADED_HEADER)))
-    assert answered == [(1, STORE_UNAVAILABLE)] * 100
+    assert answered == [(1, FEATURE_STORE_UNAVAILABLE)] * 100
     _, degraded = predictor.online_features.enrich(columns)
-    assert degraded == STORE_UNAVAILABLE
+    assert degraded == FEATURE_STORE_UNAVAILABLE
 
 
 def test_after_a_failure_the_store_is_left_alone_for_a_while_then_asked_again(redis_store) -> None:
@@ -81,12 +82,12 @@ def test_after_a_failure_the_store_is_left_alone_for_a_while_then_asked_again(re
     assert online.enrich(columns)[1] is None
     redis.terminate()
     redis.wait(timeout=10)
-    assert online.enrich(columns)[1] == STORE_UNAVAILABLE  # asked, and failed
+    assert online.enrich(columns)[1] == FEATURE_STORE_UNAVAILABLE  # asked, and failed
     online._store = None  # a store that would answer again, were it asked: it must not be, yet
     now[0] = 4.9
-    assert online.enrich(columns)[1] == STORE_UNAVAILABLE and online._store is None
+    assert online.enrich(columns)[1] == FEATURE_STORE_UNAVAILABLE and online._store is None
     now[0] = 5.1
-    assert online.enrich(columns)[1] == STORE_UNAVAILABLE and online._store is not None  # asked again
+    assert online.enrich(columns)[1] == FEATURE_STORE_UNAVAILABLE and online._store is not None  # asked again
 
 
 def test_a_request_without_its_entity_columns_is_a_400_naming_them(redis_store, taxi_model: Path) -> None:
