@@ -59,6 +59,7 @@ from slipway import logs
 from slipway.atomic import atomic_output
 from slipway.components.feature_aggregates import EVENT_TIMESTAMP, write_feature_tables
 from slipway.problem import Problem, load_problem
+from slipway.serving.process import free_ports
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -96,9 +97,7 @@ def sample_trips(problem: Problem, directory: Path) -> tuple[pd.DataFrame, Path,
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def redis_command(port: int, command: str) -> bytes:

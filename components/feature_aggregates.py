@@ -70,7 +70,8 @@ def feature_columns(problem: Problem) -> list[str]:
 
 
 def entity_key_values(values: pd.Series, problem: Problem, entity: str) -> pd.Series:
-    """The join keys of one entity: missing values become the problem's missing key.
+    """The join keys of one entity: missing values (and empty text: a V2 BYTES tensor's missing value) become
+    the problem's missing key.
 
     int64 for an integer entity, pandas string for any other, so that feature rows, training rows
     and serving requests key on identical values.
@@ -78,6 +79,8 @@ def entity_key_values(values: pd.Series, problem: Problem, entity: str) -> pd.Se
     spec = _feature_store(problem)
     _check_entity(problem, entity)
     missing_key = spec.missing_keys[entity]
+    if not pd.api.types.is_numeric_dtype(values):
+        values = values.mask(values.astype("string") == "")
     if problem.columns[entity] == "integer":
         return values.astype("Int64").fillna(missing_key).astype("int64")
     return values.astype("string").fillna(missing_key)

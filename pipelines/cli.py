@@ -376,6 +376,7 @@ def deploy_command(model_uri: str, steps: str, min_requests: int, rps: float, da
     from slipway.components.registry import RegistryError
     from slipway.serving.canary import AnalysisPolicy
     from slipway.serving.deploy import DeployError, LocalDeployConfig, deploy_registered
+    from slipway.serving.process import ServerStartError
 
     logs.configure()
     try:
@@ -390,7 +391,7 @@ def deploy_command(model_uri: str, steps: str, min_requests: int, rps: float, da
             result = deploy_registered(registry, version.name, version.version,
                                        _eval_rows(data_uri, problem, Path(workdir)),
                                        dataclasses.replace(config, name=version.name), Path(workdir))
-    except (RegistryError, DeployError) as exc:
+    except (RegistryError, DeployError, ServerStartError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("\n" + result.markdown())
     if not result.promoted:

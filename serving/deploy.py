@@ -21,11 +21,6 @@ import dataclasses
 import itertools
 import logging
 import math
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -36,6 +31,7 @@ import httpx
 import pandas as pd
 
 from slipway.serving.canary import AnalysisPolicy, RolloutResult, checked_steps, run_canary
+from slipway.serving.process import ServerProcess
 from slipway.serving.protocol import DEGRADED_HEADER
 from slipway.serving.router import Router, serve_in_background
 
@@ -98,12 +94,12 @@ def deploy_locally(
 ) -> DeployResult:
     """Serves `candidate`, smoke-tests it, and canaries it against `stable` when there is one."""
     instances = json_instances(rows)
-    with ServerProcess(candidate, config.name, workdir / "candidate", config.start_timeout_s) as new:
+    with _server(candidate, config, workdir / "candidate") as new:
         smoke = smoke_test(new.url, config.name, instances[:SMOKE_ROWS])
         log.info("smoke test passed: %d rows in %.1f ms", smoke.rows, smoke.latency_ms)
         if stable is None:
             return DeployResult("promoted", smoke, None)
-        with (ServerProcess(stable, config.name, workdir / "stable", config.start_timeout_s) as old,
+        with (_server(stable, config, workdir / "stable") as old,
               _routed(old.url, new.url) as (router, url),
               ReplayTraffic(f"{url}/v1/models/{config.name}:predict", instances, config.traffic_rps)):
             rollout = run_canary(router, router.windows, config.steps, config.policy, config.step_timeout_s,
@@ -132,6 +128,11 @@ def deploy_registered(
     else:
         log.warning("%s was rolled back; the champion stays %s", candidate.uri, champion.uri if champion else None)
     return result
+
+
+def _server(model: Path, config: LocalDeployConfig, workdir: Path) -> ServerProcess:
+    return ServerProcess(["serve", "--model", str(model), "--name", config.name], config.name, workdir,
+                         config.start_timeout_s)
 
 
 @contextlib.contextmanager
@@ -164,65 +165,6 @@ def smoke_test(url: str, name: str, instances: list[dict[str, Any]]) -> SmokeRes
     if not isinstance(scores, list) or len(scores) != len(instances) or not all(0 <= s <= 1 for s in scores):
         raise DeployError(f"smoke test: expected {len(instances)} probabilities, got {str(scores)[:500]}")
     return SmokeResult(len(instances), tuple(scores), latency_ms)
-
-
-class ServerProcess:
-    """`slipway serve` in its own process group on free loopback ports; stopped (SIGTERM, then SIGKILL) on exit."""
-
-    def __init__(self, model: Path, name: str, workdir: Path, start_timeout_s: float) -> None:
-        self.model, self.name, self.workdir, self.start_timeout_s = model, name, workdir, start_timeout_s
-        self.http_port, self.grpc_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        self.log_path = workdir / "server.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> ServerProcess:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "slipway", "serve", "--model", str(self.model),
-                   "--name", self.name, "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)]
-        with self.log_path.open("wb") as server_log:
-            self._process = subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT,
-                                             start_new_session=True)
-        log.info("started the model server for %s at %s (pid %d, log %s)", self.model, self.url,
-                 self._process.pid, self.log_path)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    def _wait_ready(self) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + self.start_timeout_s
-        while True:
-            if self._process.poll() is not None:
-                raise DeployError(f"the model server for {self.model} exited with status {self._process.returncode}:"
-                                  f"\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/v2/models/{self.name}/ready", timeout=2).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise DeployError(f"the model server for {self.model} was not ready within {self.start_timeout_s} s:"
-                                  f"\n{self.log_tail()}")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        os.killpg(self._process.pid, signal.SIGTERM)
-        try:
-            self._process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait()
-        log.info("stopped the model server at %s", self.url)
-
-    def log_tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 class ReplayTraffic:
@@ -270,9 +212,3 @@ class ReplayTraffic:
                 self._sent[index] += 1
                 next_send += interval
                 self._stop.wait(max(0.0, next_send - time.monotonic()))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 
 
+class RequestKeyError(ValueError):
+    """The request's entity keys are missing or not of their entity's type: the caller's error (a 400)."""
+
+
 class OnlineFeatures:
     """Adds the problem's online features to request columns; opens the store on first use."""
 
@@ -60,15 +64,20 @@ class OnlineFeatures:
     def enrich(self, columns: dict[str, list[Any]]) -> tuple[dict[str, list[Any]], str | None]:
         """`columns` plus every feature column, and the degraded reason (None when the lookup worked).
 
-        The entity columns must be in the request (they are the lookup keys); a missing one is the
-        caller's error, a KeyError naming it. Unknown entities get missing features, not degraded:
-        the store answered, it just knows nothing about them.
+        The entity columns must be in the request (they are the lookup keys) and hold keys of their
+        entity's type: otherwise it is the caller's error, a RequestKeyError naming the column, checked
+        before the store is asked (a bad request must not count as the store failing). Unknown entities
+        get missing features, not degraded: the store answered, it just knows nothing about them.
         """
         missing = [entity for entity in self.problem.entities if entity not in columns]
         if missing:
-            raise KeyError(f"the request has no {missing} column(s): the feature store is looked up by them")
+            raise RequestKeyError(f"the request has no {missing} column(s): the feature store is looked up by them")
         rows = len(columns[self.problem.entities[0]])
-        keys = {entity: columns[entity] for entity in self.problem.entities}
+        try:
+            keys = {entity: feature_store.online_keys(columns[entity], self.problem, entity)
+                    for entity in self.problem.entities}
+        except feature_store.EntityKeyError as error:
+            raise RequestKeyError(str(error)) from None
         missing_features = columns | {name: [None] * rows for name in self.columns}
         if self._unavailable_until is not None and self._clock() < self._unavailable_until:
             return missing_features, FEATURE_STORE_UNAVAILABLE

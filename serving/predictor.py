@@ -42,7 +42,7 @@ from prometheus_client import Counter
 
 from slipway.components.model_artifact import LoadedModel
 from slipway.components.preprocessing import FeatureInputError
-from slipway.serving.online_features import OnlineFeatures
+from slipway.serving.online_features import OnlineFeatures, RequestKeyError
 from slipway.serving.prediction_log import PredictionLogger
 from slipway.serving.protocol import (
     DEGRADED_HEADER,
@@ -190,8 +190,8 @@ class SlipwayPredictor(kserve.Model):
         if self.online_features is not None:
             try:
                 columns, degraded = self.online_features.enrich(columns)
-            except KeyError as error:
-                raise InvalidInput(str(error.args[0])) from None
+            except RequestKeyError as error:
+                raise InvalidInput(str(error)) from None
             if degraded:
                 DEGRADED_RESPONSES.labels(self.name, degraded).inc()
         try:

@@ -37,7 +37,7 @@ from kserve.errors import InvalidInput
 from kserve.inference_client import InferenceRESTClient, RESTConfig
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
-from slipway.serving.online_features import OnlineFeatures
+from slipway.serving.online_features import OnlineFeatures, RequestKeyError
 from slipway.serving.protocol import DEGRADED_HEADER, DEGRADED_RESPONSES, OUTPUT_NAME, PREDICTOR_UNAVAILABLE, joined
 
 log = logging.getLogger(__name__)
@@ -165,8 +165,8 @@ class FeastTransformer(kserve.Model):
         """The store's feature columns for these entity keys, and the degraded reason if the store failed."""
         try:
             columns, degraded = self.online_features.enrich(keys)
-        except KeyError as error:
-            raise InvalidInput(str(error.args[0])) from None
+        except RequestKeyError as error:
+            raise InvalidInput(str(error)) from None
         if degraded:
             DEGRADED_RESPONSES.labels(self.name, degraded).inc()
         return {name: columns[name] for name in self.online_features.columns}, degraded

@@ -26,6 +26,7 @@ import requests
 
 from slipway import logs
 from slipway.sample_data import fetch_sample
+from slipway.serving.process import free_ports
 from slipway.storage import StorageConfig
 
 logs.disable_telemetry()  # before any test imports mlflow: no calls home from the suite
@@ -66,9 +67,7 @@ def wait_until_answers(url: str, timeout_s: float = 10.0) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from slipway.components.model_artifact import WEIGHTS_FILE
 from slipway.serving.canary import AnalysisPolicy
-from slipway.serving.deploy import DeployError, LocalDeployConfig, ServerProcess, deploy_locally
+from slipway.serving.deploy import LocalDeployConfig, deploy_locally
+from slipway.serving.process import ServerProcess, ServerStartError
 
 # Fewer requests per step than the production default (500) keep the test short; the statistics
 # behind the default are tested in test_canary.py.
@@ -64,6 +65,7 @@ def test_a_canary_with_shifted_scores_is_rolled_back_at_the_first_step(
 
 def test_a_model_server_that_cannot_start_names_the_model_and_shows_its_log(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DeployError, match=r"(?s)exited with status 1:\n.*cannot serve .*: no model\.safetensors"):
-        with ServerProcess(tmp_path / "empty", "chicago_taxi", tmp_path / "server", start_timeout_s=60):
+    with pytest.raises(ServerStartError, match=r"(?s)slipway serve --model .*empty exited with status 1 before it "
+                                               r"was ready:\n.*cannot serve .*: no model\.safetensors"):
+        with ServerProcess(["serve", "--model", str(tmp_path / "empty")], "chicago_taxi", tmp_path / "server", 60):
             pass

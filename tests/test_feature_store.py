@@ -231,14 +231,15 @@ def test_a_known_entity_with_missing_values_is_found_and_an_unknown_one_is_not(t
 
 
 def test_online_keys_follow_the_same_missing_key_rule_as_the_feature_tables(store: Any) -> None:
-    areas = [8, 8.0, np.int64(8), np.float64(8.0), "8", None, np.nan, pd.NA]
-    companies = ["Flash Cab", 5, "", None, np.nan, pd.NA, "(unknown)", "Yellow"]
+    areas = [8, 8.0, np.int64(8), np.float64(8.0), "8", "", None, np.nan, pd.NA]
+    companies = ["Flash Cab", 5, "", None, np.nan, pd.NA, "(unknown)", "Yellow", "Yellow"]
     answer = online_features(store, PROBLEM, {"pickup_community_area": areas, "company": companies})
     for entity, values in (("pickup_community_area", areas), ("company", companies)):
         expected = [entity_key_values(pd.Series([value], dtype=object), PROBLEM, entity).tolist()[0]
                     for value in values]
         assert answer[entity] == expected
         assert [type(key) for key in answer[entity]] == [type(key) for key in expected]
+    assert answer["pickup_community_area"][5] == -1 and answer["company"][2] == "(unknown)"  # "" is missing
 
 
 def test_online_vectors_equal_the_offline_point_in_time_vectors_at_the_same_time(store: Any) -> None:

@@ -168,6 +168,15 @@ def test_a_request_without_an_entity_key_is_a_400_naming_it(servers, trips) -> N
     assert "pickup_community_area" in response.json()["error"]
 
 
+def test_a_key_of_the_wrong_type_is_a_400_and_does_not_count_against_the_store(servers, trips, expected) -> None:
+    row = json_instances(trips.head(1))[0] | {"pickup_community_area": "the loop"}
+    response = httpx.post(f"{servers['url']}/v1/models/{NAME}:predict", json={"instances": [row]})
+    assert response.status_code == 400
+    assert "'pickup_community_area' (integer) has keys that are not integers" in response.json()["error"]
+    after = httpx.post(f"{servers['url']}/v1/models/{NAME}:predict", json={"instances": json_instances(trips)})
+    assert DEGRADED_HEADER not in after.headers and after.json()["predictions"] == pytest.approx(expected, abs=1e-6)
+
+
 def test_the_predictors_400_comes_back_as_a_400_with_its_reason(servers, trips) -> None:
     row = {k: v for k, v in json_instances(trips.head(1))[0].items() if k != "trip_miles"}
     response = httpx.post(f"{servers['url']}/v1/models/{NAME}:predict", json={"instances": [row]})
