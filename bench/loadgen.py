@@ -25,7 +25,7 @@ Modes:
         --bodies v2-b1.bin --mode open --rate 500 --duration 10
 
 Prints one JSON object: counts by status, latency percentiles (ms), achieved rate, and the CPU
-used (in cores) by this process, by --watch-pid (the server) and by the whole machine over the
+used (in cores) by this process, by the --watch-pid processes (the servers) and by the whole machine over the
 measured window.
 """
 
@@ -114,10 +114,10 @@ def distribution(seconds: list[float]) -> dict:
 
 
 class CpuMeter:
-    """CPU time of this process, of a watched process (all its threads) and of the whole machine."""
+    """CPU time of this process, of the watched processes (all their threads) and of the whole machine."""
 
-    def __init__(self, watch_pid: int | None) -> None:
-        self.watch_pid = watch_pid
+    def __init__(self, watch_pids: list[int]) -> None:
+        self.watch_pids = watch_pids
         self.tick = os.sysconf("SC_CLK_TCK")
 
     def sample(self) -> tuple[float, float, float | None, float | None]:
@@ -125,13 +125,16 @@ class CpuMeter:
         return perf_counter(), usage.ru_utime + usage.ru_stime, self._process(), self._machine()
 
     def _process(self) -> float | None:
-        if self.watch_pid is None:
+        if not self.watch_pids:
             return None
-        try:
-            fields = Path(f"/proc/{self.watch_pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime (fields 14, 15 of stat)
+        total = 0
+        for pid in self.watch_pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return None
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+        return total / self.tick
 
     def _machine(self) -> float | None:
         try:
@@ -455,7 +458,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain", type=float, default=5.0, help="open loop: seconds to wait for the last answers")
     parser.add_argument("--calls", type=int, default=200, help="sequential: timed calls per bodies file")
     parser.add_argument("--warmup-calls", type=int, default=5, help="sequential: untimed calls per bodies file")
-    parser.add_argument("--watch-pid", type=int, default=None, help="report this process's CPU (the server)")
+    parser.add_argument("--watch-pid", type=int, action="append", default=[],
+                        help="report the CPU of this process (a server; repeat for several, summed)")
     args = parser.parse_args(argv)
     if args.mode == "sequential" and args.protocol != "http":
         parser.error("sequential mode is HTTP only")

@@ -1,30 +1,42 @@
-"""Benchmark: the served model under load: V1 REST, V2 REST and V2 gRPC, closed and open loop, and a soak.
+"""Benchmark: the served model under load: V1 REST, V2 REST and V2 gRPC, closed and open loop, and a soak,
+with and without the Feast transformer.
 
-A real `slipway serve` process (KServe's ModelServer, 1 worker) serves the taxi model on free
-loopback ports; the load generator (bench/loadgen.py: raw asyncio HTTP/1.1 streams, grpc.aio with
-pre-built protobufs) runs in a second process. Neither is pinned: on this 2-core machine the server
-and the load generator share both cores, and each run reports the CPU (in cores) that the server,
-the load generator and the whole machine used. Request rows are the real eval split of the taxi
-sample, encoded once before any clock runs.
+Real server processes (KServe's ModelServer, 1 worker each) serve the taxi model on free loopback
+ports; the load generator (bench/loadgen.py: raw asyncio HTTP/1.1 streams, grpc.aio with pre-built
+protobufs) runs in its own process. Nothing is pinned: on this 2-core machine the servers and the
+load generator share both cores, and each run reports the CPU (in cores) that the servers, the load
+generator and the whole machine used. Request rows are the real eval split of the taxi sample,
+encoded once before any clock runs. Three setups (`--setups`), each measured in full in turn:
+
+- direct: `slipway serve` alone; requests carry every model feature (the caller joined them).
+- in-process features: `slipway serve --features`; requests carry the trip and its entity keys,
+  and the predictor looks them up in the online store (embedded SQLite, materialized as the
+  pipeline does) before scoring.
+- transformer: `slipway transform` in front of `slipway serve`, as KServe's transformer
+  container would be: the same requests, one more process and one more hop (V1/V2 REST).
+
+Per setup:
 
 - Closed loop: `--concurrency` requests in flight back to back for `--duration` s, for each
   protocol at batch 1 and 32: requests/s, rows/s, latency p50/p99.
-- Open loop: sends scheduled on the clock at `--rate` requests/s for `--duration` s (V2 and V1 REST,
-  batch 1), latency measured from the scheduled send time, so waiting counts (no coordinated
-  omission); non-2xx, late sends and failures are counted. Goal: p99 <= 5 ms at 500 RPS.
-- Soak: `--soak-seconds` s open loop at `--rate` on V2 REST, batch 1. Goal: no 5xx.
-- Capacity profile: sequential V2 REST requests on one connection at batch 1, 8, 32 and 128,
-  written as a latency profile for `slipway estimate --profile bench/results/serving_profile.json`.
+- Open loop: sends scheduled on the clock at `--rate` requests/s for `--duration` s (V2 REST batch
+  1; direct also V1 REST), latency measured from the scheduled send time, so waiting counts (no
+  coordinated omission); non-2xx, late sends and failures are counted. Goal: p99 <= 5 ms at 500 RPS
+  for V2 REST batch 1.
+- Direct only: a soak (`--soak-seconds` s open loop at `--rate` on V2 REST, batch 1; goal: no 5xx)
+  and the capacity profile (sequential V2 REST requests on one connection at batch 1, 8, 32 and 128,
+  written for `slipway estimate --profile bench/results/serving_profile.json`).
 
-Each closed- and open-loop configuration runs `--repeats` times (the configurations take turns, so
-that a burst of other work on the machine does not skew one of them); the figures are the median,
-min and max over the repeats.
+Each closed- and open-loop configuration runs `--repeats` times (the configurations of a setup take
+turns, so that a burst of other work on the machine does not skew one of them); the figures are the
+median, min and max over the repeats.
 
-    python bench/serving.py [--model DIR|URI] [--duration 10] [--repeats 3] [--rate 500] \\
-        [--soak-seconds 60] [--concurrency 8]
-    python bench/serving.py --quick        # a smoke run of about a minute: short everything
+    python bench/serving.py [--model DIR|URI] [--setups direct transformer] [--duration 10] \\
+        [--repeats 3] [--rate 500] [--soak-seconds 60] [--concurrency 8]
+    python bench/serving.py --quick        # a smoke run of a few minutes: short everything
 
-A full run takes about 7 minutes (24 runs of 11 s, the soak, the profile, training and start-up).
+A full run takes about 17 minutes (60 runs of 11 s, the soak, the profile, the training sets,
+training and start-ups).
 
 Without --model, a model is trained on the sample first (3 epochs, a few seconds). Writes
 bench/results/serving.json and .md (median and spread, and the machine) and
@@ -35,17 +47,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import http.client
 import importlib.metadata
 import json
 import math
-import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +69,7 @@ from slipway.atomic import atomic_output
 from slipway.capacity import DEFAULT_BATCH_SIZES, BatchLatency, LatencyProfile, save_profile
 from slipway.components.preprocessing import model_features
 from slipway.problem import Problem, load_problem
+from slipway.serving.process import ServerProcess
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -87,17 +100,22 @@ def log(message: str) -> None:
 # --- the model, the rows and the requests --------------------------------------------------
 
 
-def eval_split(problem: Problem, directory: Path) -> tuple[Path, Path]:
-    """The sample's training sets, as the pipeline trains on: each trip with its point-in-time Feast features."""
-    from slipway.components.feature_store import local_store, write_training_sets
+def training_sets(problem: Problem, directory: Path) -> tuple[Path, Path, Path]:
+    """The sample's training sets, as the pipeline trains on (each trip with its point-in-time Feast features),
+    and the feature repo they came from, materialized up to the snapshot rows after the last trip, as the
+    pipeline's materialize step leaves it: (train, eval, feature repo)."""
+    from slipway.components.feature_store import local_store, materialize, write_training_sets
     from slipway.components.ingestion import ingest_source
     from slipway.sample_data import fetch_sample
 
     raw = directory / "raw" / "train.parquet", directory / "raw" / "eval.parquet"
     ingest_source(str(fetch_sample()["data.csv"]), problem, *raw)
-    train, evaluation = write_training_sets(local_store(raw, problem, directory / "feature_repo"), problem, raw,
-                                            directory)
-    return train, evaluation
+    repo = directory / "feature_repo"
+    store = local_store(raw, problem, repo)
+    train, evaluation = write_training_sets(store, problem, raw, directory)
+    last_trip = max(pd.read_parquet(path)[problem.timestamp.column].max() for path in raw)
+    materialize(store, (last_trip + pd.Timedelta(hours=1)).to_pydatetime())
+    return train, evaluation, repo
 
 
 def train_model(problem: Problem, train: Path, evaluation: Path, directory: Path) -> Path:
@@ -169,116 +187,79 @@ class Requests:
         return path
 
 
-# --- the server ----------------------------------------------------------------------------
+# --- the servers ---------------------------------------------------------------------------
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (the probes stay bound until all are chosen)."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """How the features reach the model: what the client sends, and which processes answer it."""
+
+    name: str
+    online: bool  # the client sends the trip and its entity keys; the online store supplies the rest
+    description: str
 
 
-class ServerProcess:
-    """`slipway serve` in its own process group; stopped (the whole group) however the block ends."""
+SETUPS = (
+    Setup("direct", False, "`slipway serve` alone; each request carries every model feature (the trip and its "
+                           "18 Feast features, joined by the caller)"),
+    Setup("in-process features", True, "`slipway serve --features`: the predictor looks the request's entity keys "
+                                       "up in the online store (embedded SQLite) before scoring"),
+    Setup("transformer", True, "`slipway transform` (the Feast transformer, SQLite online store) in its own process, "
+                               "calling `slipway serve` over V1/V2 REST: three processes on the machine's cores"),
+)
+OPEN_LOOP = {"direct": (("v2-rest", 1), ("v1-rest", 1)), "in-process features": (("v2-rest", 1),),
+             "transformer": (("v2-rest", 1),)}
 
-    def __init__(self, model: str, name: str, directory: Path) -> None:
-        self.model, self.name = model, name
-        self.http_port, self.grpc_port = free_ports(2)
-        self.log_path = directory / "server.log"
-        self.process: subprocess.Popen | None = None
+
+@dataclasses.dataclass
+class Target:
+    """What the load generator calls (`entry`), and every server process whose CPU counts."""
+
+    entry: ServerProcess
+    servers: list[ServerProcess]
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
 
     @property
     def http(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"127.0.0.1:{self.entry.http_port}"
 
     @property
     def grpc(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return self.entry.grpc_target
 
-    def __enter__(self) -> ServerProcess:
-        command = [str(Path(sys.executable).parent / "slipway"), "serve", "--model", self.model, "--name", self.name,
-                   "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)]
-        log(f"starting {' '.join(command)}")
-        with self.log_path.open("wb") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    def wait_ready(self) -> None:
-        started = time.monotonic()
-        deadline = started + READY_TIMEOUT_S
-        for path in ("/v2/health/ready", f"/v2/models/{self.name}/ready"):
-            while http_get(self.http, path) != 200:
-                self.check_alive("before it was ready")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"slipway serve did not answer 200 on {path} within {READY_TIMEOUT_S} s; "
-                                       f"its log ends:\n{self.log_tail()}")
-                time.sleep(0.1)
-        import grpc
-
-        with grpc.insecure_channel(self.grpc) as channel:
-            try:
-                grpc.channel_ready_future(channel).result(timeout=max(1.0, deadline - time.monotonic()))
-            except grpc.FutureTimeoutError:
-                raise RuntimeError(f"slipway serve's gRPC port {self.grpc_port} did not come up; its log ends:\n"
-                                   f"{self.log_tail()}") from None
-        log(f"server ready in {time.monotonic() - started:.1f} s (pid {self.process.pid}, HTTP {self.http_port}, "
-            f"gRPC {self.grpc_port})")
+    @property
+    def pids(self) -> list[int]:
+        return [server.process.pid for server in self.servers]
 
     def check_alive(self, when: str) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"slipway serve exited with status {self.process.returncode} {when}; its log ends:\n"
-                               f"{self.log_tail()}")
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError as error:
-            return f"(no log: {error})"
-
-    def rss_mib(self) -> float | None:
-        with contextlib.suppress(OSError, StopIteration):
-            status = Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
-            return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
-        return None
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-            if self.process.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=wait_s)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # whatever of the group outlived the leader
+        for server in self.servers:
+            server.check_alive(when)
 
 
-def http_get(target: str, path: str) -> int | None:
-    host, port = target.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=2)
-    try:
-        connection.request("GET", path)
-        return connection.getresponse().status
-    except OSError:
-        return None
-    finally:
-        connection.close()
+@contextlib.contextmanager
+def serving(setup: Setup, model: str, name: str, feature_repo: Path, directory: Path) -> Iterator[Target]:
+    serve = ["serve", "--model", model, "--name", name]
+    with contextlib.ExitStack() as stack:
+        log(f"starting the {setup.name} setup")
+        if setup.name == "direct":
+            server = stack.enter_context(ServerProcess(serve, name, directory / "direct", READY_TIMEOUT_S))
+            yield Target(server, [server])
+        elif setup.name == "in-process features":
+            server = stack.enter_context(ServerProcess([*serve, "--features", str(feature_repo)], name,
+                                                       directory / "in-process", READY_TIMEOUT_S))
+            yield Target(server, [server])
+        else:
+            predictor = stack.enter_context(ServerProcess(serve, name, directory / "predictor", READY_TIMEOUT_S))
+            transformer = stack.enter_context(ServerProcess(
+                ["transform", "--model-name", name, "--predictor-host", f"127.0.0.1:{predictor.http_port}",
+                 "--features", str(feature_repo)], name, directory / "transformer", READY_TIMEOUT_S))
+            yield Target(transformer, [transformer, predictor])
 
 
-def check_answers(server: ServerProcess, requests: Requests, batch: int) -> None:
+def check_answers(server: Target, requests: Requests, batch: int) -> None:
     """One request per protocol, before any load: 200, one score per row, in [0, 1], not the degraded fallback."""
     rows = requests.batches(batch)[0]
     host, port = server.http.rsplit(":", 1)
@@ -326,7 +307,7 @@ def check_scores(protocol: str, batch: int, scores: list[float], degraded: str |
 # --- runs ----------------------------------------------------------------------------------
 
 
-def loadgen(server: ServerProcess, protocol: str, bodies: list[str], options: list[str], timeout_s: float) -> dict:
+def loadgen(server: Target, protocol: str, bodies: list[str], options: list[str], timeout_s: float) -> dict:
     """Runs bench/loadgen.py in its own process and returns its JSON result."""
     if protocol == "v2-grpc":
         target = ["--target", server.grpc, "--protocol", "grpc"]
@@ -334,7 +315,7 @@ def loadgen(server: ServerProcess, protocol: str, bodies: list[str], options: li
         path = f"/v1/models/{server.name}:predict" if protocol == "v1-rest" else f"/v2/models/{server.name}/infer"
         target = ["--target", server.http, "--protocol", "http", "--path", path]
     command = [sys.executable, str(LOADGEN), *target, *(a for b in bodies for a in ("--bodies", b)), *options,
-               "--watch-pid", str(server.process.pid)]
+               *(a for pid in server.pids for a in ("--watch-pid", str(pid)))]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -345,21 +326,21 @@ def loadgen(server: ServerProcess, protocol: str, bodies: list[str], options: li
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def closed_run(server: ServerProcess, protocol: str, batch: int, bodies: Path, args: argparse.Namespace) -> dict:
+def closed_run(server: Target, protocol: str, batch: int, bodies: Path, args: argparse.Namespace) -> dict:
     options = ["--mode", "closed", "--concurrency", str(args.concurrency), "--duration", str(args.duration),
                "--warmup", str(args.warmup)]
     return loadgen(server, protocol, [str(bodies)], options, args.warmup + args.duration + 120)
 
 
-def open_run(server: ServerProcess, protocol: str, bodies: Path, rate: float, duration: float, warmup: float) -> dict:
+def open_run(server: Target, protocol: str, bodies: Path, rate: float, duration: float, warmup: float) -> dict:
     options = ["--mode", "open", "--rate", str(rate), "--duration", str(duration), "--warmup", str(warmup),
                "--connections", str(OPEN_LOOP_CONNECTIONS), "--late-ms", str(LATE_MS)]
     return loadgen(server, protocol, [str(bodies)], options, warmup + duration + 120)
 
 
-def closed_summary(protocol: str, batch: int, runs: list[dict]) -> dict:
+def closed_summary(setup: str, protocol: str, batch: int, runs: list[dict]) -> dict:
     return {
-        "protocol": protocol, "batch": batch, "runs": runs,
+        "setup": setup, "protocol": protocol, "batch": batch, "runs": runs,
         "rps": summary([r["rps"] for r in runs]), "rows_per_second": summary([r["rps"] * batch for r in runs]),
         "p50_ms": summary([r["latency_ms"]["p50"] for r in runs]),
         "p99_ms": summary([r["latency_ms"]["p99"] for r in runs]),
@@ -369,10 +350,10 @@ def closed_summary(protocol: str, batch: int, runs: list[dict]) -> dict:
     }
 
 
-def open_summary(protocol: str, batch: int, rate: float, runs: list[dict]) -> dict:
+def open_summary(setup: str, protocol: str, batch: int, rate: float, runs: list[dict]) -> dict:
     p99 = summary([r["latency_ms"]["p99"] for r in runs])
     return {
-        "protocol": protocol, "batch": batch, "rate": rate, "runs": runs,
+        "setup": setup, "protocol": protocol, "batch": batch, "rate": rate, "runs": runs,
         "achieved_rps": summary([r["rps"] for r in runs]),
         "p50_ms": summary([r["latency_ms"]["p50"] for r in runs]), "p99_ms": p99,
         "max_ms": summary([r["latency_ms"]["max"] for r in runs]),
@@ -390,7 +371,7 @@ def median_of(runs: list[dict], who: str) -> float | None:
     return values[len(values) // 2] if values else None
 
 
-def measure_profile(server: ServerProcess, files: dict[int, Path], calls: int, m: dict) -> LatencyProfile:
+def measure_profile(server: Target, files: dict[int, Path], calls: int, m: dict) -> LatencyProfile:
     result = loadgen(server, "v2-rest", [f"{batch}={path}" for batch, path in files.items()],
                      ["--mode", "sequential", "--calls", str(calls)], 120 + calls * len(files))
     batches = []
@@ -425,6 +406,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--soak-seconds", type=float, default=None,
                         help=f"soak length (default {FULL['soak_seconds']:g}; --quick {QUICK['soak_seconds']:g})")
     parser.add_argument("--concurrency", type=int, default=8, help="closed loop: requests in flight (default 8)")
+    parser.add_argument("--setups", nargs="+", choices=[setup.name for setup in SETUPS], metavar="SETUP",
+                        default=[setup.name for setup in SETUPS],
+                        help="which to measure: " + "; ".join(f"'{s.name}': {s.description}" for s in SETUPS))
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (about a minute): short runs, 1 repeat, short soak and profile; explicit "
                              "flags still win")
@@ -446,74 +430,97 @@ def versions() -> dict:
     return found
 
 
+def request_features(problem: Problem, setup: Setup) -> tuple[list[str], list[str]]:
+    """The (numeric, categorical) columns the client sends: every model feature, or without the store's."""
+    from slipway.components.feature_store import joined_columns
+
+    numeric, categorical = model_features(problem)
+    if setup.online:
+        numeric = [name for name in numeric if name not in set(joined_columns(problem))]
+    return numeric, categorical
+
+
+def run_setup(setup: Setup, target: Target, frame: pd.DataFrame, problem: Problem, workdir: Path,
+              args: argparse.Namespace, results: dict[str, Any], m: dict) -> None:
+    requests = Requests(frame, request_features(problem, setup), problem.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = {(p, b): requests.write(p, b, workdir) for p in PROTOCOLS for b in CLOSED_BATCHES}
+    for batch in CLOSED_BATCHES:
+        check_answers(target, requests, batch)
+    log(f"{setup.name}: every protocol answers one probability per row")
+    closed: dict[tuple[str, int], list[dict]] = {key: [] for key in files}
+    opened: dict[tuple[str, int], list[dict]] = {key: [] for key in OPEN_LOOP[setup.name]}
+    for repeat in range(1, args.repeats + 1):
+        for (protocol, batch), path in files.items():
+            run = closed_run(target, protocol, batch, path, args)
+            closed[protocol, batch].append(run)
+            log(f"{setup.name} {repeat}/{args.repeats} closed {protocol} batch {batch}: {run['rps']:,.0f} req/s "
+                f"({run['rps'] * batch:,.0f} rows/s), p50 {run['latency_ms']['p50']:.2f} ms, "
+                f"p99 {run['latency_ms']['p99']:.2f} ms, not ok {run['not_ok']}, failed {run['failed']}"
+                f"{cpu_note(run)}")
+        for protocol, batch in OPEN_LOOP[setup.name]:
+            run = open_run(target, protocol, files[protocol, batch], args.rate, args.duration, args.warmup)
+            opened[protocol, batch].append(run)
+            log(f"{setup.name} {repeat}/{args.repeats} open {protocol} batch {batch} at {args.rate:g}/s: "
+                f"{open_note(run)}{cpu_note(run)}")
+    results["closed_loop"] += [closed_summary(setup.name, p, b, runs) for (p, b), runs in closed.items()]
+    results["open_loop"] += [open_summary(setup.name, p, b, args.rate, runs) for (p, b), runs in opened.items()]
+    if setup.name != "direct":
+        return
+    if args.soak_seconds > 0:
+        log(f"soak: {args.soak_seconds:g} s at {args.rate:g}/s, V2 REST batch 1")
+        rss_before = target.entry.rss_mib()
+        run = open_run(target, "v2-rest", files["v2-rest", 1], args.rate, args.soak_seconds, 0.0)
+        results["soak"] = {
+            "protocol": "v2-rest", "batch": 1, "rate": args.rate, "seconds": args.soak_seconds, "run": run,
+            "server_errors_5xx": run["server_errors"], "goal": "no 5xx",
+            "goal_met": run["server_errors"] == 0 and run["failed"] == 0,
+            "server_rss_mib": {"before": rss_before, "after": target.entry.rss_mib()},
+        }
+        log(f"soak: {open_note(run)}, 5xx {run['server_errors']}")
+    log(f"capacity profile: sequential V2 REST, batch sizes {list(DEFAULT_BATCH_SIZES)}, "
+        f"{args.profile_calls} calls each")
+    profile_files = {b: requests.write("v2-rest", b, workdir) for b in DEFAULT_BATCH_SIZES}
+    profile = measure_profile(target, profile_files, args.profile_calls, m)
+    for b in profile.batches:
+        log(f"profile batch {b.batch_size}: p50 {b.p50_ms:.2f} ms, p99 {b.p99_ms:.2f} ms")
+    results["profile"] = profile.to_dict()
+
+
 def main() -> None:
     args = parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the server
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the servers
     problem = load_problem()
     m = machine()
+    setups = [setup for setup in SETUPS if setup.name in args.setups]
     results: dict[str, Any] = {
         "machine": m, "quick": args.quick, "versions": versions(),
-        "setup": (f"one `slipway serve` process (KServe ModelServer, 1 worker, torch 1 thread) and one load-generator "
-                  f"process (bench/loadgen.py) on 127.0.0.1, neither pinned: they share the machine's "
-                  f"{m['cores']} cores"),
+        "setup": (f"`slipway serve` (KServe ModelServer, 1 worker, torch 1 thread), for the transformer setup also "
+                  f"`slipway transform`, and one load-generator process (bench/loadgen.py) on 127.0.0.1, none "
+                  f"pinned: they share the machine's {m['cores']} cores"),
+        "setups": {setup.name: setup.description for setup in setups},
         "duration_s": args.duration, "warmup_s": args.warmup, "repeats": args.repeats, "rate": args.rate,
         "concurrency": args.concurrency, "open_loop_connections": OPEN_LOOP_CONNECTIONS, "late_ms": LATE_MS,
+        "closed_loop": [], "open_loop": [],
     }
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="slipway-bench-serving-") as tmp:
         workdir = Path(tmp)
-        log("ingesting the taxi sample and joining its point-in-time Feast features")
-        train, evaluation = eval_split(problem, workdir)
+        log("ingesting the taxi sample, joining its point-in-time Feast features, materializing the online store")
+        train, evaluation, feature_repo = training_sets(problem, workdir)
         if args.model is None:
             log("training a model on the sample (3 epochs)")
             args.model = str(train_model(problem, train, evaluation, workdir))
         results["model"] = args.model if not args.model.startswith(tmp) else "trained on the sample (3 epochs)"
         frame = pd.read_parquet(evaluation)
-        requests = Requests(frame, model_features(problem), problem.name)
-        log(f"encoding requests from {len(frame):,} eval rows")
-        files = {(p, b): requests.write(p, b, workdir) for p in PROTOCOLS for b in CLOSED_BATCHES}
-        profile_files = {b: requests.write("v2-rest", b, workdir) for b in DEFAULT_BATCH_SIZES}
-        with ServerProcess(args.model, problem.name, workdir) as server:
-            for batch in CLOSED_BATCHES:
-                check_answers(server, requests, batch)
-            log("every protocol answers one probability per row")
-            closed: dict[tuple[str, int], list[dict]] = {key: [] for key in files}
-            opened: dict[tuple[str, int], list[dict]] = {key: [] for key in OPEN_LOOP}
-            for repeat in range(1, args.repeats + 1):
-                for (protocol, batch), path in files.items():
-                    run = closed_run(server, protocol, batch, path, args)
-                    closed[protocol, batch].append(run)
-                    log(f"repeat {repeat}/{args.repeats} closed {protocol} batch {batch}: {run['rps']:,.0f} req/s "
-                        f"({run['rps'] * batch:,.0f} rows/s), p50 {run['latency_ms']['p50']:.2f} ms, "
-                        f"p99 {run['latency_ms']['p99']:.2f} ms, not ok {run['not_ok']}, failed {run['failed']}"
-                        f"{cpu_note(run)}")
-                for protocol, batch in OPEN_LOOP:
-                    run = open_run(server, protocol, files[protocol, batch], args.rate, args.duration, args.warmup)
-                    opened[protocol, batch].append(run)
-                    log(f"repeat {repeat}/{args.repeats} open {protocol} batch {batch} at {args.rate:g}/s: "
-                        f"{open_note(run)}{cpu_note(run)}")
-            results["closed_loop"] = [closed_summary(p, b, runs) for (p, b), runs in closed.items()]
-            results["open_loop"] = [open_summary(p, b, args.rate, runs) for (p, b), runs in opened.items()]
-            if args.soak_seconds > 0:
-                log(f"soak: {args.soak_seconds:g} s at {args.rate:g}/s, V2 REST batch 1")
-                rss_before = server.rss_mib()
-                run = open_run(server, "v2-rest", files["v2-rest", 1], args.rate, args.soak_seconds, 0.0)
-                results["soak"] = {
-                    "protocol": "v2-rest", "batch": 1, "rate": args.rate, "seconds": args.soak_seconds, "run": run,
-                    "server_errors_5xx": run["server_errors"], "goal": "no 5xx",
-                    "goal_met": run["server_errors"] == 0 and run["failed"] == 0,
-                    "server_rss_mib": {"before": rss_before, "after": server.rss_mib()},
-                }
-                log(f"soak: {open_note(run)}, 5xx {run['server_errors']}")
-            log(f"capacity profile: sequential V2 REST, batch sizes {list(DEFAULT_BATCH_SIZES)}, "
-                f"{args.profile_calls} calls each")
-            profile = measure_profile(server, profile_files, args.profile_calls, m)
-            for b in profile.batches:
-                log(f"profile batch {b.batch_size}: p50 {b.p50_ms:.2f} ms, p99 {b.p99_ms:.2f} ms")
-    results["profile"] = profile.to_dict()
+        log(f"requests from {len(frame):,} eval rows")
+        for setup in setups:
+            with serving(setup, args.model, problem.name, feature_repo, workdir / "servers") as target:
+                run_setup(setup, target, frame, problem, workdir / setup.name.replace(" ", "-"), args, results, m)
     results["wall_s"] = time.monotonic() - started
     RESULTS.mkdir(exist_ok=True)
-    save_profile(profile, RESULTS / "serving_profile.json")
+    if "profile" in results:
+        save_profile(LatencyProfile.from_dict(results["profile"]), RESULTS / "serving_profile.json")
     with atomic_output(RESULTS / "serving.json") as temp:
         temp.write_text(json.dumps(results, indent=2) + "\n")
     with atomic_output(RESULTS / "serving.md") as temp:
@@ -543,6 +550,11 @@ def spread(s: dict, digits: int = 0) -> str:
     return f"{s['median']:,.{digits}f} ({s['min']:,.{digits}f}–{s['max']:,.{digits}f})"
 
 
+def reference(loop: str, r: dict) -> str:
+    """REFERENCE.md's figure for the same measurement: only the direct setup is what it measured."""
+    return REFERENCE.get((loop, r["protocol"], r["batch"]), "") if r["setup"] == "direct" else ""
+
+
 def cores(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -555,23 +567,28 @@ def markdown(results: dict) -> str:
     lines += [
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; "
         + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
-        f"Setup: {results['setup']}. Model: {results['model']}. Rows: the taxi eval split. "
+        f"Setup: {results['setup']}. Model: {results['model']}. Rows: the taxi eval split (the newest trips' "
+        "entity keys were materialized into the online store as the pipeline does). "
         f"{results['repeats']} repeat(s) of {results['duration_s']:g} s (after {results['warmup_s']:g} s warm-up); "
         "median (min–max) over the repeats. CPU columns: cores used during the window (machine = every process, "
         "other people's included).",
         "",
+        "How the features reach the model:",
+        "",
+        *(f"- **{name}**: {description}" for name, description in results["setups"].items()),
+        "",
         f"## Closed loop ({results['concurrency']} requests in flight, back to back)",
         "",
-        "| protocol | batch | requests/s | rows/s | p50 ms | p99 ms | not ok / failed | CPU server / loadgen / "
-        "machine | REFERENCE.md |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| setup | protocol | batch | requests/s | rows/s | p50 ms | p99 ms | not ok / failed | CPU servers / "
+        "loadgen / machine | REFERENCE.md |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["closed_loop"]:
         lines.append(
-            f"| {r['protocol']} | {r['batch']} | {spread(r['rps'])} | {spread(r['rows_per_second'])} | "
+            f"| {r['setup']} | {r['protocol']} | {r['batch']} | {spread(r['rps'])} | {spread(r['rows_per_second'])} | "
             f"{spread(r['p50_ms'], 2)} | {spread(r['p99_ms'], 2)} | {r['not_ok']} / {r['failed']} | "
             f"{cores(r['server_cores'])} / {cores(r['loadgen_cores'])} / {cores(r['machine_cores'])} | "
-            f"{REFERENCE.get(('closed', r['protocol'], r['batch']), '')} |")
+            f"{reference('closed', r)} |")
     lines += [
         "",
         f"## Open loop (sends on the clock over {results['open_loop_connections']} keep-alive connections; latency "
@@ -581,17 +598,17 @@ def markdown(results: dict) -> str:
         "its connections could not keep up; the wait is in the latency either way). Failed: a connection error or no "
         "answer within 5 s of the last send.",
         "",
-        "| protocol | batch | target/s | answered/s | p50 ms | p99 ms | max ms | non-2xx | late | failed | "
-        "CPU server / loadgen / machine | goal | REFERENCE.md |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| setup | protocol | batch | target/s | answered/s | p50 ms | p99 ms | max ms | non-2xx | late | failed | "
+        "CPU servers / loadgen / machine | goal | REFERENCE.md |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["open_loop"]:
         lines.append(
-            f"| {r['protocol']} | {r['batch']} | {r['rate']:g} | {spread(r['achieved_rps'])} | "
+            f"| {r['setup']} | {r['protocol']} | {r['batch']} | {r['rate']:g} | {spread(r['achieved_rps'])} | "
             f"{spread(r['p50_ms'], 2)} | {spread(r['p99_ms'], 2)} | {spread(r['max_ms'], 1)} | {r['non_2xx']} | "
             f"{r['late']} | {r['failed']} of {r['scheduled']:,} | {cores(r['server_cores'])} / "
             f"{cores(r['loadgen_cores'])} / {cores(r['machine_cores'])} | {r['goal']}: "
-            f"{'met' if r['goal_met'] else 'missed'} | {REFERENCE.get(('open', r['protocol'], r['batch']), '')} |")
+            f"{'met' if r['goal_met'] else 'missed'} | {reference('open', r)} |")
     soak = results.get("soak")
     if soak:
         run, rss = soak["run"], soak["server_rss_mib"]
@@ -604,7 +621,9 @@ def markdown(results: dict) -> str:
             f"p50 {latency.get('p50', math.nan):.2f} ms, p99 {latency.get('p99', math.nan):.2f} ms, "
             f"p99.9 {latency.get('p99.9', math.nan):.2f} ms, max {latency.get('max', math.nan):.1f} ms{rss_note}.",
         ]
-    profile = results["profile"]
+    profile = results.get("profile")
+    if not profile:
+        return "\n".join(lines) + "\n"
     lines += [
         "", "## Capacity latency profile (bench/results/serving_profile.json)", "",
         f"{profile['source']}. Use it with `slipway estimate --profile bench/results/serving_profile.json "
