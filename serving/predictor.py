@@ -52,6 +52,7 @@ from slipway.serving.protocol import (
     UNINFORMED_SCORE,
     joined,
 )
+from slipway.serving.request_parsing import check_rows, tensor_values, v1_instances
 
 log = logging.getLogger(__name__)
 
@@ -143,17 +144,7 @@ class SlipwayPredictor(kserve.Model):
         return response
 
     def _v1_columns(self, payload: Any) -> dict[str, list[Any]]:
-        instances = payload.get("instances") if isinstance(payload, dict) else None
-        if not isinstance(instances, list) or not instances:
-            raise InvalidInput('expected {"instances": [...]}: a non-empty list of objects of feature values')
-        self._check_rows(len(instances), "instances")
-        for i, instance in enumerate(instances):
-            if not isinstance(instance, dict):
-                raise InvalidInput(f"instances[{i}]: expected an object of feature values, "
-                                   f"got {type(instance).__name__}")
-            missing = [name for name in self.features if name not in instance]
-            if missing:
-                raise InvalidInput(f"instances[{i}]: missing feature(s) {missing} (send null for an unknown value)")
+        instances = v1_instances(payload, self.features, "feature(s)", self.settings.max_batch_rows)
         return {name: [instance[name] for instance in instances] for name in self.features}
 
     def _v2_columns(self, request: InferRequest) -> dict[str, list[Any]]:
@@ -161,25 +152,9 @@ class SlipwayPredictor(kserve.Model):
         missing = [name for name in self.features if name not in given]
         if missing:
             raise InvalidInput(f"inputs: missing feature tensor(s) {missing}; send one input per feature, shape [N]")
-        columns: dict[str, list[Any]] = {}
-        for name in self.features:
-            tensor = given[name]
-            try:
-                values = tensor.as_numpy()
-            except (TypeError, ValueError) as error:
-                raise InvalidInput(f"input {name!r} ({tensor.datatype}): {error}") from None
-            if values.ndim == 2 and values.shape[1] == 1:
-                values = values[:, 0]
-            if values.ndim != 1:
-                raise InvalidInput(f"input {name!r}: expected shape [N] or [N, 1], got {list(values.shape)}")
-            columns[name] = [_decoded(v) for v in values.tolist()] if tensor.datatype == "BYTES" else values.tolist()
-        self._check_rows(len(columns[self.features[0]]), "inputs")
+        columns = {name: tensor_values(given[name]) for name in self.features}
+        check_rows(len(columns[self.features[0]]), "inputs", self.settings.max_batch_rows)
         return columns
-
-    def _check_rows(self, rows: int, field: str) -> None:
-        if rows > self.settings.max_batch_rows:
-            raise InvalidInput(f"{field}: {rows} rows is more than this server's limit of "
-                               f"{self.settings.max_batch_rows} (--max-batch-rows)")
 
     def _score(self, columns: dict[str, list[Any]]) -> tuple[np.ndarray, str | None]:
         """Model scores (with the online features added first, when configured), or the fallback score with
@@ -215,10 +190,6 @@ class SlipwayPredictor(kserve.Model):
             response_headers[DEGRADED_HEADER] = degraded
         if self.prediction_log is not None:
             self.prediction_log.log(request_id, self.name, request, response, degraded=degraded)
-
-
-def _decoded(value: Any) -> Any:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def fallback_score_of(model: LoadedModel, configured: float | None) -> float:

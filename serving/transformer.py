@@ -39,6 +39,7 @@ from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, In
 
 from slipway.serving.online_features import OnlineFeatures, RequestKeyError
 from slipway.serving.protocol import DEGRADED_HEADER, DEGRADED_RESPONSES, OUTPUT_NAME, PREDICTOR_UNAVAILABLE, joined
+from slipway.serving.request_parsing import check_rows, tensor_values, v1_instances
 
 log = logging.getLogger(__name__)
 
@@ -123,18 +124,7 @@ class FeastTransformer(kserve.Model):
         return {"predictions": scores}
 
     def _enriched_v1(self, payload: Any) -> tuple[int, dict[str, Any], str | None]:
-        instances = payload.get("instances") if isinstance(payload, dict) else None
-        if not isinstance(instances, list) or not instances:
-            raise InvalidInput('expected {"instances": [...]}: a non-empty list of objects of feature values')
-        self._check_rows(len(instances), "instances")
-        for i, instance in enumerate(instances):
-            if not isinstance(instance, dict):
-                raise InvalidInput(f"instances[{i}]: expected an object of feature values, "
-                                   f"got {type(instance).__name__}")
-            missing = [entity for entity in self.entities if entity not in instance]
-            if missing:
-                raise InvalidInput(f"instances[{i}]: missing entity key(s) {missing}: the online features are "
-                                   "looked up by them (send null for an unknown key)")
+        instances = v1_instances(payload, self.entities, "entity key(s)", self.settings.max_batch_rows)
         features, degraded = self._features({entity: [row[entity] for row in instances] for entity in self.entities})
         enriched = [row | {name: values[i] for name, values in features.items()} for i, row in enumerate(instances)]
         return len(instances), {"instances": enriched}, degraded
@@ -145,12 +135,13 @@ class FeastTransformer(kserve.Model):
         if missing:
             raise InvalidInput(f"inputs: missing entity key tensor(s) {missing}: the online features are looked "
                                "up by them")
-        inputs = [_rest_input(tensor) for tensor in request.inputs]
+        inputs = [InferInput(name=tensor.name, shape=[len(values)], datatype=tensor.datatype, data=values)
+                  for tensor in request.inputs for values in [tensor_values(tensor)]]
         rows = inputs[0].shape[0] if inputs[0].shape else 0
         if any(tensor.shape[:1] != [rows] for tensor in inputs):
             raise InvalidInput(f"inputs: every tensor must have the same number of rows; got "
                                f"{ {tensor.name: tensor.shape for tensor in inputs} }")
-        self._check_rows(rows, "inputs")
+        check_rows(rows, "inputs", self.settings.max_batch_rows)
         keys = {tensor.name: list(tensor.data) for tensor in inputs if tensor.name in self.entities}
         features, degraded = self._features(keys)
         kept = [tensor for tensor in inputs if tensor.name not in features]
@@ -177,33 +168,12 @@ class FeastTransformer(kserve.Model):
         DEGRADED_RESPONSES.labels(self.name, PREDICTOR_UNAVAILABLE).inc()
         return [self.settings.fallback_score] * rows, joined(degraded, PREDICTOR_UNAVAILABLE)
 
-    def _check_rows(self, rows: int, field: str) -> None:
-        if rows > self.settings.max_batch_rows:
-            raise InvalidInput(f"{field}: {rows} rows is more than this server's limit of "
-                               f"{self.settings.max_batch_rows} (--max-batch-rows)")
-
     def _client(self, protocol: str) -> InferenceRESTClient:
         """One keep-alive client per protocol, made inside the server's event loop on first use."""
         if protocol not in self._clients:
             self._clients[protocol] = InferenceRESTClient(
                 RESTConfig(protocol=protocol, retries=0, timeout=self.settings.timeout_s))
         return self._clients[protocol]
-
-
-def _rest_input(tensor: InferInput) -> InferInput:
-    """The tensor with its values as a JSON list (gRPC requests may carry raw bytes), text decoded."""
-    try:
-        values = tensor.as_numpy()
-    except (TypeError, ValueError) as error:
-        raise InvalidInput(f"input {tensor.name!r} ({tensor.datatype}): {error}") from None
-    if values.ndim == 2 and values.shape[1] == 1:
-        values = values[:, 0]
-    if values.ndim != 1:
-        raise InvalidInput(f"input {tensor.name!r}: expected shape [N] or [N, 1], got {list(values.shape)}")
-    data = values.tolist()
-    if tensor.datatype == "BYTES":
-        data = [value.decode("utf-8") if isinstance(value, bytes) else value for value in data]
-    return InferInput(name=tensor.name, shape=[len(data)], datatype=tensor.datatype, data=data)
 
 
 def _scores(answer: Mapping[str, Any] | InferResponse) -> list[float]:
