@@ -163,15 +163,19 @@ def transform(config: TransformConfig) -> None:
 
 
 def run_model_server(model: Any, http_port: int, grpc_port: int, max_payload_bytes: int, access_log: bool) -> None:
-    """KServe's ModelServer for one model, one worker, with the payload limit and quiet per-request logs."""
+    """KServe's ModelServer for one model, one worker, with the payload limit, the leaner V2 REST infer route
+    (serving/v2_rest.py) and quiet per-request logs."""
     import kserve
     import kserve.model_server
+
+    from slipway.serving.v2_rest import add_v2_infer_route
 
     # Everything loaded so far (torch, kserve, the model) lives as long as the server: moved out of
     # the collector's sight, a full collection no longer walks it in the middle of requests.
     gc.freeze()
     kserve.model_server.app.add_middleware(PayloadLimit, max_bytes=max_payload_bytes)
     server = kserve.ModelServer(http_port=http_port, grpc_port=grpc_port, workers=1, enable_latency_logging=False)
+    add_v2_infer_route(kserve.model_server.app, server.dataplane)
     if not access_log:
         for name in PER_REQUEST_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -142,6 +142,20 @@ def test_a_malformed_v1_request_is_a_400_naming_the_field(server, body, status, 
     assert message in response.json()["error"]
 
 
+@pytest.mark.parametrize(("body", "message"), [
+    (b"{}", "not a V2 inference request: no 'inputs' field"),
+    (b'{"inputs": [{"name": "fare", "datatype": "FP64", "data": [1.0]}]}', "no 'shape' field"),
+    (b'{"inputs": "fare"}', 'not a V2 inference request (\'str\' object has no attribute \'get\'; expected {"inputs"'),
+    (b'{"inputs": []}', '"inputs" is empty'),
+    (b"{not json", "Unrecognized request format"),
+])
+def test_a_malformed_v2_request_is_a_400_naming_what_is_missing(server, body, message) -> None:
+    response = httpx.post(f"{server['url']}/v2/models/{NAME}/infer", content=body,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
 def test_a_bad_value_or_too_big_a_request_is_refused_with_its_reason(server, eval_rows) -> None:
     url = f"{server['url']}/v1/models/{NAME}:predict"
     [row] = json_instances(eval_rows.head(1))
@@ -155,6 +169,8 @@ def test_a_bad_value_or_too_big_a_request_is_refused_with_its_reason(server, eva
     assert chunked.status_code == 413
     assert httpx.post(url, content=b"{not json").status_code == 400
     assert httpx.post(f"{server['url']}/v1/models/other:predict", json={"instances": [row]}).status_code == 404
+    assert httpx.post(f"{server['url']}/v2/models/other/infer", json={"inputs": [
+        {"name": "fare", "datatype": "FP64", "shape": [1], "data": [1.0]}]}).status_code == 404
     v2 = httpx.post(f"{server['url']}/v2/models/{NAME}/infer",
                     json={"inputs": [{"name": "fare", "datatype": "FP64", "shape": [1], "data": [1.0]}]})
     assert v2.status_code == 400 and "missing feature tensor(s) ['trip_miles'" in v2.json()["error"]
