@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import free_port, wait_until_answers
-from kserve import InferenceGRPCClient, InferInput, InferRequest
+from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from slipway.components.model_artifact import METADATA_FILE, WEIGHTS_FILE, load_model
 from slipway.components.registry import ModelRegistry
@@ -96,18 +96,23 @@ def test_v2_rest_answers_the_same_scores_and_always_an_id(server, taxi_model, ev
     assert anonymous["id"], "a V2 response without an id breaks KServe's clients"
 
 
+def v2_tensors(frame: pd.DataFrame, numeric: list[str], categorical: list[str], binary: bool) -> list[InferInput]:
+    inputs = []
+    for column in numeric:
+        tensor = InferInput(column, [len(frame)], "FP64")
+        tensor.set_data_from_numpy(frame[column].to_numpy("float64"), binary_data=binary)
+        inputs.append(tensor)
+    for column in categorical:
+        tensor = InferInput(column, [len(frame)], "BYTES")
+        tensor.set_data_from_numpy(np.array([str(v) for v in frame[column]], dtype=object), binary_data=binary)
+        inputs.append(tensor)
+    return inputs
+
+
 def test_v2_grpc_answers_the_same_scores(server, taxi_model, eval_rows, expected) -> None:
     preprocessing = load_model(taxi_model).preprocessing
     frame = eval_rows.dropna(subset=preprocessing.categorical)
-    inputs = []
-    for column in preprocessing.numeric:
-        tensor = InferInput(column, [len(frame)], "FP64")
-        tensor.set_data_from_numpy(frame[column].to_numpy("float64"), binary_data=False)
-        inputs.append(tensor)
-    for column in preprocessing.categorical:
-        tensor = InferInput(column, [len(frame)], "BYTES")
-        tensor.set_data_from_numpy(np.array([str(v) for v in frame[column]], dtype=object), binary_data=False)
-        inputs.append(tensor)
+    inputs = v2_tensors(frame, preprocessing.numeric, preprocessing.categorical, binary=False)
 
     async def infer() -> Any:
         client = InferenceGRPCClient(server["grpc"])
@@ -118,6 +123,25 @@ def test_v2_grpc_answers_the_same_scores(server, taxi_model, eval_rows, expected
 
     response = asyncio.run(infer())
     assert response.id == "g-1"
+    assert np.allclose(response.outputs[0].as_numpy(), expected[frame.index.to_numpy()], atol=1e-6)
+
+
+def test_v2_rest_reads_the_binary_tensor_extension_as_kserves_client_sends_it(
+        server, taxi_model, eval_rows, expected) -> None:
+    preprocessing = load_model(taxi_model).preprocessing
+    frame = eval_rows.dropna(subset=preprocessing.categorical)
+    inputs = v2_tensors(frame, preprocessing.numeric, preprocessing.categorical, binary=True)
+
+    async def infer() -> Any:
+        client = InferenceRESTClient(RESTConfig(protocol="v2", retries=0))
+        try:
+            return await client.infer(server["url"], InferRequest(model_name=NAME, infer_inputs=inputs,
+                                                                  request_id="b-1"), model_name=NAME)
+        finally:
+            await client.close()
+
+    response = asyncio.run(infer())
+    assert response.id == "b-1"
     assert np.allclose(response.outputs[0].as_numpy(), expected[frame.index.to_numpy()], atol=1e-6)
 
 
