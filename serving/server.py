@@ -57,11 +57,16 @@ class ServeConfig:
             # KServe's multi-worker mode re-imports its FastAPI app in spawned processes, which would
             # drop the payload limit; on Kubernetes scale with replicas instead.
             raise ValueError(f"workers must be 1 (got {self.workers}): scale out with more replicas")
-        if self.max_payload_bytes < 1024:
-            raise ValueError(f"max_payload_bytes must be at least 1024, got {self.max_payload_bytes}")
-        for field in ("http_port", "grpc_port"):
-            if not 0 < getattr(self, field) < 65536:
-                raise ValueError(f"{field} must be a TCP port, got {getattr(self, field)}")
+        check_server_limits(self.http_port, self.grpc_port, self.max_payload_bytes)
+
+
+def check_server_limits(http_port: int, grpc_port: int, max_payload_bytes: int) -> None:
+    """What every Slipway server's configuration must hold: two TCP ports and a sane payload limit."""
+    if max_payload_bytes < 1024:
+        raise ValueError(f"max_payload_bytes must be at least 1024, got {max_payload_bytes}")
+    for field, port in (("http_port", http_port), ("grpc_port", grpc_port)):
+        if not 0 < port < 65536:
+            raise ValueError(f"{field} must be a TCP port, got {port}")
 
 
 def build_predictor(config: ServeConfig) -> Any:
@@ -132,11 +137,7 @@ class TransformConfig:
             raise ValueError("model_name must name the model the predictor serves")
         if not self.predictor_host:
             raise ValueError("predictor_host must name the predictor (host[:port])")
-        if self.max_payload_bytes < 1024:
-            raise ValueError(f"max_payload_bytes must be at least 1024, got {self.max_payload_bytes}")
-        for field in ("http_port", "grpc_port"):
-            if not 0 < getattr(self, field) < 65536:
-                raise ValueError(f"{field} must be a TCP port, got {getattr(self, field)}")
+        check_server_limits(self.http_port, self.grpc_port, self.max_payload_bytes)
 
 
 def build_transformer(config: TransformConfig) -> Any:

@@ -251,3 +251,15 @@ def test_manifests_refuses_what_kserve_could_not_serve(args: list[str], message:
     assert result.exit_code == 2
     assert message in result.output
     assert not list(tmp_path.iterdir()), "nothing is written for a refused manifest"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["serve", "--http-port", "0"], "http_port must be a TCP port, got 0"),
+    (["transform", "--predictor-host", "localhost:8080", "--grpc-port", "70000"], "grpc_port must be a TCP port"),
+    (["transform", "--predictor-host", "localhost:8080", "--max-payload-bytes", "10"],
+     "max_payload_bytes must be at least 1024, got 10"),
+])
+def test_servers_refuse_impossible_ports_and_limits_before_starting(args: list[str], message: str) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert message in result.output
