@@ -82,7 +82,6 @@ P99_GOAL_MS = 5.0
 OPEN_LOOP_CONNECTIONS = 32
 LATE_MS = 2.0  # an open-loop send that starts this long after its schedule is late (timers have ~1 ms slop)
 MAX_DISTINCT_REQUESTS = 512
-READY_TIMEOUT_S = 180
 # REFERENCE.md, KServe 0.21 with a small torch MLP, 1 worker, 2 cores shared with the load generator.
 REFERENCE = {
     ("closed", "v1-rest", 1): "1.87k RPS", ("closed", "v2-rest", 1): "1.4k RPS",
@@ -245,17 +244,17 @@ def serving(setup: Setup, model: str, name: str, feature_repo: Path, directory: 
     with contextlib.ExitStack() as stack:
         log(f"starting the {setup.name} setup")
         if setup.name == "direct":
-            server = stack.enter_context(ServerProcess(serve, name, directory / "direct", READY_TIMEOUT_S))
+            server = stack.enter_context(ServerProcess(serve, name, directory / "direct"))
             yield Target(server, [server])
         elif setup.name == "in-process features":
             server = stack.enter_context(ServerProcess([*serve, "--features", str(feature_repo)], name,
-                                                       directory / "in-process", READY_TIMEOUT_S))
+                                                       directory / "in-process"))
             yield Target(server, [server])
         else:
-            predictor = stack.enter_context(ServerProcess(serve, name, directory / "predictor", READY_TIMEOUT_S))
+            predictor = stack.enter_context(ServerProcess(serve, name, directory / "predictor"))
             transformer = stack.enter_context(ServerProcess(
                 ["transform", "--model-name", name, "--predictor-host", f"127.0.0.1:{predictor.http_port}",
-                 "--features", str(feature_repo)], name, directory / "transformer", READY_TIMEOUT_S))
+                 "--features", str(feature_repo)], name, directory / "transformer"))
             yield Target(transformer, [transformer, predictor])
 
 
