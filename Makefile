@@ -1,7 +1,8 @@
 # Slipway: `make run` runs the whole training pipeline locally; `make test` runs the tests.
 # Both build what they need first: the `core` environment in .venv/core from the pinned
-# requirements/core.txt (rebuilt only when that lock or the package metadata changes) and the
-# Chicago taxi sample in data/ (fetched once from the tfx wheel on PyPI, sha256-verified).
+# requirements/core.txt and the `tfdv` environment in .venv/tfdv from requirements/tfdv.txt (each
+# rebuilt only when its lock or the package metadata changes; DESIGN.md §3), and the Chicago taxi
+# sample in data/ (fetched once from the tfx wheel on PyPI, sha256-verified).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -11,28 +12,32 @@ PY := $(VENV)/bin/python
 SLIPWAY := $(VENV)/bin/slipway
 CORE_STAMP := $(VENV)/.installed-core
 TEST_STAMP := $(VENV)/.installed-test
+TFDV_VENV := .venv/tfdv
+TFDV_PY := $(TFDV_VENV)/bin/python
+TFDV_STAMP := $(TFDV_VENV)/.installed-tfdv
 SAMPLE := data/chicago_taxi/data.csv
 PIP := $(PY) -m pip --quiet --disable-pip-version-check
 
-.PHONY: help run test bench compile data env lock clean
+.PHONY: help run test bench compile data env tfdv-env lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
-run: env data  ## run the training pipeline locally on the sample, then compile every pipeline into dist/
+run: env tfdv-env data  ## run the training pipeline locally on the sample, then compile every pipeline into dist/
 	$(SLIPWAY) run training --data $(SAMPLE)
 	$(SLIPWAY) compile --output-dir dist
 
-test: $(TEST_STAMP) data  ## lint, then run the test suite
+test: $(TEST_STAMP) $(TFDV_STAMP) data  ## lint, then run the test suite
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)  # the online feature store tests run a real Redis
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
-bench: $(TEST_STAMP) data  ## run the benchmarks; figures land in bench/results/
+bench: $(TEST_STAMP) $(TFDV_STAMP) data  ## run the benchmarks; figures land in bench/results/
 	$(PY) bench/kfp_local_overhead.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/serving.py
 	$(PY) bench/features.py
+	$(PY) bench/validation.py
 
 compile: env  ## compile every pipeline to KFP IR in dist/
 	$(SLIPWAY) compile --output-dir dist
@@ -52,6 +57,19 @@ $(CORE_STAMP): requirements/core.txt setup.cfg pyproject.toml
 	$(PY) -m pip check
 	touch $@
 
+tfdv-env: $(TFDV_STAMP)  ## build the tfdv environment (TFDV and what it pins; about 2 minutes, 2.8 GB)
+
+# The validation components run in core and call TFDV through this environment's interpreter
+# (slipway/runtime_call.py); it holds Slipway itself (no dependencies) and the Facets bundle.
+$(TFDV_STAMP): requirements/tfdv.txt setup.cfg pyproject.toml
+	@echo "building $(TFDV_VENV) from requirements/tfdv.txt (about 2 minutes the first time)"
+	test -x $(TFDV_PY) || $(PYTHON) -m venv $(TFDV_VENV)
+	$(TFDV_PY) -m pip --quiet --disable-pip-version-check install -r requirements/tfdv.txt
+	$(TFDV_PY) -m pip --quiet --disable-pip-version-check install --no-deps -e .
+	$(TFDV_PY) -m pip check
+	$(TFDV_PY) -m slipway.components.facets
+	touch $@
+
 $(TEST_STAMP): $(CORE_STAMP) requirements/test.txt
 	$(PIP) install -r requirements/test.txt -c requirements/core.txt
 	touch $@
@@ -59,6 +77,7 @@ $(TEST_STAMP): $(CORE_STAMP) requirements/test.txt
 lock: env  ## re-resolve requirements/*.txt from requirements/*.in
 	$(PY) scripts/lock_requirements.py core
 	$(PY) scripts/lock_requirements.py test --constraint requirements/core.txt
+	$(PY) scripts/lock_requirements.py tfdv
 
 clean:  ## remove runs, compiled pipelines and build leftovers (keeps .venv and data)
 	rm -rf runs dist build *.egg-info

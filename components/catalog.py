@@ -41,6 +41,89 @@ def ingest(
     eval_data.metadata.update(result.metadata("eval"))
 
 
+# The validation steps run on the `tfdv` image on Kubeflow; locally their bodies run in core and call
+# components/data_validation.py in the tfdv environment through slipway.runtime_call (DESIGN.md §3).
+@dsl.component(base_image=runtimes.TFDV_IMAGE, install_kfp_package=False)
+def statistics(
+    train_data: dsl.Input[dsl.Dataset],
+    eval_data: dsl.Input[dsl.Dataset],
+    problem: str,
+    statistics: dsl.Output[dsl.Artifact],
+    report: dsl.Output[dsl.HTML],
+):
+    """TFDV statistics of the train and eval splits (TFX's `Split-<split>/FeatureStats.pb` layout, each a
+    DatasetFeatureStatisticsList) and a self-contained Facets Overview page comparing them."""
+    from slipway import logs, runtime_call, runtimes
+
+    logs.configure()
+    result = runtime_call.call(runtimes.TFDV, "slipway.components.data_validation:generate_statistics",
+                               splits={"train": train_data.path, "eval": eval_data.path},
+                               output_dir=statistics.path, html_path=report.path, problem=problem)
+    statistics.metadata.update({"format": "DatasetFeatureStatisticsList", "layout": "Split-<split>/FeatureStats.pb",
+                                "splits": sorted(result["splits"]),
+                                **{f"{split}_rows": info["rows"] for split, info in result["splits"].items()}})
+
+
+@dsl.component(base_image=runtimes.TFDV_IMAGE, install_kfp_package=False)
+def schema(
+    statistics: dsl.Input[dsl.Artifact],
+    problem: str,
+    pinned_schema: str,
+    schema: dsl.Output[dsl.Artifact],
+):
+    """Infers a schema from the train statistics and curates it from the problem's `validation` section, or
+    uses the reviewed `pinned_schema` (a schema.pbtxt path or URI) after checking it parses."""
+    import tempfile
+    from pathlib import Path
+
+    from slipway import logs, runtime_call, runtimes
+    from slipway.storage import download, scheme_of
+
+    logs.configure()
+    with tempfile.TemporaryDirectory(prefix="slipway-schema-") as tmp:
+        pinned = pinned_schema
+        if pinned_schema and scheme_of(pinned_schema) != "file":
+            pinned = str(Path(tmp) / "schema.pbtxt")
+            download(pinned_schema, Path(pinned))
+        result = runtime_call.call(runtimes.TFDV, "slipway.components.data_validation:infer_schema",
+                                   statistics_dir=statistics.path, split="train", schema_path=schema.path,
+                                   problem=problem, pinned_schema=pinned)
+    schema.metadata.update({"format": "schema.pbtxt", "features": result["features"],
+                            "source": pinned_schema or "inferred from the train statistics"})
+
+
+@dsl.component(base_image=runtimes.TFDV_IMAGE, install_kfp_package=False)
+def validate(
+    statistics: dsl.Input[dsl.Artifact],
+    schema: dsl.Input[dsl.Artifact],
+    problem: str,
+    anomalies: dsl.Output[dsl.Artifact],
+    summary: dsl.Output[dsl.Markdown],
+    metrics: dsl.Output[dsl.Metrics],
+):
+    """Validates the eval split's statistics against the schema and its drift from the train split (TFX's
+    ExampleValidator): an anomalies.pbtxt, a Markdown list of the anomalies and their count by severity.
+    Anomalies fail the step, naming the features, unless the problem sets validation.fail_on_anomalies: false."""
+    import logging
+    from pathlib import Path
+
+    from slipway import logs, runtime_call, runtimes
+    from slipway.components.validation_report import ValidationResult, gate
+    from slipway.problem import load_problem
+
+    logs.configure()
+    result = ValidationResult.from_json(runtime_call.call(
+        runtimes.TFDV, "slipway.components.data_validation:validate_statistics",
+        statistics_dir=statistics.path, split="eval", schema_path=schema.path, anomalies_path=anomalies.path,
+        problem=problem, baseline_dir=statistics.path, baseline_split="train", comparison="drift"))
+    Path(summary.path).write_text(result.markdown())
+    for severity, count in result.counts().items():
+        metrics.log_metric(f"anomalies_{severity}", count)
+    anomalies.metadata.update({"format": "anomalies.pbtxt", "features": result.features})
+    logging.getLogger("slipway.validate").info(result.headline())
+    gate(result, load_problem(problem).validation.fail_on_anomalies)
+
+
 @dsl.component(
     base_image=runtimes.CORE_IMAGE,
     install_kfp_package=False,
@@ -206,9 +289,9 @@ def register(
     eval_data: dsl.Input[dsl.Dataset],
     evaluation: dsl.Input[dsl.Artifact],
     blessing: dsl.Input[dsl.Artifact],
+    schema: dsl.Input[dsl.Artifact],
     problem: str,
     model_name: str,
-    schema_uri: str,
     tracking_uri: str,
     pipeline_root: str,
     pipeline_run_id: str,
@@ -230,7 +313,7 @@ def register(
     loaded = load_problem(problem)
     registry = ModelRegistry.connect(TrackingConfig.resolve(tracking_uri, pipeline_root).tracking_uri)
     data = DataLineage(train_uri=train_data.uri, eval_uri=eval_data.uri, data_sha256=train_data.metadata.get("sha256"),
-                       schema_uri=schema_uri, pipeline_run_id=pipeline_run_id)
+                       schema_uri=schema.uri, pipeline_run_id=pipeline_run_id)
     version, card = register_model(registry, registered_model_name(model_name, loaded), Path(model.path), loaded,
                                    load_evaluation(Path(evaluation.path)), load_decision(Path(blessing.path)), data)
     Path(model_card.path).write_text(card)

@@ -3,6 +3,7 @@
     slipway compile [--output-dir dist] [PIPELINE ...]
     slipway run training [--data URI] [--set key=value ...]
     slipway train [--data URI] [--processes N] [--epochs N ...]
+    slipway validate --data URI --schema PATH [--training-stats DIR]
     slipway promote --model NAME --version V
     slipway rollback --model NAME
     slipway estimate --qps N --p99-ms L
@@ -523,6 +524,61 @@ def features_command(entities: tuple[str, ...], problem: str, feature_repo: Path
             if ref.startswith(view + ":"):
                 value = answer[feature_store.full_feature_name(ref)][0]
                 click.echo(f"  {ref.split(':')[1]:<20} {'missing' if value is None else _number(value)}")
+
+
+class InputError(click.ClickException):
+    """Input that cannot be checked at all (a missing file, a schema that does not parse): exit code 2."""
+
+    exit_code = 2
+
+
+@cli.command("validate")
+@click.option("--data", "data_uri", required=True, metavar="URI",
+              help="CSV or Parquet file to validate: a local path, gs://, s3:// or http(s):// URI.")
+@click.option("--schema", "schema_uri", required=True, metavar="PATH",
+              help="The schema.pbtxt to validate against: a run's `schema` artifact, or a reviewed copy.")
+@click.option("--training-stats", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A run's `statistics` artifact folder (Split-train/FeatureStats.pb): also check the data's "
+                   "skew from the training data, with the schema's per-feature thresholds.")
+@click.option("--problem", default=DEFAULT_PROBLEM, show_default=True,
+              help="Problem whose column types the data is read with.")
+@click.option("--anomalies", "anomalies_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write TFDV's anomalies.pbtxt here.")
+def validate_command(data_uri: str, schema_uri: str, training_stats: Path | None, problem: str,
+                     anomalies_path: Path | None) -> None:
+    """Validate a data file against a schema with TFDV, outside a pipeline, and print the anomalies.
+
+    Data without the label column (a raw source, a serving log) is judged in the schema's SERVING
+    environment. Exit codes: 0 no anomalies, 1 anomalies (listed), 2 the input could not be validated.
+    """
+    import tempfile
+
+    from slipway import runtime_call
+    from slipway.components.validation_report import ValidationResult
+    from slipway.storage import StorageError, download
+
+    logs.configure(logging.WARNING)  # the verdict, not TFDV's progress
+    with tempfile.TemporaryDirectory(prefix="slipway-validate-") as tmp:
+        local = {}
+        for flag, uri in (("--data", data_uri), ("--schema", schema_uri)):
+            local[flag] = Path(tmp) / flag.strip("-") / (Path(uri.split("?")[0]).name or "input")
+            try:
+                download(uri, local[flag])
+            except StorageError as exc:
+                raise InputError(f"{flag}: {exc}") from None
+        try:
+            answer = runtime_call.call(
+                runtimes.TFDV, "slipway.components.data_validation:validate_data",
+                data=str(local["--data"]), schema_path=str(local["--schema"]),
+                anomalies_path=str(anomalies_path or Path(tmp) / "anomalies.pbtxt"), problem=problem,
+                training_statistics=str(training_stats or ""))
+        except runtime_call.RuntimeCallError as exc:
+            raise InputError(str(exc).replace(str(local["--data"]), data_uri)
+                             .replace(str(local["--schema"]), schema_uri)) from None
+    result = ValidationResult.from_json({**answer, "dataset": data_uri})
+    click.echo(result.text())
+    if result.anomalies:
+        raise SystemExit(1)
 
 
 @cli.command("serve")

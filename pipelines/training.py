@@ -1,6 +1,8 @@
 """The `training` pipeline: from a raw source to a served model, deployed only if blessed and canaried.
 
 Read it top to bottom to follow one row of data: `ingest` types and time-splits the source;
+`statistics`, `schema` and `validate` check both splits with TFDV (TFX's StatisticsGen, SchemaGen
+and ExampleValidator) and stop the run on anomalies before anything else happens;
 `feature_tables` computes each entity's windowed aggregates of earlier trips (Feast's offline
 store), `feast_apply` registers the feature views, `training_set` joins every trip of each split
 with its features as of the trip's own time (point in time, no later), and `materialize` loads
@@ -9,8 +11,8 @@ training set, `evaluate` measures it on the eval training set (the future),
 `bless` compares it with the registry's champion on that same split, `register` records it as
 the `challenger` with its lineage and model card, and only a blessed model goes on to `deploy`:
 served by a real KServe model server, smoke-tested, canaried against the champion on live
-traffic, and made `champion` only if the canary passes. Later steps (validate, tune: DESIGN.md
-§1) slot in between without changing these steps' contracts.
+traffic, and made `champion` only if the canary passes. Tuning (DESIGN.md §1) will slot in before
+`train` without changing these steps' contracts.
 """
 
 from typing import NamedTuple
@@ -27,8 +29,11 @@ from slipway.components.catalog import (
     ingest,
     materialize,
     register,
+    schema,
+    statistics,
     train,
     training_set,
+    validate,
 )
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
 from slipway.problem import DEFAULT_PROBLEM
@@ -40,6 +45,8 @@ CANARY_STEPS = LocalDeployConfig.steps
 
 
 class TrainingOutputs(NamedTuple):
+    statistics_report: dsl.HTML
+    anomalies: dsl.Markdown
     model: dsl.Model
     train_metrics: dsl.Metrics
     eval_metrics: dsl.Metrics
@@ -60,6 +67,7 @@ class TrainingOutputs(NamedTuple):
 def training(
     source_uri: str,
     problem: str = DEFAULT_PROBLEM,
+    pinned_schema: str = "",
     architecture: str = TrainConfig.architecture,
     hidden_units: list = list(TrainConfig.hidden_units),  # noqa: B006 - KFP records the default in the IR
     dropout: float = TrainConfig.dropout,
@@ -83,7 +91,8 @@ def training(
     canary_min_requests: int = AnalysisPolicy.min_requests,
     traffic_rps: float = LocalDeployConfig.traffic_rps,
 ) -> TrainingOutputs:
-    """`feature_repo` is the Feast store's folder (empty: SLIPWAY_FEAST_* from the environment, else an
+    """`pinned_schema` is a reviewed schema.pbtxt (path or URI) to validate against instead of the one
+    inferred from the train split; `feature_repo` is the Feast store's folder (empty: SLIPWAY_FEAST_* from the environment, else an
     embedded store under the pipeline root, shared by runs like the MLflow registry); `model_name` is
     the registered model (empty: the problem's name); `min_auc` and `max_auc_drop` are the
     blessing gate's minimum AUC and the AUC drop from the champion it tolerates; `canary_steps` are the
@@ -93,8 +102,13 @@ def training(
     # The source behind a URI can change while the URI stays the same (`latest.csv`): never
     # let Kubeflow's cache answer for a fresh read.
     ingested.set_caching_options(False)
+    # Gate everything downstream on the data: TFDV statistics, a curated (or pinned) schema, anomalies.
+    stats = statistics(train_data=ingested.outputs["train_data"], eval_data=ingested.outputs["eval_data"],
+                       problem=problem)
+    inferred = schema(statistics=stats.outputs["statistics"], problem=problem, pinned_schema=pinned_schema)
+    validated = validate(statistics=stats.outputs["statistics"], schema=inferred.outputs["schema"], problem=problem)
     tables = feature_tables(train_data=ingested.outputs["train_data"], eval_data=ingested.outputs["eval_data"],
-                            problem=problem)
+                            problem=problem).after(validated)
     store = {"feature_repo": feature_repo, "pipeline_root": dsl.PIPELINE_ROOT_PLACEHOLDER}
     # The registry and the online store live outside the run: never cached.
     applied = feast_apply(tables=tables.outputs["tables"], problem=problem, **store).set_caching_options(False)
@@ -150,9 +164,9 @@ def training(
         eval_data=eval_data,
         evaluation=evaluated.outputs["evaluation"],
         blessing=blessed.outputs["blessing"],
+        schema=inferred.outputs["schema"],
         problem=problem,
         model_name=model_name,
-        schema_uri="",  # the validate step's schema artifact, once it runs before training
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         **registry,
     ).set_caching_options(False)
@@ -162,6 +176,8 @@ def training(
                canary_min_requests=canary_min_requests, traffic_rps=traffic_rps,
                **registry).set_caching_options(False)
     return TrainingOutputs(
+        statistics_report=stats.outputs["report"],
+        anomalies=validated.outputs["summary"],
         model=trained.outputs["model"],
         train_metrics=trained.outputs["metrics"],
         eval_metrics=evaluated.outputs["metrics"],

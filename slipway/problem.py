@@ -100,6 +100,33 @@ class FeatureStoreSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ValidationSpec:
+    """What data validation (TFDV) knows beyond the statistics: the reviewed parts of the schema, and the gate.
+
+    `ranges`: inclusive [min, max] per numeric column. `domains`: the values a string column may
+    take, when the training data may not show them all (a rare payment type). `open_domains`: string columns whose
+    training values are not all there are (new taxi companies appear); new values may make up at
+    most `1 - min_domain_mass` of their rows, while every other string feature's domain is closed.
+    `drift` and `skew`: how far a feature's distribution may move from the previous span's
+    (drift) or from the training data's (skew) before it is an anomaly, as L-infinity distance for
+    categorical features and Jensen–Shannon divergence for numeric ones; `default` and per-feature
+    values. `fail_on_anomalies`: whether the training pipeline stops on an anomaly or only warns.
+    """
+
+    ranges: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    domains: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    open_domains: tuple[str, ...] = ()
+    min_domain_mass: float = 0.9
+    drift: dict[str, float] = dataclasses.field(default_factory=lambda: {"default": 0.2})
+    skew: dict[str, float] = dataclasses.field(default_factory=lambda: {"default": 0.2})
+    fail_on_anomalies: bool = True
+
+    def threshold(self, comparison: Literal["drift", "skew"], feature: str) -> float:
+        thresholds = self.drift if comparison == "drift" else self.skew
+        return thresholds.get(feature, thresholds["default"])
+
+
+@dataclasses.dataclass(frozen=True)
 class Problem:
     name: str
     description: str
@@ -113,6 +140,7 @@ class Problem:
     evaluation: EvaluationSpec = EvaluationSpec()
     intended_use: str = ""  # what the model is for and not for; the model card quotes it
     feature_store: FeatureStoreSpec | None = None  # None: the model uses the raw columns only
+    validation: ValidationSpec = ValidationSpec()
 
 
 def available_problems() -> list[str]:
@@ -235,6 +263,7 @@ def _parse(raw: Any, source: str) -> Problem:
 
     entities = declared(raw.get("entities", []), "entities")
     feature_store = _parse_feature_store(raw.get("feature_store"), entities, columns, fail)
+    validation = _parse_validation(raw.get("validation"), columns, features, fail)
 
     return Problem(
         name=str(need(raw, "name", "name")),
@@ -249,6 +278,7 @@ def _parse(raw: Any, source: str) -> Problem:
         evaluation=EvaluationSpec(slices=slices, min_slice_rows=min_slice_rows),
         intended_use=intended_use.strip(),
         feature_store=feature_store,
+        validation=validation,
     )
 
 
@@ -301,6 +331,55 @@ def _parse_feature_store(
         raise fail("feature_store.aggregates", f"aggregate names must be unique, got {names}")
     return FeatureStoreSpec(missing_keys=dict(missing_keys), windows=tuple(windows), aggregates=tuple(aggregates),
                             ttl=raw["ttl"])
+
+
+def _parse_validation(raw: Any, columns: dict[str, Any], features: FeatureSpec, fail: Any) -> ValidationSpec:
+    if raw is None:
+        return ValidationSpec()
+    keys = {"ranges", "domains", "open_domains", "min_domain_mass", "drift", "skew", "fail_on_anomalies"}
+    if not isinstance(raw, dict) or set(raw) - keys:
+        raise fail("validation", f"expected a mapping with some of {sorted(keys)}, got {raw!r}")
+    ranges = {}
+    for name, bounds in (raw.get("ranges") or {}).items():
+        field = f"validation.ranges.{name}"
+        if columns.get(name) not in ("integer", "float"):
+            raise fail(field, f"{name!r} is not a declared integer or float column")
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+                or bounds[0] > bounds[1]):
+            raise fail(field, f"expected [min, max] with min <= max, got {bounds!r}")
+        ranges[name] = (bounds[0], bounds[1])
+    domains = {}
+    for name, values in (raw.get("domains") or {}).items():
+        field = f"validation.domains.{name}"
+        if columns.get(name) != "string":
+            raise fail(field, f"{name!r} is not a declared string column")
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            raise fail(field, f"expected a non-empty list of the values it may take, got {values!r}")
+        domains[name] = tuple(values)
+    open_domains = raw.get("open_domains") or []
+    if not isinstance(open_domains, list) or any(columns.get(name) != "string" for name in open_domains):
+        raise fail("validation.open_domains", f"expected a list of declared string columns, got {open_domains!r}")
+    min_domain_mass = raw.get("min_domain_mass", ValidationSpec.min_domain_mass)
+    if isinstance(min_domain_mass, bool) or not isinstance(min_domain_mass, (int, float)) \
+            or not 0 < min_domain_mass <= 1:
+        raise fail("validation.min_domain_mass", f"expected a number in (0, 1], got {min_domain_mass!r}")
+    thresholds = {}
+    for comparison in ("drift", "skew"):
+        given = raw.get(comparison) or {}
+        values = {**getattr(ValidationSpec(), comparison), **(given if isinstance(given, dict) else {"": None})}
+        for name, value in values.items():
+            field = f"validation.{comparison}.{name}"
+            if name != "default" and name not in features.all:
+                raise fail(field, f"{name!r} is not a feature (features: {list(features.all)}) nor `default`")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise fail(field, f"expected a distance in (0, 1], got {value!r}")
+        thresholds[comparison] = {name: float(value) for name, value in values.items()}
+    fail_on_anomalies = raw.get("fail_on_anomalies", True)
+    if not isinstance(fail_on_anomalies, bool):
+        raise fail("validation.fail_on_anomalies", f"expected true or false, got {fail_on_anomalies!r}")
+    return ValidationSpec(ranges=ranges, domains=domains, open_domains=tuple(open_domains), min_domain_mass=float(min_domain_mass),
+                          drift=thresholds["drift"], skew=thresholds["skew"], fail_on_anomalies=fail_on_anomalies)
 
 
 def _check_duration(text: Any, field: str, fail: Any) -> None:

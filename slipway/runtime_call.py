@@ -1,0 +1,116 @@
+"""The one boundary between runtimes (DESIGN.md §3): call library code that lives in another environment.
+
+TFDV (and alibi-detect) cannot share the `core` environment, yet locally their components run from
+core, under kfp.local. `call("tfdv", "slipway.components.data_validation:infer_schema", ...)` runs that
+function in the `tfdv` runtime's interpreter (`.venv/tfdv`, see `slipway.runtimes.local_python`) as
+`python -m slipway.runtime_call REQUEST RESPONSE`:
+
+- paths in, structured results out: the keyword arguments and the return value are JSON, passed
+  through two files, so data always moves as files the function reads and writes itself;
+- the child's output (its log lines) is streamed to this process's stderr as it is written;
+- a failure in the child becomes a `RuntimeCallError` here, naming the function and carrying the
+  child's exception (`DataValidationError: data.csv: ...`), or its exit code and last error line
+  when it died without one.
+
+Inside the runtime's own image (`SLIPWAY_RUNTIME` names it) nothing is crossed: the function is
+called in-process, so on Kubeflow a component whose `base_image` is that image pays nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from slipway import logs, runtimes
+from slipway.atomic import atomic_output
+
+# Lines of the child's output kept to explain a crash that left no exception behind.
+TAIL_LINES = 40
+# TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine) is not the user's business.
+CHILD_ENV_DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+class RuntimeCallError(RuntimeError):
+    """A function called in another runtime failed, or the runtime could not be started."""
+
+
+def call(runtime: str, function: str, **arguments: Any) -> Any:
+    """Runs `function` ("package.module:name") with JSON-able keyword `arguments` in `runtime`; returns its result."""
+    if runtimes.current() == runtime:
+        return resolve(function)(**arguments)
+    python = runtimes.local_python(runtime)
+    if not python.is_file():
+        raise RuntimeCallError(f"the `{runtime}` runtime's environment is missing ({python}): "
+                               f"build it with `make {runtime}-env`")
+    with tempfile.TemporaryDirectory(prefix=f"slipway-{runtime}-call-") as tmp:
+        request, response = Path(tmp) / "request.json", Path(tmp) / "response.json"
+        request.write_text(json.dumps({"function": function, "arguments": arguments}))
+        env = {**CHILD_ENV_DEFAULTS, **os.environ, runtimes.RUNTIME_ENV: runtime}
+        exit_code, tail = _stream([str(python), "-m", __name__, str(request), str(response)], env)
+        outcome = json.loads(response.read_text()) if response.is_file() else None
+    if outcome is not None and "error" in outcome:
+        raise RuntimeCallError(f"{function} failed in the `{runtime}` runtime: {outcome['error']}")
+    if exit_code != 0 or outcome is None:
+        raise RuntimeCallError(f"{function} in the `{runtime}` runtime exited with code {exit_code} and no result; "
+                               f"its last error line: {_last_error_line(tail)}")
+    return outcome["result"]
+
+
+def resolve(function: str) -> Callable[..., Any]:
+    """The callable named by "package.module:name"."""
+    module_name, _, name = function.partition(":")
+    if not name:
+        raise RuntimeCallError(f"{function!r} does not name a function: expected 'package.module:name'")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def _stream(command: list[str], env: dict[str, str]) -> tuple[int, collections.deque[str]]:
+    """Runs the child, copying its output to stderr line by line; returns its exit code and last lines."""
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          errors="replace") as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            tail.append(line.rstrip())
+    return child.returncode, tail
+
+
+def _last_error_line(tail: collections.deque[str]) -> str:
+    lines = [line for line in tail if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or lines or ["(the child printed nothing)"])[-1].strip()
+
+
+def main(argv: list[str]) -> int:
+    """The child's side: read the request, call the function, write the result or the error."""
+    request_path, response_path = (Path(arg) for arg in argv)
+    logs.configure()
+    # Google's client libraries warn about future Python support on import; noise in a task log.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+    request = json.loads(request_path.read_text())
+    try:
+        outcome = {"result": resolve(request["function"])(**request["arguments"])}
+        text = json.dumps(outcome)
+    except Exception as exc:  # noqa: BLE001 - every failure must reach the parent as a message
+        traceback.print_exc()
+        outcome = {"error": f"{type(exc).__name__}: {exc}"}
+        text = json.dumps(outcome)
+    with atomic_output(response_path) as temp:
+        temp.write_text(text)
+    return 0 if "result" in outcome else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
