@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -147,8 +146,9 @@ def statistics_of(path: str | Path, problem: Problem, schema: schema_pb2.Schema 
                   name: str = "") -> statistics_pb2.DatasetFeatureStatisticsList:
     frame = read_dataset(path, problem)
     started = time.monotonic()
-    statistics = tfdv.generate_statistics_from_dataframe(frame, stats_options(problem, schema),
-                                                         n_jobs=min(os.cpu_count() or 1, 8))
+    # One process: TFDV's n_jobs pool re-imports TensorFlow per worker, 4 s for 10k rows instead of 0.1 s,
+    # and was no faster on 200k rows (2 cores).
+    statistics = tfdv.generate_statistics_from_dataframe(frame, stats_options(problem, schema))
     statistics.datasets[0].name = name or Path(path).name
     log.info("statistics of %s: %d rows, %d features in %.1f s", path, len(frame), frame.shape[1],
              time.monotonic() - started)

@@ -92,9 +92,9 @@ def training(
     traffic_rps: float = LocalDeployConfig.traffic_rps,
 ) -> TrainingOutputs:
     """`pinned_schema` is a reviewed schema.pbtxt (path or URI) to validate against instead of the one
-    inferred from the train split; `feature_repo` is the Feast store's folder (empty: SLIPWAY_FEAST_* from the environment, else an
-    embedded store under the pipeline root, shared by runs like the MLflow registry); `model_name` is
-    the registered model (empty: the problem's name); `min_auc` and `max_auc_drop` are the
+    inferred from the train split; `feature_repo` is the Feast store's folder (empty: SLIPWAY_FEAST_* from
+    the environment, else an embedded store under the pipeline root, shared by runs like the MLflow
+    registry); `model_name` is the registered model (empty: the problem's name); `min_auc` and `max_auc_drop` are the
     blessing gate's minimum AUC and the AUC drop from the champion it tolerates; `canary_steps` are the
     percentages of traffic the canary takes in turn, each judged on at least `canary_min_requests` canary
     requests of eval rows replayed at `traffic_rps`."""

@@ -378,8 +378,9 @@ def _parse_validation(raw: Any, columns: dict[str, Any], features: FeatureSpec, 
     fail_on_anomalies = raw.get("fail_on_anomalies", True)
     if not isinstance(fail_on_anomalies, bool):
         raise fail("validation.fail_on_anomalies", f"expected true or false, got {fail_on_anomalies!r}")
-    return ValidationSpec(ranges=ranges, domains=domains, open_domains=tuple(open_domains), min_domain_mass=float(min_domain_mass),
-                          drift=thresholds["drift"], skew=thresholds["skew"], fail_on_anomalies=fail_on_anomalies)
+    return ValidationSpec(ranges=ranges, domains=domains, open_domains=tuple(open_domains),
+                          min_domain_mass=float(min_domain_mass), drift=thresholds["drift"],
+                          skew=thresholds["skew"], fail_on_anomalies=fail_on_anomalies)
 
 
 def _check_duration(text: Any, field: str, fail: Any) -> None:

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import traceback
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,10 @@ from slipway.atomic import atomic_output
 
 # Lines of the child's output kept to explain a crash that left no exception behind.
 TAIL_LINES = 40
-# TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine) is not the user's business.
-CHILD_ENV_DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+# TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine) and the pinned Google client
+# libraries' notices about future Python support, repeated by every worker process, are not
+# anything a user can act on. Variables the user has set win.
+CHILD_ENV_DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore::FutureWarning"}
 
 
 class RuntimeCallError(RuntimeError):
@@ -97,8 +98,6 @@ def main(argv: list[str]) -> int:
     """The child's side: read the request, call the function, write the result or the error."""
     request_path, response_path = (Path(arg) for arg in argv)
     logs.configure()
-    # Google's client libraries warn about future Python support on import; noise in a task log.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
     request = json.loads(request_path.read_text())
     try:
         outcome = {"result": resolve(request["function"])(**request["arguments"])}
