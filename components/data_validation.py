@@ -160,16 +160,17 @@ def generate_statistics(splits: dict[str, str], output_dir: str, html_path: str,
     spec = load_problem(problem)
     combined = statistics_pb2.DatasetFeatureStatisticsList()
     summary = {}
-    outputs = [split_dir(output_dir, split) / STATS_FILE for split in splits] + [Path(html_path)]
-    with atomic_outputs(outputs) as temps:
-        for (split, path), temp in zip(splits.items(), temps, strict=False):
+    # The folder and the page appear together, complete, or not at all.
+    with atomic_outputs([Path(output_dir), Path(html_path)]) as (folder, page):
+        for split, path in splits.items():
             statistics = statistics_of(path, spec, name=split)
-            temp.write_bytes(statistics.SerializeToString())
+            split_dir(folder, split).mkdir(parents=True)
+            (split_dir(folder, split) / STATS_FILE).write_bytes(statistics.SerializeToString())
             combined.datasets.append(statistics.datasets[0])
             summary[split] = {"rows": int(statistics.datasets[0].num_examples),
                               "features": len(statistics.datasets[0].features)}
-        temps[-1].write_text(facets.overview_page(combined.SerializeToString(), f"{spec.name}: statistics"),
-                             encoding="utf-8")
+        page.write_text(facets.overview_page(combined.SerializeToString(), f"{spec.name}: statistics"),
+                        encoding="utf-8")
     return {"splits": summary}
 
 

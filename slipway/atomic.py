@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ def temp_sibling(path: Path) -> Path:
 def atomic_outputs(paths: Sequence[Path | str]) -> Iterator[list[Path]]:
     """Yields one temporary path per final path; renames them all into place on success.
 
+    A temporary path the caller makes into a folder is renamed (or on failure removed) whole.
+
         with atomic_outputs([train_path, eval_path]) as (train_tmp, eval_tmp):
             train.to_parquet(train_tmp)
             eval.to_parquet(eval_tmp)
@@ -44,7 +47,10 @@ def atomic_outputs(paths: Sequence[Path | str]) -> Iterator[list[Path]]:
             os.replace(temp, final)
     except BaseException:
         for temp in temps:
-            temp.unlink(missing_ok=True)
+            if temp.is_dir():
+                shutil.rmtree(temp)
+            else:
+                temp.unlink(missing_ok=True)
         raise
 
 
