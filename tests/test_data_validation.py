@@ -175,7 +175,8 @@ def test_schema_that_does_not_parse_is_an_error_naming_the_file_and_nothing_is_w
     bad = tmp_path / "reviewed.pbtxt"
     bad.write_text('feature { name: "fare" type: FLOATY }\n')
     out = tmp_path / "schema.pbtxt"
-    with pytest.raises(runtime_call.RuntimeCallError, match=r"DataValidationError: .*reviewed\.pbtxt: not a TFDV schema"):
+    expected = r"DataValidationError: .*reviewed\.pbtxt: not a TFDV schema"
+    with pytest.raises(runtime_call.RuntimeCallError, match=expected):
         tfdv("infer_schema", statistics_dir=str(pipeline_statistics["dir"]), split="train", schema_path=str(out),
              problem="chicago_taxi", pinned_schema=str(bad))
     assert list(tmp_path.iterdir()) == [bad]

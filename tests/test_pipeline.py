@@ -30,20 +30,26 @@ def test_the_ir_parses_strictly_as_a_kfp_pipeline_spec(compiled: Path) -> None:
     spec = json_format.ParseDict(yaml.safe_load(compiled.read_text()), pipeline_spec_pb2.PipelineSpec())
     assert spec.pipeline_info.name == "training"
     assert set(spec.root.input_definitions.parameters) == {
-        "source_uri", "problem", "architecture", "hidden_units", "dropout", "epochs", "learning_rate", "batch_size",
-        "weight_decay", "patience", "seed", "processes", "launcher", "num_nodes", "credentials_secret", "tracking_uri",
-        "feature_repo", "threshold", "model_name", "min_auc", "max_auc_drop", "canary_steps", "canary_min_requests",
-        "traffic_rps"}
+        "source_uri", "problem", "pinned_schema", "architecture", "hidden_units", "dropout", "epochs",
+        "learning_rate", "batch_size", "weight_decay", "patience", "seed", "processes", "launcher", "num_nodes",
+        "credentials_secret", "tracking_uri", "feature_repo", "threshold", "model_name", "min_auc", "max_auc_drop",
+        "canary_steps", "canary_min_requests", "traffic_rps"}
     assert set(spec.root.output_definitions.artifacts) == {
-        "model", "train_metrics", "eval_metrics", "eval_report", "model_card"}
+        "statistics_report", "anomalies", "model", "train_metrics", "eval_metrics", "eval_report", "model_card"}
     assert set(spec.root.output_definitions.parameters) == {"decision", "model_uri"}
 
 
 def test_the_dag_runs_ingest_train_evaluate_bless_register_and_deploys_only_when_blessed(compiled: Path) -> None:
     spec = json_format.ParseDict(yaml.safe_load(compiled.read_text()), pipeline_spec_pb2.PipelineSpec())
     tasks = spec.root.dag.tasks
-    assert set(tasks) == {"ingest", "feature-tables", "feast-apply", "materialize", "training-set", "training-set-2",
+    assert set(tasks) == {"ingest", "statistics", "schema", "validate", "feature-tables", "feast-apply", "materialize",
+                          "training-set", "training-set-2",
                           "train", "evaluate", "bless", "register", "condition-1"}
+    # Validation gates everything after ingest: the feature tables (and so all else) wait for it.
+    assert set(tasks["statistics"].dependent_tasks) == {"ingest"}
+    assert set(tasks["validate"].dependent_tasks) == {"statistics", "schema"}
+    assert set(tasks["feature-tables"].dependent_tasks) == {"ingest", "validate"}
+    assert tasks["register"].inputs.artifacts["schema"].task_output_artifact.producer_task == "schema"
     assert set(tasks["feast-apply"].dependent_tasks) == {"feature-tables"}
     assert set(tasks["materialize"].dependent_tasks) == {"feature-tables", "feast-apply"}
     assert set(tasks["train"].dependent_tasks) == {"training-set", "training-set-2"}
@@ -79,12 +85,13 @@ def test_ingest_is_never_cached_because_its_source_can_change_behind_the_same_ur
         assert spec.root.dag.tasks[task].caching_options.enable_cache is False, task
 
 
-def test_every_executor_runs_the_core_image_without_installing_anything(compiled: Path) -> None:
+def test_every_executor_runs_its_runtimes_image_without_installing_anything(compiled: Path) -> None:
     executors = yaml.safe_load(compiled.read_text())["deploymentSpec"]["executors"]
-    assert len(executors) == 11
+    assert len(executors) == 14
+    tfdv_steps = {"exec-statistics", "exec-schema", "exec-validate"}
     for name, executor in executors.items():
         container = executor["container"]
-        assert container["image"] == runtimes.CORE_IMAGE, name
+        assert container["image"] == (runtimes.TFDV_IMAGE if name in tfdv_steps else runtimes.CORE_IMAGE), name
         command = " ".join(container["command"])
         assert "kfp.dsl.executor_main" in command, name
         assert "pip install" not in command, f"{name} would pip-install at run time"
@@ -133,6 +140,10 @@ def test_the_compiled_yaml_runs_locally_and_reports_auc_on_the_future(first_run:
     assert run.run_dir is not None and (run.run_dir / "ingest" / "train_data").is_file()
     assert run.outputs["train_metrics"].metadata["world_size"] == 2  # DDP with the default 2 processes
     assert "data:image/png;base64," in Path(run.outputs["eval_report"].path).read_text()
+    # Validated before anything else: a Facets page of both splits, and no anomalies on the sample.
+    assert "<facets-overview" in Path(run.outputs["statistics_report"].path).read_text()
+    assert "no anomalies in 2,002 rows" in Path(run.outputs["anomalies"].path).read_text()
+    assert (run.run_dir / "statistics" / "statistics" / "Split-train" / "FeatureStats.pb").is_file()
 
     # The run was tracked in the embedded MLflow store under the pipeline root.
     tracked = registry_client(pipeline_root).get_run(model.metadata["lineage"]["mlflow_run_id"])
@@ -159,6 +170,7 @@ def test_the_first_model_is_blessed_registered_with_its_lineage_and_promoted(
     assert tags["slipway.pipeline_run_id"] and tags["slipway.pipeline_run_id"] == run_tags["slipway.pipeline_run_id"]
     assert tags["slipway.git_commit"] == run_tags["slipway.git_commit"]
     assert tags["slipway.param.epochs"] == "3"
+    assert tags["slipway.schema_uri"] == str(first_run.run_dir / "schema" / "schema")
     assert float(tags["slipway.eval.auc"]) == pytest.approx(first_run.outputs["eval_metrics"].metadata["auc"], abs=1e-6)
     card = Path(first_run.outputs["model_card"].path).read_text()
     assert card.startswith("# Model card: models:/chicago_taxi/1")
@@ -190,3 +202,22 @@ def test_a_challenger_trained_on_shuffled_labels_is_refused_and_the_champion_doe
         client.get_model_version("chicago_taxi", "1").tags["slipway.eval.auc"]), abs=1e-3)
     assert not (worse_run.run_dir / "deploy").exists(), "a refused model must never be deployed"
     assert "must not be deployed" in Path(worse_run.outputs["model_card"].path).read_text()
+
+
+@pytest.mark.pipeline
+def test_anomalous_data_stops_the_run_at_validate_naming_the_features(compiled: Path, taxi_csv: Path,
+                                                                      tmp_path: Path) -> None:
+    """A source whose newest trips pay with an unknown payment type: the eval split fails validation, and
+    nothing after it runs (no feature tables, no training)."""
+    frame = pd.read_csv(taxi_csv)
+    newest = frame["trip_start_timestamp"] >= frame["trip_start_timestamp"].quantile(0.9)
+    frame.loc[newest, "payment_type"] = "Bitcoin"
+    source = tmp_path / "data.csv"
+    frame.to_csv(source, index=False)
+    pipeline = components.load_component_from_file(str(compiled))
+    with pytest.raises(RuntimeError, match="validate"):
+        run_local(pipeline, {"source_uri": str(source), "epochs": 1}, tmp_path / "runs")
+    [run_dir] = (tmp_path / "runs").glob("training-*")
+    summary = (run_dir / "validate" / "summary").read_text()
+    assert "`payment_type` | Unexpected string values" in summary and "Bitcoin" in summary
+    assert not (run_dir / "feature-tables").exists() and not (run_dir / "train").exists()
