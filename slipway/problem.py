@@ -367,7 +367,10 @@ def _parse_validation(raw: Any, columns: dict[str, Any], features: FeatureSpec, 
     thresholds = {}
     for comparison in ("drift", "skew"):
         given = raw.get(comparison) or {}
-        values = {**getattr(ValidationSpec(), comparison), **(given if isinstance(given, dict) else {"": None})}
+        if not isinstance(given, dict):
+            raise fail(f"validation.{comparison}", f"expected a mapping of feature (or `default`) to a distance, "
+                                                   f"like {{default: 0.2, company: 0.3}}, got {given!r}")
+        values = {**getattr(ValidationSpec(), comparison), **given}
         for name, value in values.items():
             field = f"validation.{comparison}.{name}"
             if name != "default" and name not in features.all:

@@ -45,7 +45,7 @@ class RuntimeCallError(RuntimeError):
     """A function called in another runtime failed, or the runtime could not be started."""
 
 
-def call(runtime: str, function: str, **arguments: Any) -> Any:
+def call(runtime: str, function: str, /, **arguments: Any) -> Any:
     """Runs `function` ("package.module:name") with JSON-able keyword `arguments` in `runtime`; returns its result."""
     if runtimes.current() == runtime:
         return resolve(function)(**arguments)

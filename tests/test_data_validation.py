@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from slipway import runtime_call, runtimes
 from slipway.components.validation_report import DataAnomaliesError, ValidationResult, gate
+from slipway.pipelines.cli import cli
 
 LIBRARY = "slipway.components.data_validation"
 
@@ -192,3 +194,42 @@ def test_empty_split_is_an_error_naming_the_file_and_no_statistics_are_left(spli
         tfdv("generate_statistics", splits={"train": splits["train"], "eval": str(empty)}, output_dir=str(output),
              html_path=str(tmp_path / "report.html"), problem="chicago_taxi")
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["eval.csv"]
+
+
+# `slipway validate`: the same checks outside a pipeline, with exit codes a script can branch on.
+
+def invoke_validate(*args: str):
+    return CliRunner().invoke(cli, ["validate", *args])
+
+
+def test_cli_validate_passes_clean_data_with_exit_code_0(taxi_csv, csv_schema):
+    result = invoke_validate("--data", str(taxi_csv), "--schema", str(csv_schema["schema"]),
+                             "--training-stats", str(csv_schema["dir"]))
+    assert result.exit_code == 0, result.output
+    assert f"{taxi_csv}: no anomalies in 10,000 rows" in result.output and "skew from the training" in result.output
+
+
+def test_cli_validate_prints_each_anomaly_and_exits_1(sample, csv_schema, tmp_path):
+    data = tmp_path / "trips.csv"
+    sample.rename(columns={"fare": "fare_usd"}).to_csv(data, index=False)
+    anomalies = tmp_path / "anomalies.pbtxt"
+    result = invoke_validate("--data", str(data), "--schema", str(csv_schema["schema"]),
+                             "--anomalies", str(anomalies))
+    assert result.exit_code == 1, result.output
+    assert "2 anomalies in fare, fare_usd" in result.output
+    assert "  fare: Column dropped (error): Column is completely missing" in result.output
+    assert 'anomaly_info' in anomalies.read_text()
+
+
+def test_cli_validate_names_a_schema_that_does_not_parse_and_exits_2(taxi_csv, tmp_path):
+    schema = tmp_path / "reviewed.pbtxt"
+    schema.write_text("this is not a schema")
+    result = invoke_validate("--data", str(taxi_csv), "--schema", str(schema))
+    assert result.exit_code == 2, result.output
+    assert f"{schema}: not a TFDV schema (schema.pbtxt)" in result.output
+
+
+def test_cli_validate_names_a_missing_data_file_and_exits_2(csv_schema, tmp_path):
+    result = invoke_validate("--data", str(tmp_path / "nope.csv"), "--schema", str(csv_schema["schema"]))
+    assert result.exit_code == 2, result.output
+    assert "--data: " in result.output and "nope.csv" in result.output

@@ -7,7 +7,14 @@ import pytest
 import yaml
 from conftest import GS_BUCKET
 
-from slipway.problem import PROBLEMS_DIR, EvaluationSpec, ProblemError, available_problems, load_problem
+from slipway.problem import (
+    PROBLEMS_DIR,
+    EvaluationSpec,
+    ProblemError,
+    ValidationSpec,
+    available_problems,
+    load_problem,
+)
 from slipway.storage import upload
 
 
@@ -180,3 +187,41 @@ def test_the_feature_store_section_is_optional(tmp_path: Path) -> None:
     path = tmp_path / "problem.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert load_problem(str(path)).feature_store is None
+
+
+def test_the_taxi_problem_curates_its_schema_and_gates_training_on_anomalies() -> None:
+    validation = load_problem().validation
+    assert validation.ranges["trip_start_hour"] == (0, 23)
+    assert "Mobile" in validation.domains["payment_type"] and validation.open_domains == ("company",)
+    assert validation.fail_on_anomalies is True
+    assert validation.threshold("drift", "fare") == 0.2 and validation.threshold("skew", "company") == 0.2
+
+
+def test_per_feature_thresholds_override_the_default(tmp_path: Path) -> None:
+    path = write_problem(tmp_path, validation={"skew": {"company": 0.35}})
+    validation = load_problem(str(path)).validation
+    assert validation.threshold("skew", "company") == 0.35
+    assert validation.threshold("skew", "fare") == ValidationSpec().threshold("skew", "fare") == 0.2
+
+
+@pytest.mark.parametrize(
+    ("validation", "expected"),
+    [
+        ({"ranges": {"company": [0, 1]}}, "validation.ranges.company: 'company' is not a declared integer or float"),
+        ({"ranges": {"fare": [10, 0]}}, "validation.ranges.fare: expected [min, max] with min <= max, got [10, 0]"),
+        ({"domains": {"fare": ["cheap"]}}, "validation.domains.fare: 'fare' is not a declared string column"),
+        ({"domains": {"payment_type": []}}, "validation.domains.payment_type: expected a non-empty list"),
+        ({"open_domains": ["fare"]}, "validation.open_domains: expected a list of declared string columns"),
+        ({"min_domain_mass": 1.5}, "validation.min_domain_mass: expected a number in (0, 1], got 1.5"),
+        ({"drift": {"driver": 0.1}}, "validation.drift.driver: 'driver' is not a feature"),
+        ({"skew": {"default": 0}}, "validation.skew.default: expected a distance in (0, 1], got 0"),
+        ({"skew": 0.2}, "validation.skew: expected a mapping of feature (or `default`) to a distance"),
+        ({"fail_on_anomalies": "yes"}, "validation.fail_on_anomalies: expected true or false, got 'yes'"),
+        ({"fail": True}, "validation: expected a mapping with some of"),
+    ],
+)
+def test_a_wrong_validation_section_is_named_with_its_field(tmp_path: Path, validation, expected: str) -> None:
+    path = write_problem(tmp_path, validation=validation)
+    with pytest.raises(ProblemError) as caught:
+        load_problem(str(path))
+    assert str(caught.value).startswith(f"{path}: {expected}")
