@@ -21,16 +21,22 @@ naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import tensorflow_data_validation as tfdv
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
+
+# On import TFDV writes to stderr that its notebook display APIs need IPython; Slipway draws its
+# own page (components/facets.py), so that warning would only mislead a reader of the task log.
+with contextlib.redirect_stderr(io.StringIO()):
+    import tensorflow_data_validation as tfdv
 
 from slipway.atomic import atomic_output, atomic_outputs
 from slipway.components import facets

@@ -15,7 +15,7 @@ def configure(level: int = logging.INFO) -> None:
     """Shows Slipway's progress lines; quiets the chattier libraries to WARNING."""
     disable_telemetry()
     logging.basicConfig(level=level, format=FORMAT, force=True)
-    for noisy in ("urllib3", "botocore", "google", "matplotlib", "alembic", "httpx", "feast"):
+    for noisy in ("urllib3", "botocore", "google", "matplotlib", "alembic", "httpx", "feast", "apache_beam"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

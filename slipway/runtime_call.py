@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import importlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -33,6 +34,8 @@ from typing import Any
 from slipway import logs, runtimes
 from slipway.atomic import atomic_output
 
+# The child logs at the caller's level: a CLI that shows only warnings gets only the child's warnings.
+LOG_LEVEL_ENV = "SLIPWAY_LOG_LEVEL"
 # Lines of the child's output kept to explain a crash that left no exception behind.
 TAIL_LINES = 40
 # TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine) and the pinned Google client
@@ -56,7 +59,8 @@ def call(runtime: str, function: str, /, **arguments: Any) -> Any:
     with tempfile.TemporaryDirectory(prefix=f"slipway-{runtime}-call-") as tmp:
         request, response = Path(tmp) / "request.json", Path(tmp) / "response.json"
         request.write_text(json.dumps({"function": function, "arguments": arguments}))
-        env = {**CHILD_ENV_DEFAULTS, **os.environ, runtimes.RUNTIME_ENV: runtime}
+        env = {**CHILD_ENV_DEFAULTS, **os.environ, runtimes.RUNTIME_ENV: runtime,
+               LOG_LEVEL_ENV: logging.getLevelName(logging.getLogger().getEffectiveLevel())}
         exit_code, tail = _stream([str(python), "-m", __name__, str(request), str(response)], env)
         outcome = json.loads(response.read_text()) if response.is_file() else None
     if outcome is not None and "error" in outcome:
@@ -97,7 +101,7 @@ def _last_error_line(tail: collections.deque[str]) -> str:
 def main(argv: list[str]) -> int:
     """The child's side: read the request, call the function, write the result or the error."""
     request_path, response_path = (Path(arg) for arg in argv)
-    logs.configure()
+    logs.configure(logging.getLevelName(os.environ.get(LOG_LEVEL_ENV, "INFO")))
     request = json.loads(request_path.read_text())
     try:
         outcome = {"result": resolve(request["function"])(**request["arguments"])}
