@@ -695,10 +695,11 @@ def transform_command(model_name: str, predictor_host: str, http_port: int, grpc
 
 @cli.command("version")
 def version_command() -> None:
-    """Print the versions of Slipway, its runtime image and the key libraries."""
+    """Print the versions of Slipway, its runtime images and the key libraries."""
     click.echo(f"slipway {__version__}")
     click.echo(f"python {platform.python_version()}")
     click.echo(f"core image {runtimes.CORE_IMAGE}")
+    click.echo(f"tfdv image {runtimes.TFDV_IMAGE} (locally {runtimes.local_python(runtimes.TFDV)})")
     for package in ("kfp", "kfp-kubernetes", "kserve", "feast", "mlflow", "torch", "optuna", "pandas", "pyarrow"):
         try:
             click.echo(f"{package} {importlib.metadata.version(package)}")

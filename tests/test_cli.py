@@ -55,10 +55,12 @@ def test_compile_writes_one_ir_file_per_pipeline(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == [f"{name}.yaml" for name in sorted(PIPELINES)]
 
 
-def test_version_names_the_core_image_and_the_key_libraries() -> None:
+def test_version_names_the_runtime_images_and_the_key_libraries() -> None:
     result = invoke("version")
     assert result.exit_code == 0
     assert re.search(r"^core image ghcr\.io/slipway-ml/slipway-core:\d+\.\d+\.\d+$", result.output, re.M)
+    tfdv = r"^tfdv image ghcr\.io/slipway-ml/slipway-tfdv:\d+\.\d+\.\d+ \(locally .*/\.venv/tfdv/bin/python\)$"
+    assert re.search(tfdv, result.output, re.M)
     assert re.search(r"^kfp 2\.17\.0$", result.output, re.M)
 
 
