@@ -1,6 +1,6 @@
 """Slipway components: library code, one module per capability, and the KFP components over it.
 
-    from slipway.components import ingest, train, evaluate, bless, register, promote   # @dsl.component objects
+    from slipway.components import ingest, validate, train, evaluate, bless, register   # @dsl.component objects
 
 The components are defined in `slipway.components.catalog` and resolved here on first use, so
 that a running task, which imports library modules of this package, never imports the catalogue
@@ -10,7 +10,8 @@ that a running task, which imports library modules of this package, never import
 import importlib
 from typing import Any
 
-COMPONENTS = ("ingest", "train", "evaluate", "bless", "register", "promote", "deploy")
+COMPONENTS = ("ingest", "statistics", "schema", "validate", "train", "evaluate", "bless", "register", "promote",
+              "deploy")
 
 __all__ = list(COMPONENTS)
 

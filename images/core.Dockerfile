@@ -13,12 +13,16 @@ WORKDIR /opt/slipway
 COPY requirements/core.txt requirements/core.txt
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements/core.txt
 
-COPY pyproject.toml setup.cfg README.md ./
-COPY slipway slipway
-COPY components components
-COPY pipelines pipelines
-COPY serving serving
-RUN pip install --no-deps . && python -c "import slipway.components.ingestion, slipway.pipelines.cli"
+# The sources are built from /tmp/slipway-src and removed: a `slipway/` folder in the working directory
+# would shadow the installed package (which maps components/ to slipway.components) for `python -m`,
+# as KFP runs each task, and for `python -c`.
+COPY pyproject.toml setup.cfg README.md /tmp/slipway-src/
+COPY slipway /tmp/slipway-src/slipway
+COPY components /tmp/slipway-src/components
+COPY pipelines /tmp/slipway-src/pipelines
+COPY serving /tmp/slipway-src/serving
+RUN pip install --no-deps /tmp/slipway-src && rm -rf /tmp/slipway-src \
+    && python -c "import slipway.components.ingestion, slipway.pipelines.cli"
 
 # KFP supplies each task's command; a bare `docker run` gets the CLI.
 ENTRYPOINT ["slipway"]

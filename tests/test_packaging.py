@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from kfp.dsl import base_component
 
 import slipway.components
@@ -33,10 +34,17 @@ def package_dirs() -> dict[str, str]:
     return dict(tuple(part.strip() for part in line.split("=")) for line in lines)
 
 
-def test_every_pin_of_core_in_is_what_the_core_lock_installs() -> None:
-    locked = pins(ROOT / "requirements" / "core.txt")
-    for name, version in pins(ROOT / "requirements" / "core.in").items():
-        assert locked.get(name) == version, f"requirements/core.txt is stale for {name}: run `make lock`"
+@pytest.mark.parametrize("runtime", ["core", "tfdv"])
+def test_every_pin_of_a_runtimes_in_file_is_what_its_lock_installs(runtime: str) -> None:
+    locked = pins(ROOT / "requirements" / f"{runtime}.txt")
+    for name, version in pins(ROOT / "requirements" / f"{runtime}.in").items():
+        assert locked.get(name) == version, f"requirements/{runtime}.txt is stale for {name}: run `make lock`"
+
+
+def test_the_tfdv_lock_holds_tfdv_and_a_kfp_that_runs_its_tasks_and_no_torch() -> None:
+    tfdv = pins(ROOT / "requirements" / "tfdv.txt")
+    assert tfdv["tensorflow-data-validation"] == "1.16.1" and tfdv["protobuf"].startswith("4.")
+    assert tfdv["kfp"] and "torch" not in tfdv
 
 
 def test_the_core_lock_pins_the_cpu_torch_build_and_the_test_lock_repeats_none_of_it() -> None:
@@ -52,24 +60,39 @@ def test_every_folder_maps_into_the_slipway_namespace_and_is_a_package() -> None
         assert (ROOT / folder / "__init__.py").is_file(), folder
 
 
-def test_the_core_image_installs_the_core_lock_and_every_mapped_folder() -> None:
-    dockerfile = (ROOT / "images" / "core.Dockerfile").read_text()
-    assert "-r requirements/core.txt" in dockerfile
+@pytest.mark.parametrize("runtime", ["core", "tfdv"])
+def test_a_runtimes_image_installs_its_lock_and_every_mapped_folder(runtime: str) -> None:
+    dockerfile = (ROOT / "images" / f"{runtime}.Dockerfile").read_text()
+    assert re.search(rf"pip install [^\n]*-r \S*requirements/{runtime}\.txt", dockerfile)
     for folder in package_dirs().values():
-        assert re.search(rf"^COPY {folder} {folder}$", dockerfile, re.M), f"the image misses {folder}/"
+        # Built from a folder outside the working directory, where a source `slipway/` would shadow the package.
+        assert re.search(rf"^COPY {folder} /tmp/slipway-src/{folder}$", dockerfile, re.M), f"the image misses {folder}/"
 
 
-def test_compiled_pipelines_reference_the_image_of_this_version() -> None:
+def test_the_tfdv_image_declares_its_runtime_so_validation_runs_in_process_there() -> None:
+    dockerfile = (ROOT / "images" / "tfdv.Dockerfile").read_text()
+    assert re.search(rf"\b{runtimes.RUNTIME_ENV}=tfdv\b", dockerfile)
+    assert "python -m slipway.components.facets" in dockerfile
+
+
+def test_compiled_pipelines_reference_the_images_of_this_version() -> None:
     assert runtimes.CORE_IMAGE.endswith(f"/slipway-core:{__version__}")
+    assert runtimes.TFDV_IMAGE.endswith(f"/slipway-tfdv:{__version__}")
 
 
-def test_every_library_module_imports_inside_a_running_task() -> None:
+# Library modules that run in another runtime than core (DESIGN.md §3), and what they share with core.
+TFDV_MODULES = {"data_validation", "facets", "validation_report", "ingestion"}
+
+
+@pytest.mark.parametrize("runtime", ["core", "tfdv"])
+def test_every_library_module_imports_inside_a_running_task_of_its_runtime(runtime: str) -> None:
     # In a task KFP sets _KFP_RUNTIME=true and kfp.dsl has no `component` decorator: a library
     # module that declared a component (instead of leaving that to catalog.py) would fail here.
-    modules = [f"slipway.components.{p.stem}" for p in (ROOT / "components").glob("*.py")
-               if p.stem not in ("__init__", "catalog")]
-    script = "; ".join(f"import {module}" for module in modules)
-    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "_KFP_RUNTIME": "true"},
+    stems = [p.stem for p in (ROOT / "components").glob("*.py") if p.stem not in ("__init__", "catalog")]
+    stems = [s for s in stems if (s in TFDV_MODULES if runtime == "tfdv" else s != "data_validation")]
+    script = "; ".join(f"import slipway.components.{stem}" for stem in stems)
+    python = sys.executable if runtime == "core" else str(runtimes.local_python(runtime))
+    result = subprocess.run([python, "-c", script], env={**os.environ, "_KFP_RUNTIME": "true"},
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
 
