@@ -49,7 +49,7 @@ from typing import Any
 
 from common import machine, summary
 
-from slipway import runtime_call, runtimes
+from slipway import logs, runtime_call, runtimes
 from slipway.atomic import atomic_output
 from slipway.components.ingestion import add_label, enforce_types, read_table
 from slipway.problem import load_problem
@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument("--boundary-repeats", type=int, default=10, help="timed calls per boundary measurement")
     parser.add_argument("--quick", action="store_true", help="1 repeat, 100,000 rows instead of 1,000,000")
     args = parser.parse_args()
+    logs.configure()  # INFO: the child logs at the caller's level, and its statistics line is read
     if args.quick:
         args.repeats, args.boundary_repeats = 1, 1
     large = QUICK_LARGE if args.quick else LARGE
