@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import importlib.metadata
 import io
-import json
 import logging
 import shutil
 import signal
@@ -53,15 +52,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from common import machine, summary
+from common import machine, summary, write_results
 
 from slipway import logs
-from slipway.atomic import atomic_output
 from slipway.components.feature_aggregates import EVENT_TIMESTAMP, write_feature_tables
 from slipway.problem import Problem, load_problem
 from slipway.serving.process import free_ports
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 STORES = ("sqlite", "redis")
 ENTITY_ROWS = (1, 100)
@@ -409,12 +405,7 @@ def main() -> None:
             results["historical"] = measure_historical(tables, problem, train, args.historical_rows,
                                                        args.historical_repeats, workdir)
     results["wall_s"] = time.monotonic() - started
-    RESULTS.mkdir(exist_ok=True)
-    with atomic_output(RESULTS / "features.json") as temp:
-        temp.write_text(json.dumps(results, indent=2) + "\n")
-    with atomic_output(RESULTS / "features.md") as temp:
-        temp.write_text(markdown(results))
-    print(markdown(results))
+    write_results("features", results, markdown(results))
 
 
 # --- report --------------------------------------------------------------------------------

@@ -12,21 +12,17 @@ Writes bench/results/kfp_local_overhead.json and .md (median and spread, and the
 """
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-from common import machine, summary
+from common import machine, summary, write_results
 from kfp import dsl
 
 from slipway import runtimes
-from slipway.atomic import atomic_output
 from slipway.pipelines.local import run_local
 from slipway.pipelines.training import training
 from slipway.sample_data import fetch_sample
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
@@ -103,12 +99,7 @@ def main() -> None:
             "kfp_default": per_task(increment_with_kfp_default, args.chain, max(2, args.repeats // 2), root),
             "training_pipeline_s": summary(timed_runs(training, {"source_uri": sample}, args.repeats, root)),
         }
-    RESULTS.mkdir(exist_ok=True)
-    with atomic_output(RESULTS / "kfp_local_overhead.json") as temp:
-        temp.write_text(json.dumps(results, indent=2))
-    with atomic_output(RESULTS / "kfp_local_overhead.md") as temp:
-        temp.write_text(markdown(results))
-    print(markdown(results))
+    write_results("kfp_local_overhead", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -62,17 +62,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from common import machine, summary
+from common import RESULTS, machine, summary, write_results
 from loadgen import write_bodies
 
-from slipway.atomic import atomic_output
 from slipway.capacity import DEFAULT_BATCH_SIZES, BatchLatency, LatencyProfile, save_profile
 from slipway.components.preprocessing import model_features
 from slipway.problem import Problem, load_problem
 from slipway.serving.process import ServerProcess
 
 BENCH = Path(__file__).resolve().parent
-RESULTS = BENCH / "results"
 LOADGEN = BENCH / "loadgen.py"
 
 PROTOCOLS = ("v1-rest", "v2-rest", "v2-grpc")
@@ -520,11 +518,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     if "profile" in results:
         save_profile(LatencyProfile.from_dict(results["profile"]), RESULTS / "serving_profile.json")
-    with atomic_output(RESULTS / "serving.json") as temp:
-        temp.write_text(json.dumps(results, indent=2) + "\n")
-    with atomic_output(RESULTS / "serving.md") as temp:
-        temp.write_text(markdown(results))
-    print(markdown(results))
+    write_results("serving", results, markdown(results))
 
 
 def open_note(run: dict) -> str:

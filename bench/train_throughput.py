@@ -17,23 +17,19 @@ Writes bench/results/train_throughput.json and .md (median and spread, and the m
 import argparse
 import dataclasses
 import itertools
-import json
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import torch
-from common import machine, summary
+from common import machine, summary, write_results
 
-from slipway.atomic import atomic_output
 from slipway.components.ingestion import ingest_source
 from slipway.components.launcher import run_local_training
 from slipway.components.train_config import TrainConfig
 from slipway.components.trainer import trainer_arguments
 from slipway.problem import load_problem
 from slipway.sample_data import fetch_sample
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def resampled_splits(rows: int, directory: Path) -> tuple[Path, Path]:
@@ -75,12 +71,7 @@ def main() -> None:
                 "eval_auc": aucs,
                 "peak_gpu_memory_mib": max(memory) if all(m is not None for m in memory) else None,
             })
-    RESULTS.mkdir(exist_ok=True)
-    with atomic_output(RESULTS / "train_throughput.json") as temp:
-        temp.write_text(json.dumps(results, indent=2))
-    with atomic_output(RESULTS / "train_throughput.md") as temp:
-        temp.write_text(markdown(results))
-    print(markdown(results))
+    write_results("train_throughput", results, markdown(results))
 
 
 def markdown(results: dict) -> str:

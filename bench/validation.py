@@ -47,15 +47,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from common import machine, summary
+from common import machine, summary, write_results
 
 from slipway import logs, runtime_call, runtimes
-from slipway.atomic import atomic_output
 from slipway.components.ingestion import add_label, enforce_types, read_table
 from slipway.problem import load_problem
 from slipway.sample_data import fetch_sample
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PROBLEM = "chicago_taxi"
 SEED = 0
 SMALL, LARGE, QUICK_LARGE = 10_000, 1_000_000, 100_000
@@ -215,12 +213,7 @@ def main() -> None:
         case["beyond_boundary_s"] = case["wall_s"]["median"] - tfdv_boundary
     results["statistics"], results["boundary"] = cases, boundary
     results["wall_s"] = time.monotonic() - started
-    RESULTS.mkdir(exist_ok=True)
-    with atomic_output(RESULTS / "validation.json") as temp:
-        temp.write_text(json.dumps(results, indent=2) + "\n")
-    with atomic_output(RESULTS / "validation.md") as temp:
-        temp.write_text(markdown(results))
-    print(markdown(results))
+    write_results("validation", results, markdown(results))
 
 
 # --- report --------------------------------------------------------------------------------
