@@ -32,7 +32,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,16 @@ class Lineage:
     data_sha256: str | None = None
     pipeline_run_id: str | None = None
     train_data: str | None = None
+    parent_run_id: str | None = None  # the MLflow run this one is a child of (a tuning trial's study run)
+
+
+class TrainingStopped(Exception):
+    """Raised by an epoch callback to end training at once (a pruned tuning trial): the MLflow run is
+    recorded as KILLED and no model is saved."""
+
+
+# Called on the main process after each epoch's evaluation with (epoch, eval AUC); may raise TrainingStopped.
+EpochCallback = Callable[[int, float], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,10 +183,17 @@ def train(
     checkpoint_dir: Path,
     tracking: TrackingConfig | None = None,
     lineage: Lineage = Lineage(),
+    on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
-    """Trains in this process, or as one rank of a torchrun job; rank 0 writes the model to `model_dir`."""
+    """Trains in this process, or as one rank of a torchrun job; rank 0 writes the model to `model_dir`.
+
+    `on_epoch` (one process only: a tuner training in-process) sees every epoch's eval AUC and may stop the run.
+    """
     with distributed_runtime() as runtime:
-        return _train(runtime, train_path, eval_path, problem, config, model_dir, checkpoint_dir, tracking, lineage)
+        if on_epoch is not None and runtime.distributed:
+            raise ValueError("on_epoch needs a single process: the other ranks could not follow a stop")
+        return _train(runtime, train_path, eval_path, problem, config, model_dir, checkpoint_dir, tracking, lineage,
+                      on_epoch)
 
 
 def _train(
@@ -189,6 +206,7 @@ def _train(
     checkpoint_dir: Path,
     tracking: TrackingConfig | None,
     lineage: Lineage,
+    on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     train_frame = read_training_data(train_path, problem, "train")
     eval_frame = read_training_data(eval_path, problem, "eval")
@@ -280,6 +298,8 @@ def _train(
                 if run is not None:
                     run.log_epoch(epoch, {"train_loss": train_loss, "eval_auc": eval_auc,
                                           "rows_per_second": rows_per_second})
+                if on_epoch is not None:
+                    on_epoch(epoch, eval_auc)
             if runtime.distributed:
                 dist.barrier()  # nobody starts the next epoch before its checkpoint is on disk
             if progress["stopped"] and runtime.is_main:
@@ -319,6 +339,10 @@ def _train(
                 run.log_model_dir(model_dir)
                 run.end()
         return result
+    except TrainingStopped:
+        if run is not None:
+            run.end("KILLED")
+        raise
     except BaseException:
         if run is not None:
             run.end("FAILED")
@@ -342,6 +366,8 @@ def _tracking_run(
     params = {**dataclasses.asdict(config), "problem": problem.name, "world_size": runtime.world_size,
               "device": str(runtime.device), "train_rows": len(train_frame)}
     tags = lineage_tags(lineage.data_sha256, lineage.pipeline_run_id)
+    if lineage.parent_run_id:
+        tags["mlflow.parentRunId"] = lineage.parent_run_id  # MLflow's UI nests the run under its parent
     run = TrainingRun.start(tracking, run_name=f"{problem.name}-{config.architecture}", params=params, tags=tags)
     progress["mlflow_run_id"] = run.run_id
     return run
