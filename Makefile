@@ -38,6 +38,7 @@ bench: $(TEST_STAMP) $(TFDV_STAMP) data  ## run the benchmarks; figures land in 
 	$(PY) bench/serving.py
 	$(PY) bench/features.py
 	$(PY) bench/validation.py
+	$(PY) bench/tuning.py
 
 compile: env  ## compile every pipeline to KFP IR in dist/
 	$(SLIPWAY) compile --output-dir dist
