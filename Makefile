@@ -15,6 +15,11 @@ TEST_STAMP := $(VENV)/.installed-test
 TFDV_VENV := .venv/tfdv
 TFDV_PY := $(TFDV_VENV)/bin/python
 TFDV_STAMP := $(TFDV_VENV)/.installed-tfdv
+TFDV_DEPS_STAMP := $(TFDV_VENV)/.installed-deps
+TFDV_PIP := $(TFDV_PY) -m pip --quiet --disable-pip-version-check
+
+# The two environments build side by side: their installs are mostly downloads and unpacking.
+MAKEFLAGS += --jobs=2
 SAMPLE := data/chicago_taxi/data.csv
 PIP := $(PY) -m pip --quiet --disable-pip-version-check
 
@@ -62,11 +67,15 @@ tfdv-env: $(TFDV_STAMP)  ## build the tfdv environment (TFDV and what it pins; a
 
 # The validation components run in core and call TFDV through this environment's interpreter
 # (slipway/runtime_call.py); it holds Slipway itself (no dependencies) and the Facets bundle.
-$(TFDV_STAMP): requirements/tfdv.txt setup.cfg pyproject.toml
+$(TFDV_DEPS_STAMP): requirements/tfdv.txt
 	@echo "building $(TFDV_VENV) from requirements/tfdv.txt (about 2 minutes the first time)"
 	test -x $(TFDV_PY) || $(PYTHON) -m venv $(TFDV_VENV)
-	$(TFDV_PY) -m pip --quiet --disable-pip-version-check install -r requirements/tfdv.txt
-	$(TFDV_PY) -m pip --quiet --disable-pip-version-check install --no-deps -e .
+	$(TFDV_PIP) install -r requirements/tfdv.txt
+	touch $@
+
+# Slipway goes in after core's editable install: both write the checkout's slipway.egg-info.
+$(TFDV_STAMP): $(TFDV_DEPS_STAMP) $(CORE_STAMP) setup.cfg pyproject.toml
+	$(TFDV_PIP) install --no-deps -e .
 	$(TFDV_PY) -m pip check
 	$(TFDV_PY) -m slipway.components.facets
 	touch $@
