@@ -4,6 +4,7 @@
     slipway run training [--data URI] [--set key=value ...]
     slipway train [--data URI] [--processes N] [--epochs N ...]
     slipway validate --data URI --schema PATH [--training-stats DIR]
+    slipway tune [--data URI] [--search-space default] [--max-trials N]
     slipway promote --model NAME --version V
     slipway rollback --model NAME
     slipway estimate --qps N --p99-ms L
@@ -184,8 +185,8 @@ def train_command(data_uri: str | None, problem: str, processes: int, output_dir
 
     The same code, options and model artifact as the pipeline's `train` step.
     """
-    from slipway.components.feature_store import FeatureStoreError, local_store, write_training_sets
-    from slipway.components.ingestion import IngestError, ingest_source
+    from slipway.components.feature_store import FeatureStoreError
+    from slipway.components.ingestion import IngestError
     from slipway.components.launcher import TrainingLaunchError, run_local_training
     from slipway.components.tracking import TrackingConfig
     from slipway.components.trainer import Lineage, trainer_arguments
@@ -202,11 +203,7 @@ def train_command(data_uri: str | None, problem: str, processes: int, output_dir
     source = data_uri or str(fetch_sample()["data.csv"])
     try:
         loaded = load_problem(problem)
-        raw = output_dir / "ingested" / "train.parquet", output_dir / "ingested" / "eval.parquet"
-        ingested = ingest_source(source, loaded, *raw)
-        splits = list(raw)
-        if loaded.feature_store is not None:
-            splits = write_training_sets(local_store(raw, loaded, output_dir / "feature_repo"), loaded, raw, output_dir)
+        ingested, splits = _training_sets(source, loaded, output_dir)
         tracking = TrackingConfig.resolve(tracking_uri, output_dir.parent)
         args = trainer_arguments(str(splits[0]), str(splits[1]),
                                  str(output_dir / "model"), str(output_dir / "checkpoints"), problem, config,
@@ -219,6 +216,89 @@ def train_command(data_uri: str | None, problem: str, processes: int, output_dir
                f"{result.rows_per_second:,.0f} rows/s")
     click.echo(f"  model: {output_dir / 'model'}")
     click.echo(f"  MLflow run {result.mlflow_run_id} in {tracking.tracking_uri}")
+
+
+def _training_sets(source: str, problem: Any, output_dir: Path) -> tuple[Any, list[Path]]:
+    """Ingests and time-splits `source` under `output_dir`, then joins each split with its point-in-time Feast
+    features (a store of its own there), as the pipeline feeds the model: (ingest result, [train, eval])."""
+    from slipway.components.feature_store import local_store, write_training_sets
+    from slipway.components.ingestion import ingest_source
+
+    raw = output_dir / "ingested" / "train.parquet", output_dir / "ingested" / "eval.parquet"
+    ingested = ingest_source(source, problem, *raw)
+    if problem.feature_store is None:
+        return ingested, list(raw)
+    return ingested, list(write_training_sets(local_store(raw, problem, output_dir / "feature_repo"), problem, raw,
+                                              output_dir))
+
+
+@cli.command("tune")
+@click.option("--data", "data_uri", metavar="URI",
+              help="Source to ingest and split by time (as `slipway train`). Default: the Chicago taxi sample.")
+@click.option("--problem", default=DEFAULT_PROBLEM, show_default=True,
+              help="Packaged problem name, or the path/URI of a problem YAML.")
+@click.option("--search-space", default="default", show_default=True,
+              help="Packaged search space name (slipway/search_spaces/), or the path of a search-space YAML: the "
+                   "same definition a Katib Experiment is built from.")
+@click.option("--max-trials", type=click.IntRange(min=1), default=None,
+              help="Override the search space's budget.max_trials.")
+@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True,
+              help="Most epochs per trial (unless the space searches epochs).")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the splits and best_params.json go. Default: runs/tune-<timestamp>.")
+@click.option("--tracking-uri", default="", help="MLflow tracking URI (as `slipway train`): the study is a run, "
+                                                 "each trial a child run of it.")
+def tune_command(data_uri: str | None, problem: str, search_space: str, max_trials: int | None, epochs: int,
+                 output_dir: Path | None, tracking_uri: str) -> None:
+    """Tune hyperparameters locally: the search space as an Optuna study, each trial the real trainer.
+
+    Prints every trial and the best parameters, and writes them to <output-dir>/best_params.json.
+    """
+    from slipway.atomic import atomic_output
+    from slipway.components.feature_store import FeatureStoreError
+    from slipway.components.ingestion import IngestError
+    from slipway.components.search_space import SearchSpaceError, load_search_space
+    from slipway.components.tracking import TrackingConfig
+    from slipway.components.trainer import Lineage
+    from slipway.components.tuning import tune
+    from slipway.problem import ProblemError, load_problem
+    from slipway.sample_data import fetch_sample
+
+    logs.configure()
+    try:
+        space = load_search_space(search_space)
+    except SearchSpaceError as exc:
+        raise click.BadParameter(str(exc), param_hint="--search-space") from None
+    if max_trials is not None:
+        space = dataclasses.replace(space, budget=dataclasses.replace(
+            space.budget, max_trials=max_trials, parallel_trials=min(space.budget.parallel_trials, max_trials),
+            max_failed_trials=min(space.budget.max_failed_trials, max_trials)))
+    output_dir = output_dir or Path("runs") / f"tune-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    source = data_uri or str(fetch_sample()["data.csv"])
+    try:
+        loaded = load_problem(problem)
+        ingested, splits = _training_sets(source, loaded, output_dir)
+        tracking = TrackingConfig.resolve(tracking_uri, output_dir.parent)
+        result = tune(space, *splits, loaded, output_dir, base=TrainConfig(epochs=epochs), tracking=tracking,
+                      lineage=Lineage(data_sha256=ingested.source_sha256, train_data=source))
+    except (ProblemError, IngestError, FeatureStoreError, RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    with atomic_output(output_dir / "best_params.json") as temp:
+        temp.write_text(json.dumps({"eval_auc": result.best_value, "params": result.best_params}, indent=2) + "\n")
+    click.echo(f"\n{len(result.trials)} trials ({space.algorithm.name}): "
+               + ", ".join(f"{count} {state.lower()}" for state, count in result.counts().items()))
+    for trial in result.trials:
+        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        click.echo(f"  trial {trial.number:>3}  {trial.state:<8}  eval_auc {value}  epochs {trial.epochs:>2}  "
+                   + _assignment(trial.params))
+    click.echo(f"best: eval AUC {result.best_value:.4f} with {_assignment(result.best_params)}")
+    click.echo(f"  {output_dir / 'best_params.json'}; MLflow study run {result.mlflow_run_id} "
+               f"in {tracking.tracking_uri}")
+
+
+def _assignment(params: dict[str, Any]) -> str:
+    """A trial's parameters on one line; small floats (weight decay) in significant digits."""
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def _registry(tracking_uri: str) -> Any:

@@ -265,3 +265,21 @@ def test_servers_refuse_impossible_ports_and_limits_before_starting(args: list[s
     result = invoke(*args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_tune_runs_a_study_of_real_trials_and_writes_the_best_parameters(tmp_path: Path) -> None:
+    result = invoke("tune", "--max-trials", "2", "--epochs", "1", "--output-dir", str(tmp_path / "tune"))
+    assert result.exit_code == 0, result.output
+    assert "2 trials (tpe): 2 complete, 0 pruned, 0 fail" in result.output
+    best = json.loads((tmp_path / "tune" / "best_params.json").read_text())
+    assert set(best["params"]) == {"learning_rate", "weight_decay", "dropout", "batch_size", "hidden_units"}
+    assert f"best: eval AUC {best['eval_auc']:.4f}" in result.output and 0.5 < best["eval_auc"] <= 1
+
+
+def test_tune_refuses_a_broken_search_space_before_any_trial(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("parameters:\n  dropout: {type: double, min: 0.4, max: 0.1}\n")
+    result = invoke("tune", "--search-space", str(space), "--output-dir", str(tmp_path / "tune"))
+    assert result.exit_code == 2
+    assert "parameters.dropout: the feasible space is empty: min 0.4 must be less than max 0.1" in result.output
+    assert not (tmp_path / "tune").exists()
