@@ -26,7 +26,7 @@ from slipway.components.search_space import Parameter, SearchSpace
 from slipway.components.tracking import TrackingConfig
 from slipway.components.train_config import TrainConfig
 from slipway.components.trainer import trainer_arguments
-from slipway.components.training_jobs import DEFAULT_CREDENTIALS_KEYS
+from slipway.components.training_jobs import credential_env
 
 API_VERSION = "kubeflow.org/v1beta1"
 PRIMARY_CONTAINER = "training"
@@ -170,6 +170,5 @@ def _env(trial: TrialJob) -> list[Mapping[str, Any]]:
     if trial.tracking_uri:
         variables.append({"name": "MLFLOW_TRACKING_URI", "value": trial.tracking_uri})
     if trial.credentials_secret:
-        variables += [{"name": name, "valueFrom": {"secretKeyRef": {"name": trial.credentials_secret, "key": key}}}
-                      for name, key in DEFAULT_CREDENTIALS_KEYS.items()]
+        variables += credential_env(trial.credentials_secret)
     return variables

@@ -19,16 +19,13 @@ in the tests.
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
-import re
-import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 
+from slipway.child_process import last_error_line, stream
 from slipway.components import training_jobs
 from slipway.components.trainer import TrainResult
 from slipway.storage import download
@@ -36,7 +33,7 @@ from slipway.storage import download
 log = logging.getLogger(__name__)
 
 TRAINER_MODULE = "slipway.components.trainer"
-_ERROR_LINE = re.compile(r"^(?:\[(?:rank|default)\d+\]:\s*)?([\w.]*(?:Error|Exception|Interrupt)\b.*)$")
+# torchrun's own exceptions around a worker's: the worker's is the one that says why.
 _TORCHRUN_WRAPPERS = ("ChildFailedError", "SignalException")
 
 
@@ -63,33 +60,13 @@ def run_local_training(trainer_args: list[str], processes: int) -> TrainResult:
         result_file = Path(scratch) / "result.json"
         command = trainer_command([*trainer_args, "--result-file", str(result_file)], processes)
         log.info("launching %d training process(es): %s", processes, " ".join(command[1:]))
-        tail: collections.deque[str] = collections.deque(maxlen=200)
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              bufsize=1) as child:
-            assert child.stdout is not None
-            for line in child.stdout:
-                sys.stderr.write(line)
-                tail.append(line.rstrip("\n"))
-        if child.returncode != 0:
-            raise TrainingLaunchError(
-                f"training failed (exit code {child.returncode}, {processes} process(es)): {last_error_line(tail)}"
-            )
+        exit_code, tail = stream(command)
+        if exit_code != 0:
+            raise TrainingLaunchError(f"training failed (exit code {exit_code}, {processes} process(es)): "
+                                      f"{last_error_line(tail, ignore=_TORCHRUN_WRAPPERS)}")
         if not result_file.is_file():
             raise TrainingLaunchError(f"training exited 0 but rank 0 wrote no result to {result_file}")
         return TrainResult(**json.loads(result_file.read_text()))
-
-
-def last_error_line(lines: Iterable[str]) -> str:
-    """The most specific error in a child's output: the worker's exception, else the last line."""
-    lines = [line for line in lines if line.strip()]
-    errors = [m.group(1) for line in lines if (m := _ERROR_LINE.match(line.strip()))]
-    specific = [e for e in errors if not any(w in e for w in _TORCHRUN_WRAPPERS)]
-    if specific:
-        return specific[-1]
-    exit_lines = [line.strip() for line in lines if "exitcode" in line]
-    if exit_lines:
-        return exit_lines[-1]
-    return lines[-1].strip() if lines else "no output"
 
 
 def cluster_trainer_command(trainer_args: list[str], result_uri: str) -> list[str]:

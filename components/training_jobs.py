@@ -423,9 +423,13 @@ def _env(spec: DistributedJobSpec) -> list[dict[str, Any]]:
     """The trainer container's env (Kubernetes JSON shape): the plain values, then the Secret's keys."""
     variables: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in spec.env.items()]
     if spec.credentials_secret:
-        variables += [{"name": name, "valueFrom": {"secretKeyRef": {"name": spec.credentials_secret, "key": key}}}
-                      for name, key in spec.credentials_keys.items()]
+        variables += credential_env(spec.credentials_secret, spec.credentials_keys)
     return variables
+
+
+def credential_env(secret: str, keys: Mapping[str, str] = DEFAULT_CREDENTIALS_KEYS) -> list[dict[str, Any]]:
+    """Object-storage credentials as container env read from a Secret (env name -> key), never as values."""
+    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for name, key in keys.items()]
 
 
 # --- KFP task config -------------------------------------------------------------------------------------

@@ -18,12 +18,10 @@ called in-process, so on Kubeflow a component whose `base_image` is that image p
 
 from __future__ import annotations
 
-import collections
 import importlib
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import traceback
@@ -33,6 +31,7 @@ from typing import Any
 
 from slipway import logs, runtimes
 from slipway.atomic import atomic_output
+from slipway.child_process import last_error_line, stream
 
 # The child logs at the caller's level: a CLI that shows only warnings gets only the child's warnings.
 LOG_LEVEL_ENV = "SLIPWAY_LOG_LEVEL"
@@ -61,13 +60,13 @@ def call(runtime: str, function: str, /, **arguments: Any) -> Any:
         request.write_text(json.dumps({"function": function, "arguments": arguments}))
         env = {**CHILD_ENV_DEFAULTS, **os.environ, runtimes.RUNTIME_ENV: runtime,
                LOG_LEVEL_ENV: logging.getLevelName(logging.getLogger().getEffectiveLevel())}
-        exit_code, tail = _stream([str(python), "-m", __name__, str(request), str(response)], env)
+        exit_code, tail = stream([str(python), "-m", __name__, str(request), str(response)], env, TAIL_LINES)
         outcome = json.loads(response.read_text()) if response.is_file() else None
     if outcome is not None and "error" in outcome:
         raise RuntimeCallError(f"{function} failed in the `{runtime}` runtime: {outcome['error']}")
     if exit_code != 0 or outcome is None:
         raise RuntimeCallError(f"{function} in the `{runtime}` runtime exited with code {exit_code} and no result; "
-                               f"its last error line: {_last_error_line(tail)}")
+                               f"its last error line: {last_error_line(tail)}")
     return outcome["result"]
 
 
@@ -77,25 +76,6 @@ def resolve(function: str) -> Callable[..., Any]:
     if not name:
         raise RuntimeCallError(f"{function!r} does not name a function: expected 'package.module:name'")
     return getattr(importlib.import_module(module_name), name)
-
-
-def _stream(command: list[str], env: dict[str, str]) -> tuple[int, collections.deque[str]]:
-    """Runs the child, copying its output to stderr line by line; returns its exit code and last lines."""
-    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          errors="replace") as child:
-        assert child.stdout is not None
-        for line in child.stdout:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            tail.append(line.rstrip())
-    return child.returncode, tail
-
-
-def _last_error_line(tail: collections.deque[str]) -> str:
-    lines = [line for line in tail if line.strip()]
-    errors = [line for line in lines if "Error" in line or "error" in line]
-    return (errors or lines or ["(the child printed nothing)"])[-1].strip()
 
 
 def main(argv: list[str]) -> int:
