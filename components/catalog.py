@@ -170,7 +170,7 @@ def train(
     from pathlib import Path
 
     from slipway import logs, runtimes
-    from slipway.components import training_jobs
+    from slipway.components import custom_objects, training_jobs
     from slipway.components.launcher import cluster_trainer_command, run_cluster_training, run_local_training
     from slipway.components.tracking import TrackingConfig
     from slipway.components.train_config import TrainConfig
@@ -193,7 +193,7 @@ def train(
                                  config, tracking, lineage)
         spec = training_jobs.DistributedJobSpec(
             name=training_jobs.job_name("slipway-train", f"{pipeline_run_id}/{model.uri}"),
-            namespace=training_jobs.pod_namespace(), image=runtimes.CORE_IMAGE,
+            namespace=custom_objects.pod_namespace(), image=runtimes.CORE_IMAGE,
             command=cluster_trainer_command(args, result_uri), num_nodes=num_nodes, nproc_per_node=processes,
             resources=training_jobs.resources_from_task_config(task_config),
             env={"MLFLOW_TRACKING_URI": tracking.tracking_uri}, credentials_secret=credentials_secret or None)

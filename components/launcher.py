@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from slipway.child_process import last_error_line, stream
-from slipway.components import training_jobs
+from slipway.components import custom_objects, training_jobs
 from slipway.components.trainer import TrainResult
 from slipway.storage import download
 
@@ -88,7 +88,7 @@ def run_cluster_training(
     """
     if launcher not in LAUNCHERS[1:]:
         raise ValueError(f"launcher {launcher!r} is not a cluster launcher; one of {list(LAUNCHERS[1:])}")
-    api = api or training_jobs.kube_client()
+    api = api or custom_objects.kube_client()
     kind = training_jobs.available_job_kind(api) if launcher == "auto" else training_jobs.JobKind[launcher.upper()]
     job = training_jobs.submit(training_jobs.build_manifest(spec, kind), api, adopt_existing=True)
     training_jobs.wait(job, api, poll_s=poll_s)

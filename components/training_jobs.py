@@ -25,17 +25,17 @@ Submission goes through the Kubernetes `CustomObjectsApi`, the same call the Kub
 `TrainerClient.train` makes: `TrainerClient` cannot take a prebuilt TrainJob (it builds its own from a
 `CustomTrainer`/`CustomTrainerContainer`, whose env holds literal values only, so object-storage
 credentials could not come from a Secret), and its `wait_for_job_status` reports a failure without the
-condition's message. `wait` here names the job and the failing condition's reason and message.
+condition's message. `wait` here (`custom_objects.follow`) names the job and the failing condition's reason and message.
 
 GPU nodes: with `gpus > 0` every node requests and is limited to that many `gpu_resource`, and
 tolerates the `<gpu_resource>:NoSchedule` taint that GPU node pools carry. A KFP task forwards the
 resources set on it (`set_cpu_limit`, `set_accelerator_type`, ...) through `dsl.TaskConfig` to
 `resources_from_task_config`, so the launching pod itself stays small.
 
-    spec = DistributedJobSpec(name=job_name("train", run_id), namespace=pod_namespace(), image=IMAGE,
+    spec = DistributedJobSpec(name=job_name("train", run_id), namespace=custom_objects.pod_namespace(), image=IMAGE,
                               command=("-m", "slipway.components.trainer", "--train", train_uri, ...),
                               num_nodes=2, resources=resources_from_task_config(task_config))
-    api = kube_client()
+    api = custom_objects.kube_client()
     manifest = build_manifest(spec, available_job_kind(api))
     finished = wait(submit(manifest, api), api)
 """
@@ -46,22 +46,20 @@ import dataclasses
 import enum
 import functools
 import hashlib
-import json
 import logging
 import math
-import os
 import re
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import urllib3
 from kubeflow_trainer_api import models
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
 
+from slipway.components import custom_objects
+from slipway.components.custom_objects import CustomResource
 from slipway.quantities import is_positive_quantity, parse_quantity
 
 log = logging.getLogger(__name__)
@@ -75,7 +73,6 @@ PYTORCH_PORT_NAME = "pytorchjob-port"
 PYTORCH_PORT = 23456
 RESTART_POLICY = "OnFailure"
 MAX_HOSTNAME = 63  # a pod hostname (and its headless-service DNS label) is a DNS label
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 # Environment the training operators set themselves: the Trainer webhook rejects PET_* in a TrainJob,
 # and the Training Operator would append a second, conflicting MASTER_ADDR/RANK/WORLD_SIZE.
@@ -98,22 +95,6 @@ class JobSpecError(ValueError):
     """A job cannot be built as specified; the message names the field and the rule it breaks."""
 
 
-class TrainingJobError(RuntimeError):
-    """The cluster refused the job, or the job failed; the message names the job."""
-
-
-class JobSubmitError(TrainingJobError):
-    """The API server did not create the job (invalid, forbidden, already exists, unreachable)."""
-
-
-class JobFailedError(TrainingJobError):
-    """The job reached its Failed condition (the message carries the condition's reason and message)."""
-
-
-class JobTimeoutError(TrainingJobError, TimeoutError):
-    """The job did not finish in time; the message holds the conditions last seen."""
-
-
 class JobKind(enum.Enum):
     """The two custom resources that can run distributed PyTorch: where they live and how they finish."""
 
@@ -130,6 +111,10 @@ class JobKind(enum.Enum):
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}"
+
+    @property
+    def resource(self) -> CustomResource:
+        return CustomResource(self.group, self.version, self.plural, self.kind, self.succeeded)
 
     @classmethod
     def of(cls, manifest: Mapping[str, Any]) -> JobKind:
@@ -484,24 +469,6 @@ def resources_from_task_config(task_config: Any, default: JobResources | None = 
 # --- talking to the cluster ---------------------------------------------------------------------------------
 
 
-def kube_client(config_file: str | None = None, context: str | None = None) -> client.ApiClient:
-    """An API client: the pod's service account inside a cluster (a KFP task), the kubeconfig elsewhere."""
-    configuration = client.Configuration()
-    if config_file is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)
-    else:
-        config.load_kube_config(config_file=config_file, context=context, client_configuration=configuration)
-    return client.ApiClient(configuration)
-
-
-def pod_namespace(default: str = "kubeflow") -> str:
-    """The namespace this pod runs in (a KFP task's profile namespace), else `default`."""
-    try:
-        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or default
-    except OSError:
-        return default
-
-
 def job_name(prefix: str, unique: str, max_length: int = 40) -> str:
     """A job name from a readable prefix and a unique token (a KFP run id): the same token, the same name.
 
@@ -528,86 +495,35 @@ def available_job_kind(api: client.ApiClient) -> JobKind:
         except ApiException as error:
             if error.status == 404:
                 continue
-            raise JobSubmitError(f"could not ask the cluster whether it serves {kind.api_version} "
-                                 f"{kind.plural}: HTTP {error.status} {_reason(error)}") from None
+            raise custom_objects.SubmitError(
+                f"could not ask the cluster whether it serves {kind.api_version} {kind.plural}: "
+                f"HTTP {error.status} {custom_objects.api_reason(error)}") from None
         if any(resource.name == kind.plural for resource in served.resources or []):
             return kind
-    raise JobSubmitError(f"the cluster serves neither {JobKind.TRAINJOB.api_version} trainjobs (Kubeflow Trainer) "
-                         f"nor {JobKind.PYTORCHJOB.api_version} pytorchjobs (Training Operator)")
+    raise custom_objects.SubmitError(f"the cluster serves neither {JobKind.TRAINJOB.api_version} trainjobs "
+                                     f"(Kubeflow Trainer) nor {JobKind.PYTORCHJOB.api_version} pytorchjobs "
+                                     "(Training Operator)")
 
 
 def submit(manifest: Mapping[str, Any], api: client.ApiClient, *, adopt_existing: bool = False) -> dict[str, Any]:
-    """Creates the job in its namespace; returns the object as the API server stored it.
+    """Creates the job in its namespace (`custom_objects.create`); returns the object as the API server stored it.
 
     With `adopt_existing`, a job of the same name that already exists is returned instead of an error
     (a retried KFP task following the job its first attempt created).
     """
     kind = JobKind.of(manifest)
-    namespace, name = _identity(manifest)
-    what = f"{kind.kind} {namespace}/{name}"
-    custom = client.CustomObjectsApi(api)
-    try:
-        created = custom.create_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural,
-                                                         dict(manifest), _request_timeout=60)
-    except ApiException as error:
-        if error.status == 409 and adopt_existing:
-            log.warning("%s already exists: following it instead of creating another", what)
-            return custom.get_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, name,
-                                                       _request_timeout=60)
-        raise JobSubmitError(f"could not create {what}: HTTP {error.status} {_reason(error)}") from None
-    except urllib3.exceptions.HTTPError as error:
-        raise JobSubmitError(f"could not create {what}: the API server did not answer ({error})") from None
-    log.info("created %s (%s nodes)", what, _node_count(manifest))
+    created = custom_objects.create(manifest, kind.resource, api, adopt_existing=adopt_existing)
+    log.info("created %s (%s nodes)", custom_objects.describe(kind.resource, manifest), _node_count(manifest))
     return created
 
 
-def wait(job: Mapping[str, Any], api: client.ApiClient, *, timeout_s: float = 24 * 3600, poll_s: float = 15.0,
-         sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
-    """Polls the job until its success condition (TrainJob `Complete`, PyTorchJob `Succeeded`); returns it.
+def wait(job: Mapping[str, Any], api: client.ApiClient, **follow: Any) -> dict[str, Any]:
+    """Follows the job until its success condition (TrainJob `Complete`, PyTorchJob `Succeeded`); returns it.
 
-    Logs each change of its conditions. Raises JobFailedError when the `Failed` condition comes up
-    (with its reason and message), JobTimeoutError after `timeout_s`, and TrainingJobError when the job
-    is gone or unreadable; a transient API error (429, 5xx, no answer) is logged and polled again.
+    `custom_objects.follow` with the Trainer's progress percentage: raises ObjectFailedError with the
+    `Failed` condition's reason and message, WaitTimeoutError after `timeout_s`.
     """
-    kind = JobKind.of(job)
-    namespace, name = _identity(job)
-    what = f"{kind.kind} {namespace}/{name}"
-    custom = client.CustomObjectsApi(api)
-    deadline = clock() + timeout_s
-    seen = ""
-    while True:
-        try:
-            current = custom.get_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, name,
-                                                          _request_timeout=60)
-        except ApiException as error:
-            if error.status not in (429, 500, 502, 503, 504):
-                gone = " (deleted while we waited?)" if error.status == 404 else ""
-                raise TrainingJobError(f"could not read {what}{gone}: HTTP {error.status} {_reason(error)}") from None
-            log.warning("%s: status not readable (HTTP %s); polling again", what, error.status)
-        except urllib3.exceptions.HTTPError as error:
-            log.warning("%s: the API server did not answer (%s); polling again", what, error)
-        else:
-            conditions = (current.get("status") or {}).get("conditions") or []
-            summary = _summary(current, conditions)
-            if summary != seen:
-                log.info("%s: %s", what, summary)
-                seen = summary
-            failed = _condition(conditions, "Failed")
-            if failed:
-                raise JobFailedError(f"{what} failed: {failed.get('reason') or 'no reason'}: "
-                                     f"{failed.get('message') or 'no message'}")
-            if _condition(conditions, kind.succeeded):
-                return current
-        if clock() >= deadline:
-            raise JobTimeoutError(f"{what} did not finish within {timeout_s:g} s; last seen: {seen or 'nothing'}")
-        sleep(poll_s)
-
-
-def _identity(manifest: Mapping[str, Any]) -> tuple[str, str]:
-    metadata = manifest.get("metadata") or {}
-    if not metadata.get("name") or not metadata.get("namespace"):
-        raise JobSpecError("the manifest needs metadata.name and metadata.namespace")
-    return metadata["namespace"], metadata["name"]
+    return custom_objects.follow(job, JobKind.of(job).resource, api, progress=_trainer_progress, **follow)
 
 
 def _node_count(manifest: Mapping[str, Any]) -> int:
@@ -617,28 +533,9 @@ def _node_count(manifest: Mapping[str, Any]) -> int:
     return (spec.get("trainer") or {}).get("numNodes", 1)
 
 
-def _condition(conditions: list[Mapping[str, Any]], kind: str) -> Mapping[str, Any] | None:
-    return next((c for c in conditions if c.get("type") == kind and c.get("status") == "True"), None)
-
-
-def _summary(job: Mapping[str, Any], conditions: list[Mapping[str, Any]]) -> str:
-    """`Created, Running (reason: message)`: the true conditions, the latest with its reason."""
-    true = [c for c in conditions if c.get("status") == "True"]
-    if not true:
-        return "no conditions yet"
-    latest = true[-1]
-    detail = ": ".join(str(part) for part in (latest.get("reason"), latest.get("message")) if part)
-    text = ", ".join(str(c.get("type")) for c in true) + (f" ({detail})" if detail else "")
-    progress = ((job.get("status") or {}).get("trainerStatus") or {}).get("progressPercentage")
-    return text + (f", {progress}% done" if progress is not None else "")
-
-
-def _reason(error: ApiException) -> str:
-    """The API server's own message from an error response (a Status object), else the HTTP reason."""
-    try:
-        return json.loads(error.body).get("message") or str(error.reason)
-    except (TypeError, ValueError, AttributeError):
-        return str(error.reason)
+def _trainer_progress(status: Mapping[str, Any]) -> str:
+    progress = (status.get("trainerStatus") or {}).get("progressPercentage")
+    return "" if progress is None else f"{progress}% done"
 
 
 # --- small checks ------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Canary rollouts on the cluster: apply an InferenceService, move its traffic, promote or roll back, wait.
 
 A thin layer over the Kubernetes `CustomObjectsApi`, which the caller injects: nothing here loads a
-kubeconfig or opens a connection at import or construction (`training_jobs.kube_client` makes an API
+kubeconfig or opens a connection at import or construction (`custom_objects.kube_client` makes an API
 client; `CustomObjectsApi(that_client)` is what to pass).
 
     rollout = InferenceServiceRollout(client.CustomObjectsApi(kube_client()))

@@ -14,7 +14,8 @@ import sys
 from typing import Any
 
 from conftest import S3_BUCKET
-from test_training_jobs import FakeApiServer
+from fake_apiserver import FakeApiServer
+from test_training_jobs import job_apiserver
 
 from slipway import runtimes
 from slipway.components.launcher import cluster_trainer_command, run_cluster_training
@@ -67,7 +68,7 @@ def test_a_trainjob_trains_from_object_storage_and_reports_back(s3_config, taxi_
                               credentials_secret="slipway-object-store")
     pod = TrainerPlaysThePod()
 
-    with FakeApiServer((JobKind.TRAINJOB, JobKind.PYTORCHJOB), pod) as apiserver:
+    with job_apiserver((JobKind.TRAINJOB, JobKind.PYTORCHJOB), pod) as apiserver:
         pod.server = apiserver
         result = run_cluster_training("auto", spec, result_uri, api=apiserver.api(), poll_s=0.2)
 

@@ -8,11 +8,10 @@ sent against the same CRDs and reports scripted job conditions.
 from __future__ import annotations
 
 import copy
-import http.server
+import functools
 import json
 import logging
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,21 +27,19 @@ from crd_schema import (
     crd_path,
     validate_against_crd,
 )
+from fake_apiserver import FakeApiServer
 from kfp import dsl
 from kubernetes import client
 
+from slipway.components.custom_objects import CustomObjectError, ObjectFailedError, SubmitError, WaitTimeoutError
 from slipway.components.training_jobs import (
     PATCH_MANAGER,
     TRAINER_NODE,
     TRAINER_RUNTIME,
     DistributedJobSpec,
-    JobFailedError,
     JobKind,
     JobResources,
     JobSpecError,
-    JobSubmitError,
-    JobTimeoutError,
-    TrainingJobError,
     available_job_kind,
     build_manifest,
     build_pytorchjob,
@@ -606,113 +603,16 @@ TRAINJOB_FAILS = [
 ]
 
 
-class FakeApiServer:
-    """Enough of a Kubernetes API server for custom objects, on 127.0.0.1.
-
-    Discovery (`GET /apis/<group>/<version>`) for the kinds it serves; `POST` validates the body against
-    the real CRD (422 Invalid with the errors, as the API server answers) and stores it (409 if the name
-    is taken); `GET` returns it with the next status of its script (the last one repeats). `fail_gets`
-    makes that many GETs answer 503 first.
-    """
-
-    def __init__(self, served: tuple[JobKind, ...], script: list[dict[str, Any]]):
-        self.served = served
-        self.script = script
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.gets: dict[str, int] = {}
-        self.fail_gets = 0
-        self.requests: list[str] = []
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def api(self) -> client.ApiClient:
-        return client.ApiClient(client.Configuration(host=self.url))
-
-    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def answer(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def status(self, code: int, reason: str, message: str) -> None:
-                self.answer(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
-                                   "reason": reason, "code": code})
-
-            def route(self) -> tuple[JobKind | None, list[str]]:
-                parts = self.path.split("?")[0].strip("/").split("/")
-                for kind in fake.served:
-                    if parts[:3] == ["apis", kind.group, kind.version]:
-                        return kind, parts[3:]
-                return None, parts
-
-            def do_GET(self) -> None:
-                fake.requests.append(f"GET {self.path}")
-                kind, rest = self.route()
-                if kind is None:
-                    return self.status(404, "NotFound", "the server could not find the requested resource")
-                if not rest:
-                    return self.answer(200, {"kind": "APIResourceList", "groupVersion": kind.api_version, "resources": [
-                        {"name": kind.plural, "singularName": kind.kind.lower(), "namespaced": True, "kind": kind.kind,
-                         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}]})
-                key = "/".join(rest)
-                if key not in fake.objects:
-                    return self.status(404, "NotFound", f'{kind.plural}.{kind.group} "{rest[-1]}" not found')
-                if fake.fail_gets:
-                    fake.fail_gets -= 1
-                    return self.status(503, "ServiceUnavailable", "etcd is catching its breath")
-                step = fake.gets.get(key, 0)
-                fake.gets[key] = step + 1
-                stored = copy.deepcopy(fake.objects[key])
-                stored["status"] = fake.script[min(step, len(fake.script) - 1)]
-                self.answer(200, stored)
-
-            def do_POST(self) -> None:
-                fake.requests.append(f"POST {self.path}")
-                kind, rest = self.route()
-                if kind is None or len(rest) != 3 or rest[0] != "namespaces" or rest[2] != kind.plural:
-                    return self.status(404, "NotFound", "the server could not find the requested resource")
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                name = body.get("metadata", {}).get("name", "")
-                errors = crd_errors(body, crd_path(CRD_OF[kind]))
-                if errors:
-                    return self.status(422, "Invalid", f'{kind.kind}.{kind.group} "{name}" is invalid: '
-                                                       + "; ".join(errors))
-                key = f"namespaces/{rest[1]}/{kind.plural}/{name}"
-                if key in fake.objects:
-                    return self.status(409, "AlreadyExists", f'{kind.plural}.{kind.group} "{name}" already exists')
-                body["metadata"].update(uid="6a4c9b1e-0000-4000-8000-000000000001", resourceVersion="1", generation=1,
-                                        creationTimestamp="2026-11-23T12:00:00Z")
-                fake.objects[key] = body
-                self.answer(201, body)
-
-        return Handler
-
-    def __enter__(self) -> FakeApiServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def job_apiserver(kinds: tuple[JobKind, ...], script: Any) -> FakeApiServer:
+    """A FakeApiServer serving these job kinds, validating each created job against its real CRD."""
+    validators = {kind.resource: functools.partial(crd_errors, crd_path=crd_path(CRD_OF[kind])) for kind in kinds}
+    return FakeApiServer(validators, script)
 
 
 @pytest.fixture
 def apiserver(request: pytest.FixtureRequest) -> Iterator[FakeApiServer]:
     served, script = getattr(request, "param", ((JobKind.TRAINJOB, JobKind.PYTORCHJOB), TRAINJOB_COMPLETES))
-    with FakeApiServer(served, script) as server:
+    with job_apiserver(served, script) as server:
         yield server
 
 
@@ -724,7 +624,7 @@ def test_a_trainjob_is_submitted_and_followed_to_complete(apiserver: FakeApiServ
                                                           caplog: pytest.LogCaptureFixture) -> None:
     api = apiserver.api()
     manifest = build_manifest(job_spec(2, 1), JobKind.TRAINJOB)
-    with caplog.at_level(logging.INFO, logger="slipway.components.training_jobs"):
+    with caplog.at_level(logging.INFO, logger="slipway.components"):
         created = submit(manifest, api)
         finished = wait(created, api, poll_s=0.01, sleep=no_sleep)
     assert created["metadata"]["uid"] and created["spec"] == manifest["spec"]
@@ -754,7 +654,7 @@ def test_the_cluster_prefers_trainjobs_when_it_serves_both(apiserver: FakeApiSer
 
 @pytest.mark.parametrize("apiserver", [((), TRAINJOB_COMPLETES)], indirect=True)
 def test_a_cluster_without_either_operator_is_named_plainly(apiserver: FakeApiServer) -> None:
-    with pytest.raises(JobSubmitError, match="the cluster serves neither trainer.kubeflow.org/v1alpha1 trainjobs "
+    with pytest.raises(SubmitError, match="the cluster serves neither trainer.kubeflow.org/v1alpha1 trainjobs "
                                              r"\(Kubeflow Trainer\) nor kubeflow.org/v1 pytorchjobs"):
         available_job_kind(apiserver.api())
 
@@ -763,7 +663,7 @@ def test_a_cluster_without_either_operator_is_named_plainly(apiserver: FakeApiSe
 def test_a_failed_job_raises_naming_the_job_and_the_condition(apiserver: FakeApiServer) -> None:
     api = apiserver.api()
     created = submit(build_manifest(job_spec(2), JobKind.TRAINJOB), api)
-    with pytest.raises(JobFailedError) as raised:
+    with pytest.raises(ObjectFailedError) as raised:
         wait(created, api, poll_s=0.01, sleep=no_sleep)
     assert str(raised.value) == ("TrainJob kubeflow-user/train-3f2a9c failed: TrainingFailed: "
                                  "node-1 exited with code 1: ZeroDivisionError")
@@ -778,7 +678,7 @@ def test_a_job_that_never_finishes_times_out_with_what_was_last_seen(apiserver: 
 
     api = apiserver.api()
     created = submit(build_manifest(job_spec(), JobKind.TRAINJOB), api)
-    with pytest.raises(JobTimeoutError) as raised:
+    with pytest.raises(WaitTimeoutError) as raised:
         wait(created, api, timeout_s=60, poll_s=15, sleep=sleep, clock=lambda: now[0])
     assert isinstance(raised.value, TimeoutError)
     assert str(raised.value) == ("TrainJob kubeflow-user/train-3f2a9c did not finish within 60 s; last seen: "
@@ -790,7 +690,7 @@ def test_a_transient_api_error_while_waiting_is_polled_again(apiserver: FakeApiS
     api = apiserver.api()
     created = submit(build_manifest(job_spec(), JobKind.TRAINJOB), api)
     apiserver.fail_gets = 2
-    with caplog.at_level(logging.WARNING, logger="slipway.components.training_jobs"):
+    with caplog.at_level(logging.WARNING, logger="slipway.components"):
         assert wait(created, api, poll_s=0.01, sleep=no_sleep)["status"]["conditions"][-1]["type"] == "Complete"
     assert "status not readable (HTTP 503); polling again" in caplog.text
 
@@ -798,16 +698,16 @@ def test_a_transient_api_error_while_waiting_is_polled_again(apiserver: FakeApiS
 def test_a_job_deleted_while_waiting(apiserver: FakeApiServer) -> None:
     api = apiserver.api()
     manifest = build_manifest(job_spec(), JobKind.TRAINJOB)
-    with pytest.raises(TrainingJobError, match=r"could not read TrainJob kubeflow-user/train-3f2a9c \(deleted while we "
-                                             r"waited\?\): HTTP 404 trainjobs.trainer.kubeflow.org \"train-3f2a9c\" "
-                                             "not found"):
+    with pytest.raises(CustomObjectError, match=r"could not read TrainJob kubeflow-user/train-3f2a9c \(deleted while "
+                                                r"we waited\?\): HTTP 404 trainjobs.trainer.kubeflow.org "
+                                                r"\"train-3f2a9c\" not found"):
         wait(manifest, api, poll_s=0.01, sleep=no_sleep)
 
 
 def test_an_invalid_manifest_is_refused_with_the_api_servers_reason(apiserver: FakeApiServer) -> None:
     manifest = build_manifest(job_spec(), JobKind.TRAINJOB)
     manifest["spec"]["trainer"]["numProcPerNod"] = 2
-    with pytest.raises(JobSubmitError) as raised:
+    with pytest.raises(SubmitError) as raised:
         submit(manifest, apiserver.api())
     assert str(raised.value) == (
         'could not create TrainJob kubeflow-user/train-3f2a9c: HTTP 422 TrainJob.trainer.kubeflow.org "train-3f2a9c" '
@@ -818,7 +718,7 @@ def test_a_second_submit_conflicts_unless_it_adopts_the_existing_job(apiserver: 
     api = apiserver.api()
     manifest = build_manifest(job_spec(), JobKind.PYTORCHJOB)
     first = submit(manifest, api)
-    with pytest.raises(JobSubmitError, match='HTTP 409 pytorchjobs.kubeflow.org "train-3f2a9c" already exists'):
+    with pytest.raises(SubmitError, match='HTTP 409 pytorchjobs.kubeflow.org "train-3f2a9c" already exists'):
         submit(manifest, api)
     adopted = submit(manifest, api, adopt_existing=True)
     assert adopted["metadata"]["uid"] == first["metadata"]["uid"]
