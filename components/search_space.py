@@ -124,6 +124,34 @@ class SearchSpace:
         values = {p.name: _field_value(p.name, assignment[p.name]) for p in self.parameters}
         return dataclasses.replace(base or TrainConfig(), **values)
 
+    def with_max_trials(self, max_trials: int) -> SearchSpace:
+        """The space with a smaller (or larger) trial budget; parallel and failed trials stay within it."""
+        if max_trials < 1:
+            raise SearchSpaceError(f"max_trials: expected a whole number of at least 1, got {max_trials}")
+        budget = dataclasses.replace(self.budget, max_trials=max_trials,
+                                     parallel_trials=min(self.budget.parallel_trials, max_trials),
+                                     max_failed_trials=min(self.budget.max_failed_trials, max_trials))
+        return dataclasses.replace(self, budget=budget)
+
+    def typed(self, assignment: dict[str, str]) -> dict[str, Any]:
+        """Katib's parameter assignments (every value a string) as the values this space lists or ranges over."""
+        missing = [p.name for p in self.parameters if p.name not in assignment]
+        if missing:
+            raise SearchSpaceError(f"{self.source or 'search space'}: the assignment {assignment} has no value "
+                                   f"for {missing}")
+        typed: dict[str, Any] = {}
+        for parameter in self.parameters:
+            text = str(assignment[parameter.name])
+            if parameter.is_range:
+                typed[parameter.name] = int(float(text)) if parameter.type == "int" else float(text)
+                continue
+            matches = [value for value in parameter.values if str(value) == text]
+            if not matches:
+                raise SearchSpaceError(f"{self.source or 'search space'}: {parameter.name}={text!r} is not one of "
+                                       f"{list(parameter.values)}")
+            typed[parameter.name] = matches[0]
+        return typed
+
 
 def _field_value(name: str, value: Any) -> Any:
     """A searched value as its TrainConfig field holds it ("64 32" -> (64, 32) for hidden_units)."""

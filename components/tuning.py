@@ -15,6 +15,11 @@ Katib's `medianstop` early stopping is Optuna's MedianPruner on the same interme
 eval AUC after each epoch. A trial trains in this process (`trainer.train` with an epoch callback)
 and is logged to MLflow as a child of the study's run, so the MLflow UI shows the study with its
 trials nested under it; `parallel_trials` trials run at once in threads.
+
+`tune_training` is what the pipeline's `tune` step does, with any of the three tuners (`off`,
+`optuna`, `katib`): trials fit on the older part of the train split and are judged on its newest
+`eval_fraction` (`holdout_split`), so the eval split, on which `evaluate` and `bless` judge the
+final model, never chose its hyperparameters.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 
+from slipway.components.ingestion import split_by_time
 from slipway.components.search_space import Parameter, SearchSpace
 from slipway.components.tracking import TrackingConfig, TrainingRun, lineage_tags
 from slipway.components.train_config import TrainConfig
@@ -35,6 +42,8 @@ from slipway.components.trainer import Lineage, TrainingStopped, train
 from slipway.problem import Problem
 
 log = logging.getLogger(__name__)
+
+TUNERS = ("off", "optuna", "katib")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +66,23 @@ class TuningResult:
 
     def counts(self) -> dict[str, int]:
         return {state: sum(t.state == state for t in self.trials) for state in ("COMPLETE", "PRUNED", "FAIL")}
+
+    def markdown(self, space: SearchSpace) -> str:
+        """The study as a table, a row per trial, best first: what KFP's UI shows for the `trials` output."""
+        names = [p.name for p in space.parameters]
+        header = "| trial | state | eval AUC | epochs | " + " | ".join(f"`{n}`" for n in names) + " |"
+        ranked = sorted(self.trials, key=lambda t: (t.value is None, -(t.value or 0.0)
+                                                    if space.objective.direction == "maximize" else (t.value or 0.0)))
+        rows = []
+        for trial in ranked:
+            best = trial.value == self.best_value and trial.state == "COMPLETE"
+            value = "-" if trial.value is None else (f"**{trial.value:.4f}**" if best else f"{trial.value:.4f}")
+            rows.append(f"| {trial.number} | {trial.state} | {value} | {trial.epochs} | "
+                        + " | ".join(_cell(trial.params.get(n)) for n in names) + " |")
+        counts = ", ".join(f"{count} {state.lower()}" for state, count in self.counts().items())
+        return (f"### Optuna study ({space.algorithm.name}, {len(self.trials)} trials: {counts})\n\n"
+                f"Best {space.objective.metric}: **{self.best_value:.4f}**\n\n"
+                f"{header}\n|" + "---|" * (4 + len(names)) + "\n" + "\n".join(rows) + "\n")
 
 
 def sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
@@ -186,3 +212,89 @@ def _study_run(space: SearchSpace, problem: Problem, tracking: TrackingConfig | 
               "search_space": space.source or "(given)"}
     return TrainingRun.start(tracking, run_name=f"{problem.name}-tune", params=params,
                              tags=lineage_tags(lineage.data_sha256, lineage.pipeline_run_id))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def holdout_split(train_path: Path, problem: Problem, fit_path: Path, holdout_path: Path) -> tuple[int, int]:
+    """Splits the train split by time as ingest split the source: trials fit on the older rows and are judged
+    on the newest `eval_fraction` of them. Returns the row counts (fit, holdout)."""
+    fit, holdout, _ = split_by_time(pd.read_parquet(train_path), problem, str(train_path))
+    fit.to_parquet(fit_path)
+    holdout.to_parquet(holdout_path)
+    return len(fit), len(holdout)
+
+
+@dataclasses.dataclass(frozen=True)
+class KatibTarget:
+    """Where a `katib` tuner runs its trials: the image, the namespace, object storage the trials can reach."""
+
+    image: str
+    namespace: str
+    experiment_name: str
+    storage_uri: str              # the fit/holdout splits and each trial's model go under it
+    problem: str                  # as the trials' image loads it: a packaged name or a URI
+    credentials_secret: str = ""
+    poll_s: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningOutcome:
+    """What the pipeline's `tune` step hands on: the config to train with, and how it was chosen."""
+
+    config: TrainConfig
+    markdown: str
+    metrics: dict[str, float]
+
+
+def tune_training(tuner: str, space: SearchSpace | None, train_path: Path, problem: Problem, workdir: Path,
+                  base: TrainConfig, tracking: TrackingConfig | None = None, lineage: Lineage | None = None,
+                  katib: KatibTarget | None = None, api: Any = None) -> TuningOutcome:
+    """The `tune` step: `off` hands `base` on as it is; `optuna` runs the study here; `katib` runs it as an
+    Experiment on the cluster (`katib` and the Kubernetes `api` client needed). Searched fields come from
+    the best trial, the rest from `base`."""
+    if tuner not in TUNERS:
+        raise ValueError(f"tuner {tuner!r}: expected one of {list(TUNERS)}")
+    if tuner == "off":
+        return TuningOutcome(config=base, metrics={}, markdown="Tuning is off (`tuner=off`): `train` uses the "
+                             "pipeline's hyperparameters as given.\n")
+    assert space is not None, "a search space is needed to tune"
+    fit_path, holdout_path = workdir / "fit.parquet", workdir / "holdout.parquet"
+    fit_rows, holdout_rows = holdout_split(train_path, problem, fit_path, holdout_path)
+    log.info("tuning with %s (%s, %d trials at most): trials fit on %d train rows and are judged on the newest "
+             "%d", tuner, space.algorithm.name, space.budget.max_trials, fit_rows, holdout_rows)
+    note = (f"Trials fit on the train split's older {fit_rows:,} rows and are judged on its newest {holdout_rows:,} "
+            f"(the last {problem.eval_fraction:.0%} by time): the eval split never chose the hyperparameters.\n\n")
+    if tuner == "optuna":
+        result = tune(space, fit_path, holdout_path, problem, workdir, base, tracking, lineage)
+        metrics = {f"trials_{state.lower()}": float(count) for state, count in result.counts().items()}
+        return TuningOutcome(config=result.best_config, markdown=note + result.markdown(space),
+                             metrics={"best_eval_auc": result.best_value, **metrics,
+                                      **_numeric(result.best_params)})
+    if katib is None or api is None:
+        raise ValueError("tuner 'katib' needs a KatibTarget and a Kubernetes API client")
+    from slipway.components import katib_experiment
+    from slipway.storage import upload
+
+    data = f"{katib.storage_uri}/data"
+    upload(fit_path, f"{data}/fit.parquet")
+    upload(holdout_path, f"{data}/holdout.parquet")
+    trial = katib_experiment.TrialJob(
+        image=katib.image, train_data=f"{data}/fit.parquet", eval_data=f"{data}/holdout.parquet",
+        output_uri=f"{katib.storage_uri}/trials", problem=katib.problem, base=base,
+        tracking_uri=tracking.tracking_uri if tracking else "", credentials_secret=katib.credentials_secret)
+    experiment = katib_experiment.build_experiment(space, katib.experiment_name, katib.namespace, trial)
+    outcome = katib_experiment.run_experiment(experiment, space, api, poll_s=katib.poll_s)
+    metrics = {f"trials_{state}": float(count) for state, count in outcome.trials.items()}
+    return TuningOutcome(config=space.train_config(outcome.best_params, base), markdown=note + outcome.markdown(space),
+                         metrics={"best_eval_auc": outcome.best_value, **metrics, **_numeric(outcome.best_params)})
+
+
+def _numeric(params: dict[str, Any]) -> dict[str, float]:
+    """The best parameters that KFP's Metrics can show (numbers); the others are in the Markdown and outputs."""
+    return {f"best_{name}": float(value) for name, value in params.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}

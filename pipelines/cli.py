@@ -270,9 +270,7 @@ def tune_command(data_uri: str | None, problem: str, search_space: str, max_tria
     except SearchSpaceError as exc:
         raise click.BadParameter(str(exc), param_hint="--search-space") from None
     if max_trials is not None:
-        space = dataclasses.replace(space, budget=dataclasses.replace(
-            space.budget, max_trials=max_trials, parallel_trials=min(space.budget.parallel_trials, max_trials),
-            max_failed_trials=min(space.budget.max_failed_trials, max_trials)))
+        space = space.with_max_trials(max_trials)
     output_dir = output_dir or Path("runs") / f"tune-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     source = data_uri or str(fetch_sample()["data.csv"])
     try:
