@@ -209,6 +209,79 @@ def train(
 
 
 @dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+def tune(
+    train_data: dsl.Input[dsl.Dataset],
+    problem: str,
+    tuner: str,
+    search_space: str,
+    max_trials: int,
+    architecture: str,
+    hidden_units: list,
+    dropout: float,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    weight_decay: float,
+    patience: int,
+    seed: int,
+    credentials_secret: str,
+    tracking_uri: str,
+    pipeline_root: str,
+    pipeline_run_id: str,
+    trials: dsl.Output[dsl.Markdown],
+    best_params: dsl.Output[dsl.Metrics],
+) -> NamedTuple("TunedConfig", [("architecture", str), ("hidden_units", list), ("dropout", float), ("epochs", int),
+                                ("learning_rate", float), ("batch_size", int), ("weight_decay", float),
+                                ("patience", int)]):
+    """Searches the hyperparameters that `train` then uses: the given ones, with every searched field replaced
+    by the best trial's value. Trials fit on the train split's older rows and are judged on its newest.
+
+    `tuner`: `optuna` runs the search space as a study in this task (each trial an MLflow child run of the
+    study's run); `katib` runs it as a Katib Experiment (trials on the core image, data by URI under this
+    step's artifacts, `credentials_secret` for object storage) and follows it; `off` hands the given
+    hyperparameters on. `search_space` is a packaged name or a YAML path; `max_trials` > 0 overrides its budget.
+    """
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    from slipway import logs, runtimes
+    from slipway.components import custom_objects, training_jobs
+    from slipway.components.search_space import load_search_space
+    from slipway.components.tracking import TrackingConfig
+    from slipway.components.train_config import TrainConfig
+    from slipway.components.trainer import Lineage
+    from slipway.components.tuning import KatibTarget, tune_training
+    from slipway.problem import load_problem
+
+    logs.configure()
+    base = TrainConfig(architecture=architecture, hidden_units=tuple(int(u) for u in hidden_units), dropout=dropout,
+                       epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, weight_decay=weight_decay,
+                       patience=patience, seed=seed)
+    space = None if tuner == "off" else load_search_space(search_space)
+    if space is not None and max_trials > 0:
+        space = space.with_max_trials(max_trials)
+    katib, api = None, None
+    if tuner == "katib":
+        katib = KatibTarget(image=runtimes.CORE_IMAGE, namespace=custom_objects.pod_namespace(),
+                            experiment_name=training_jobs.job_name("slipway-tune", f"{pipeline_run_id}/{trials.uri}"),
+                            storage_uri=f"{trials.uri}.katib", problem=problem, credentials_secret=credentials_secret)
+        api = custom_objects.kube_client()
+    with tempfile.TemporaryDirectory(prefix="slipway-tune-") as workdir:
+        outcome = tune_training(
+            tuner, space, Path(train_data.path), load_problem(problem), Path(workdir), base,
+            TrackingConfig.resolve(tracking_uri, pipeline_root),
+            Lineage(data_sha256=train_data.metadata.get("sha256"), pipeline_run_id=pipeline_run_id,
+                    train_data=train_data.uri), katib, api)
+    Path(trials.path).write_text(outcome.markdown)
+    for name, value in outcome.metrics.items():
+        best_params.log_metric(name, round(value, 6))
+    chosen = dataclasses.asdict(outcome.config)
+    return (chosen["architecture"], list(chosen["hidden_units"]), chosen["dropout"], chosen["epochs"],
+            chosen["learning_rate"], chosen["batch_size"], chosen["weight_decay"], chosen["patience"])
+
+
+@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
 def evaluate(
     model: dsl.Input[dsl.Model],
     eval_data: dsl.Input[dsl.Dataset],

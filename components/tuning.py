@@ -64,24 +64,28 @@ class TuningResult:
     trials: list[TrialRecord]
     mlflow_run_id: str | None  # the study's (parent) run
 
+    @property
+    def best_trial_number(self) -> int:
+        return next(t.number for t in self.trials if t.state == "COMPLETE" and t.value == self.best_value)
+
     def counts(self) -> dict[str, int]:
         return {state: sum(t.state == state for t in self.trials) for state in ("COMPLETE", "PRUNED", "FAIL")}
 
     def markdown(self, space: SearchSpace) -> str:
         """The study as a table, a row per trial, best first: what KFP's UI shows for the `trials` output."""
         names = [p.name for p in space.parameters]
-        header = "| trial | state | eval AUC | epochs | " + " | ".join(f"`{n}`" for n in names) + " |"
-        ranked = sorted(self.trials, key=lambda t: (t.value is None, -(t.value or 0.0)
-                                                    if space.objective.direction == "maximize" else (t.value or 0.0)))
+        header = f"| trial | state | {space.objective.metric} | epochs | " + " | ".join(f"`{n}`" for n in names) + " |"
+        sign = -1.0 if space.objective.direction == "maximize" else 1.0
+        ranked = sorted(self.trials, key=lambda t: (t.value is None, sign * (t.value or 0.0)))
         rows = []
         for trial in ranked:
-            best = trial.value == self.best_value and trial.state == "COMPLETE"
+            best = trial.number == self.best_trial_number
             value = "-" if trial.value is None else (f"**{trial.value:.4f}**" if best else f"{trial.value:.4f}")
             rows.append(f"| {trial.number} | {trial.state} | {value} | {trial.epochs} | "
                         + " | ".join(_cell(trial.params.get(n)) for n in names) + " |")
         counts = ", ".join(f"{count} {state.lower()}" for state, count in self.counts().items())
         return (f"### Optuna study ({space.algorithm.name}, {len(self.trials)} trials: {counts})\n\n"
-                f"Best {space.objective.metric}: **{self.best_value:.4f}**\n\n"
+                f"Best {space.objective.metric}: **{self.best_value:.4f}** (trial {self.best_trial_number})\n\n"
                 f"{header}\n|" + "---|" * (4 + len(names)) + "\n" + "\n".join(rows) + "\n")
 
 
@@ -267,13 +271,14 @@ def tune_training(tuner: str, space: SearchSpace | None, train_path: Path, probl
     fit_rows, holdout_rows = holdout_split(train_path, problem, fit_path, holdout_path)
     log.info("tuning with %s (%s, %d trials at most): trials fit on %d train rows and are judged on the newest "
              "%d", tuner, space.algorithm.name, space.budget.max_trials, fit_rows, holdout_rows)
-    note = (f"Trials fit on the train split's older {fit_rows:,} rows and are judged on its newest {holdout_rows:,} "
-            f"(the last {problem.eval_fraction:.0%} by time): the eval split never chose the hyperparameters.\n\n")
+    note = (f"Trials fit on the train split's older {fit_rows:,} rows and report {space.objective.metric} on its "
+            f"newest {holdout_rows:,} (the last {problem.eval_fraction:.0%} by time), the holdout: the eval split "
+            f"never chose the hyperparameters.\n\n")
     if tuner == "optuna":
         result = tune(space, fit_path, holdout_path, problem, workdir, base, tracking, lineage)
         metrics = {f"trials_{state.lower()}": float(count) for state, count in result.counts().items()}
         return TuningOutcome(config=result.best_config, markdown=note + result.markdown(space),
-                             metrics={"best_eval_auc": result.best_value, **metrics,
+                             metrics={"best_holdout_auc": result.best_value, **metrics,
                                       **_numeric(result.best_params)})
     if katib is None or api is None:
         raise ValueError("tuner 'katib' needs a KatibTarget and a Kubernetes API client")
@@ -291,7 +296,7 @@ def tune_training(tuner: str, space: SearchSpace | None, train_path: Path, probl
     outcome = katib_experiment.run_experiment(experiment, space, api, poll_s=katib.poll_s)
     metrics = {f"trials_{state}": float(count) for state, count in outcome.trials.items()}
     return TuningOutcome(config=space.train_config(outcome.best_params, base), markdown=note + outcome.markdown(space),
-                         metrics={"best_eval_auc": outcome.best_value, **metrics, **_numeric(outcome.best_params)})
+                         metrics={"best_holdout_auc": outcome.best_value, **metrics, **_numeric(outcome.best_params)})
 
 
 def _numeric(params: dict[str, Any]) -> dict[str, float]:

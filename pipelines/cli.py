@@ -26,6 +26,7 @@ from typing import Any
 import click
 
 from slipway import __version__, logs, runtimes
+from slipway.components.search_space import DEFAULT_SEARCH_SPACE
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
 from slipway.problem import DEFAULT_PROBLEM
 from slipway.serving.protocol import UNINFORMED_SCORE
@@ -237,7 +238,7 @@ def _training_sets(source: str, problem: Any, output_dir: Path) -> tuple[Any, li
               help="Source to ingest and split by time (as `slipway train`). Default: the Chicago taxi sample.")
 @click.option("--problem", default=DEFAULT_PROBLEM, show_default=True,
               help="Packaged problem name, or the path/URI of a problem YAML.")
-@click.option("--search-space", default="default", show_default=True,
+@click.option("--search-space", default=DEFAULT_SEARCH_SPACE, show_default=True,
               help="Packaged search space name (slipway/search_spaces/), or the path of a search-space YAML: the "
                    "same definition a Katib Experiment is built from.")
 @click.option("--max-trials", type=click.IntRange(min=1), default=None,
@@ -477,7 +478,12 @@ def deploy_command(model_uri: str, steps: str, min_requests: int, rps: float, da
         raise SystemExit(3)
 
 
-@cli.command("manifests")
+@cli.group("manifests")
+def manifests_group() -> None:
+    """Write the Kubernetes objects Slipway runs on Kubeflow, for `kubectl apply -f`."""
+
+
+@manifests_group.command("inference-service")
 @click.option("--model", "model_uri", required=True, metavar="URI",
               help="Where the model artifact is: s3://, gs:// or pvc:// (what KServe's storage initializer fetches), "
                    "or a models:/NAME@ALIAS or models:/NAME/VERSION URI whose artifacts are on such storage.")
@@ -508,7 +514,7 @@ def deploy_command(model_uri: str, steps: str, min_requests: int, rps: float, da
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("dist/manifests"),
               show_default=True)
 @_REGISTRY_OPTION
-def manifests_command(model_uri: str, name: str, namespace: str, model_name: str, mode: str,
+def inference_service_command(model_uri: str, name: str, namespace: str, model_name: str, mode: str,
                       canary_percent: int | None, stable_uri: str | None, service_account: str | None,
                       logger_url: str | None, gpus: int, feast_redis: str | None, feast_registry: str | None,
                       fallback_score: float, output_dir: Path, tracking_uri: str) -> None:
@@ -557,6 +563,70 @@ def manifests_command(model_uri: str, name: str, namespace: str, model_name: str
         raise click.UsageError(str(exc)) from None
     for path in written:
         click.echo(str(path))
+
+
+@manifests_group.command("experiment")
+@click.option("--train-data", required=True, metavar="URI",
+              help="The data trials fit on: an s3:// or gs:// URI of a training set (with its features) that the "
+                   "trial pods can read; `slipway run` and the pipeline's tune step use the train split's older rows.")
+@click.option("--eval-data", required=True, metavar="URI",
+              help="The data trials are judged on (the objective): the train split's newest rows, never the eval split "
+                   "that later judges the model.")
+@click.option("--output-uri", required=True, metavar="URI",
+              help="Object storage where each trial writes its model (<URI>/<trial name>/model).")
+@click.option("--search-space", default=DEFAULT_SEARCH_SPACE, show_default=True,
+              help="Packaged search space name (slipway/search_spaces/), or the path of a search-space YAML: the same "
+                   "definition `slipway tune` runs locally.")
+@click.option("--max-trials", type=click.IntRange(min=1), default=None,
+              help="Override the search space's budget.max_trials.")
+@click.option("--name", default="slipway-tune", show_default=True,
+              help="Experiment name (Katib names trials after it: at most 40 characters).")
+@click.option("--namespace", default="kubeflow-user-example-com", show_default=True,
+              help="The Kubeflow profile namespace to run the trials in.")
+@click.option("--image", default=None, metavar="IMAGE", help="The trial image. Default: this release's core image.")
+@click.option("--problem", default=DEFAULT_PROBLEM, show_default=True,
+              help="Packaged problem name, or a URI of a problem YAML that the trial pods can read.")
+@click.option("--tracking-uri", default="", metavar="URI",
+              help="MLflow tracking URI the trials log to (reachable from the trial pods); empty: no tracking.")
+@click.option("--credentials-secret", default="", metavar="SECRET",
+              help="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the trial pods' object storage.")
+@_train_config_options
+def experiment_command(train_data: str, eval_data: str, output_uri: str, search_space: str, max_trials: int | None,
+                       name: str, namespace: str, image: str | None, problem: str, tracking_uri: str,
+                       credentials_secret: str, **hyperparameters: Any) -> None:
+    """Print the Katib Experiment that runs the search space on Kubeflow, as YAML: `| kubectl apply -f -`.
+
+    Each trial is a Job running the trainer on the core image with `${trialParameters.x}` in place of every
+    searched option; the other options (--epochs, --learning-rate, ...) are the base every trial shares.
+    Built with Katib's API model classes and checked in the tests against the rules of Katib's admission
+    webhook. Follow it in the Katib UI, or let the pipeline's tune step (tuner=katib) create and follow it.
+    """
+    import yaml
+
+    from slipway.components.katib_experiment import (
+        ExperimentSpecError,
+        TrialJob,
+        build_experiment,
+        experiment_manifest,
+    )
+    from slipway.components.search_space import SearchSpaceError, load_search_space
+
+    try:
+        space = load_search_space(search_space)
+    except SearchSpaceError as exc:
+        raise click.BadParameter(str(exc), param_hint="--search-space") from None
+    if max_trials is not None:
+        space = space.with_max_trials(max_trials)
+    try:
+        units = tuple(int(u) for u in hyperparameters.pop("hidden_units").split(","))
+        base = TrainConfig(hidden_units=units, **hyperparameters)
+        trial = TrialJob(image=image or runtimes.CORE_IMAGE, train_data=train_data, eval_data=eval_data,
+                         output_uri=output_uri.rstrip("/"), problem=problem, base=base, tracking_uri=tracking_uri,
+                         credentials_secret=credentials_secret)
+        experiment = build_experiment(space, name, namespace, trial)
+    except (ExperimentSpecError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(yaml.safe_dump(experiment_manifest(experiment), sort_keys=False), nl=False)
 
 
 @cli.command("features")

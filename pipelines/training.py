@@ -2,17 +2,17 @@
 
 Read it top to bottom to follow one row of data: `ingest` types and time-splits the source;
 `statistics`, `schema` and `validate` check both splits with TFDV (TFX's StatisticsGen, SchemaGen
-and ExampleValidator) and stop the run on anomalies before anything else happens;
-`feature_tables` computes each entity's windowed aggregates of earlier trips (Feast's offline
-store), `feast_apply` registers the feature views, `training_set` joins every trip of each split
-with its features as of the trip's own time (point in time, no later), and `materialize` loads
-the newest features into the online store that serving reads. `train` fits the model on the train
-training set, `evaluate` measures it on the eval training set (the future),
-`bless` compares it with the registry's champion on that same split, `register` records it as
-the `challenger` with its lineage and model card, and only a blessed model goes on to `deploy`:
-served by a real KServe model server, smoke-tested, canaried against the champion on live
-traffic, and made `champion` only if the canary passes. Tuning (DESIGN.md §1) will slot in before
-`train` without changing these steps' contracts.
+and ExampleValidator) and stop the run on anomalies before anything else happens; `feature_tables`
+computes each entity's windowed aggregates of earlier trips (Feast's offline store), `feast_apply`
+registers the feature views, `training_set` joins every trip of each split with its features as of
+the trip's own time (point in time, no later), and `materialize` loads the newest features into the
+online store that serving reads. `tune` searches the hyperparameters (an Optuna study here, a Katib
+Experiment on Kubeflow, or off) on a time holdout of the train training set, and `train` fits the
+model with the best of them on the whole train training set, `evaluate` measures it on the eval
+training set (the future), `bless` compares it with the registry's champion on that same split,
+`register` records it as the `challenger` with its lineage and model card, and only a blessed model
+goes on to `deploy`: served by a real KServe model server, smoke-tested, canaried against the
+champion on live traffic, and made `champion` only if the canary passes.
 """
 
 from typing import NamedTuple
@@ -33,8 +33,10 @@ from slipway.components.catalog import (
     statistics,
     train,
     training_set,
+    tune,
     validate,
 )
+from slipway.components.search_space import DEFAULT_SEARCH_SPACE
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
 from slipway.problem import DEFAULT_PROBLEM
 from slipway.serving.canary import AnalysisPolicy
@@ -47,6 +49,8 @@ CANARY_STEPS = LocalDeployConfig.steps
 class TrainingOutputs(NamedTuple):
     statistics_report: dsl.HTML
     anomalies: dsl.Markdown
+    tuning_trials: dsl.Markdown
+    best_params: dsl.Metrics
     model: dsl.Model
     train_metrics: dsl.Metrics
     eval_metrics: dsl.Metrics
@@ -68,6 +72,9 @@ def training(
     source_uri: str,
     problem: str = DEFAULT_PROBLEM,
     pinned_schema: str = "",
+    tuner: str = "optuna",
+    search_space: str = DEFAULT_SEARCH_SPACE,
+    max_trials: int = 0,
     architecture: str = TrainConfig.architecture,
     hidden_units: list = list(TrainConfig.hidden_units),  # noqa: B006 - KFP records the default in the IR
     dropout: float = TrainConfig.dropout,
@@ -91,13 +98,15 @@ def training(
     canary_min_requests: int = AnalysisPolicy.min_requests,
     traffic_rps: float = LocalDeployConfig.traffic_rps,
 ) -> TrainingOutputs:
-    """`pinned_schema` is a reviewed schema.pbtxt (path or URI) to validate against instead of the one
-    inferred from the train split; `feature_repo` is the Feast store's folder (empty: SLIPWAY_FEAST_* from
-    the environment, else an embedded store under the pipeline root, shared by runs like the MLflow
-    registry); `model_name` is the registered model (empty: the problem's name); `min_auc` and `max_auc_drop` are the
-    blessing gate's minimum AUC and the AUC drop from the champion it tolerates; `canary_steps` are the
-    percentages of traffic the canary takes in turn, each judged on at least `canary_min_requests` canary
-    requests of eval rows replayed at `traffic_rps`."""
+    """`pinned_schema` is a reviewed schema.pbtxt (path or URI) to validate against instead of the one inferred from
+    the train split; `tuner` is `optuna` (a study in the task), `katib` (a Katib Experiment) or `off`,
+    searching `search_space` (a packaged name or a YAML path) within `max_trials` (0: the space's budget), the
+    other hyperparameters being the base that unsearched fields keep; `feature_repo` is the Feast store's
+    folder (empty: SLIPWAY_FEAST_* from the environment, else an embedded store under the pipeline root,
+    shared by runs like the MLflow registry); `model_name` is the registered model (empty: the problem's
+    name); `min_auc` and `max_auc_drop` are the blessing gate's minimum AUC and the AUC drop from the champion
+    it tolerates; `canary_steps` are the percentages of traffic the canary takes in turn, each judged on at
+    least `canary_min_requests` canary requests of eval rows replayed at `traffic_rps`."""
     ingested = ingest(source_uri=source_uri, problem=problem)
     # The source behind a URI can change while the URI stays the same (`latest.csv`): never
     # let Kubeflow's cache answer for a fresh read.
@@ -120,18 +129,19 @@ def training(
                             **store).set_display_name("eval-set").set_caching_options(False)
     # From here on the model sees the splits with their features, never the raw ones.
     train_data, eval_data = train_set.outputs["features"], eval_set.outputs["features"]
+    hyperparameters = {"architecture": architecture, "hidden_units": hidden_units, "dropout": dropout,
+                       "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
+                       "weight_decay": weight_decay, "patience": patience}
+    tuned = tune(train_data=train_data, problem=problem, tuner=tuner, search_space=search_space,
+                 max_trials=max_trials, seed=seed, credentials_secret=credentials_secret, tracking_uri=tracking_uri,
+                 pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                 **hyperparameters)
     trained = train(
         train_data=train_data,
         eval_data=eval_data,
         problem=problem,
-        architecture=architecture,
-        hidden_units=hidden_units,
-        dropout=dropout,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        weight_decay=weight_decay,
-        patience=patience,
+        # The tuned values where the space searched a field, the pipeline's own elsewhere (or all, tuner=off).
+        **{name: tuned.outputs[name] for name in hyperparameters},
         seed=seed,
         processes=processes,
         launcher=launcher,
@@ -178,6 +188,8 @@ def training(
     return TrainingOutputs(
         statistics_report=stats.outputs["report"],
         anomalies=validated.outputs["summary"],
+        tuning_trials=tuned.outputs["trials"],
+        best_params=tuned.outputs["best_params"],
         model=trained.outputs["model"],
         train_metrics=trained.outputs["metrics"],
         eval_metrics=evaluated.outputs["metrics"],

@@ -210,7 +210,7 @@ def test_manifests_writes_an_inference_service_and_its_canary_that_kserves_crd_a
     import yaml
     from crd_schema import crd_path, validate_against_crd
 
-    result = invoke("manifests", "--model", "s3://models/chicago_taxi/4", "--stable", "s3://models/chicago_taxi/3",
+    result = invoke("manifests", "inference-service", "--model", "s3://models/chicago_taxi/4", "--stable", "s3://models/chicago_taxi/3",
                     "--canary", "10", "--output-dir", str(tmp_path))
     assert result.exit_code == 0, result.output
     stable, canary = (yaml.safe_load((tmp_path / name).read_text()) for name in ("chicago-taxi.yaml",
@@ -229,8 +229,9 @@ def test_manifests_with_a_feature_store_put_the_feast_transformer_in_front(tmp_p
     import yaml
     from crd_schema import crd_path, validate_against_crd
 
-    result = invoke("manifests", "--model", "s3://models/chicago_taxi/4", "--feast-redis", "feast-redis:6379",
-                    "--feast-registry", "s3://features/registry.db", "--fallback-score", "0.3",
+    result = invoke("manifests", "inference-service", "--model", "s3://models/chicago_taxi/4",
+                    "--feast-redis", "feast-redis:6379", "--feast-registry", "s3://features/registry.db",
+                    "--fallback-score", "0.3",
                     "--output-dir", str(tmp_path))
     assert result.exit_code == 0, result.output
     manifest = yaml.safe_load((tmp_path / "chicago-taxi.yaml").read_text())
@@ -249,7 +250,7 @@ def test_manifests_with_a_feature_store_put_the_feast_transformer_in_front(tmp_p
     (["--model", "s3://models/m", "--name", "Taxi_Tips"], "'Taxi_Tips' is not a valid InferenceService name"),
 ])
 def test_manifests_refuses_what_kserve_could_not_serve(args: list[str], message: str, tmp_path: Path) -> None:
-    result = invoke("manifests", *args, "--output-dir", str(tmp_path))
+    result = invoke("manifests", "inference-service", *args, "--output-dir", str(tmp_path))
     assert result.exit_code == 2
     assert message in result.output
     assert not list(tmp_path.iterdir()), "nothing is written for a refused manifest"

@@ -2,19 +2,26 @@
 with Katib's substituted values parsed back into exactly the assigned TrainConfig."""
 
 import copy
+import logging
 import re
 import shlex
+from collections.abc import Iterator
 
 import pytest
 import yaml
+from fake_apiserver import FakeApiServer
 from katib_webhook import webhook_errors
 
+from slipway.components.custom_objects import CustomObjectError, ObjectFailedError, SubmitError
 from slipway.components.katib_experiment import (
+    EXPERIMENT,
     METRICS_FILTER,
     ExperimentSpecError,
     TrialJob,
     build_experiment,
     experiment_manifest,
+    experiment_outcome,
+    run_experiment,
 )
 from slipway.components.search_space import SEARCH_SPACES_DIR, load_search_space, parse_search_space
 from slipway.components.train_config import TrainConfig
@@ -133,3 +140,81 @@ def test_the_webhook_oracle_refuses_what_katib_refuses(breakage, refusal: str) -
 def test_an_experiment_name_katib_cannot_use_is_refused_before_building() -> None:
     with pytest.raises(ExperimentSpecError, match="experiment name 'Taxi_Tune'"):
         manifest(name="Taxi_Tune")
+
+
+# --- on the cluster: created, followed and read back, against a fake API server with the webhook's rules --------
+
+
+def condition(kind: str, reason: str, message: str = "") -> dict[str, str]:
+    return {"type": kind, "status": "True", "reason": reason, "message": message}
+
+
+BEST = {"bestTrialName": "taxi-tune-7x2kq",
+        "parameterAssignments": [{"name": name, "value": value} for name, value in (
+            ("learning_rate", "0.0123"), ("weight_decay", "1e-05"), ("dropout", "0.1"), ("batch_size", "256"),
+            ("hidden_units", "128 64"))],
+        "observation": {"metrics": [{"name": "eval_auc", "min": "0.9012", "max": "0.9281", "latest": "0.9270"}]}}
+EXPERIMENT_SUCCEEDS = [
+    {"conditions": [condition("Created", "ExperimentCreated")]},
+    {"conditions": [condition("Created", "ExperimentCreated"), condition("Running", "ExperimentRunning")],
+     "trials": 3, "trialsSucceeded": 1, "trialsRunning": 2, "currentOptimalTrial": {
+         **BEST, "observation": {"metrics": [{"name": "eval_auc", "min": "0.88", "max": "0.9105", "latest": "0.91"}]}}},
+    {"conditions": [condition("Created", "ExperimentCreated"),
+                    condition("Succeeded", "ExperimentMaxTrialsReached", "Experiment has succeeded because max "
+                                                                         "trial count has reached")],
+     "trials": 6, "trialsSucceeded": 4, "trialsEarlyStopped": 2, "currentOptimalTrial": BEST},
+]
+
+
+@pytest.fixture
+def katib_apiserver() -> Iterator[FakeApiServer]:
+    with FakeApiServer({EXPERIMENT: webhook_errors}, EXPERIMENT_SUCCEEDS) as server:
+        yield server
+
+
+def test_the_experiment_is_created_followed_and_its_best_trial_read_back_typed(
+        katib_apiserver: FakeApiServer, caplog: pytest.LogCaptureFixture) -> None:
+    space = load_search_space()
+    with caplog.at_level(logging.INFO, logger="slipway.components"):
+        outcome = run_experiment(build_experiment(space, "taxi-tune", "kubeflow", TRIAL), space,
+                                 katib_apiserver.api(), poll_s=0.01, sleep=lambda s: None)
+    [stored] = katib_apiserver.objects.values()
+    assert stored["spec"]["maxTrialCount"] == 20
+    assert outcome.best_params == {"learning_rate": 0.0123, "weight_decay": 1e-05, "dropout": 0.1,
+                                   "batch_size": 256, "hidden_units": "128 64"}
+    assert space.train_config(outcome.best_params).hidden_units == (128, 64)
+    assert (outcome.best_value, outcome.best_trial, outcome.reason) == (0.9281, "taxi-tune-7x2kq",
+                                                                        "ExperimentMaxTrialsReached")
+    assert outcome.trials["early_stopped"] == 2
+    assert ("Experiment kubeflow/taxi-tune: Created, Running (ExperimentRunning), trials 3/20: 1 succeeded, "
+            "2 running, 0 failed, 0 early stopped; best eval_auc 0.9105 (taxi-tune-7x2kq)") in caplog.messages
+    assert "| `hidden_units` | 128 64 |" in outcome.markdown(space)
+
+
+def test_an_experiment_the_webhook_refuses_is_named_with_its_reason(katib_apiserver: FakeApiServer) -> None:
+    broken = build_experiment(load_search_space(), "taxi-tune", "kubeflow", TRIAL)
+    broken.spec.trial_template.success_condition = None
+    with pytest.raises(SubmitError, match="could not create Experiment kubeflow/taxi-tune: HTTP 422 .*"
+                                          "successCondition and failureCondition must be specified"):
+        run_experiment(broken, load_search_space(), katib_apiserver.api(), poll_s=0.01, sleep=lambda s: None)
+
+
+def test_too_many_failed_trials_fail_the_experiment_with_katibs_reason() -> None:
+    failing = [EXPERIMENT_SUCCEEDS[0], {"trials": 4, "trialsFailed": 4, "conditions": [
+        condition("Created", "ExperimentCreated"),
+        condition("Failed", "ExperimentMaxFailedTrialsReached", "Experiment has failed because max failed count has "
+                                                                "reached")]}]
+    space = load_search_space()
+    with FakeApiServer({EXPERIMENT: webhook_errors}, failing) as server, pytest.raises(ObjectFailedError) as raised:
+        run_experiment(build_experiment(space, "taxi-tune", "kubeflow", TRIAL), space, server.api(), poll_s=0.01,
+                       sleep=lambda s: None)
+    assert str(raised.value) == ("Experiment kubeflow/taxi-tune failed: ExperimentMaxFailedTrialsReached: "
+                                 "Experiment has failed because max failed count has reached")
+
+
+def test_an_experiment_that_ends_without_an_objective_value_says_so() -> None:
+    status = {"conditions": [condition("Succeeded", "ExperimentMaxTrialsReached")], "trials": 2,
+              "currentOptimalTrial": {"bestTrialName": "", "observation": {"metrics": [
+                  {"name": "eval_auc", "min": "unavailable", "max": "unavailable", "latest": "unavailable"}]}}}
+    with pytest.raises(CustomObjectError, match="finished without a trial that reported eval_auc"):
+        experiment_outcome({"metadata": {"name": "t", "namespace": "k"}, "status": status}, load_search_space())
