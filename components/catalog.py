@@ -275,7 +275,7 @@ def tune(
                     train_data=train_data.uri), katib, api)
     Path(trials.path).write_text(outcome.markdown)
     for name, value in outcome.metrics.items():
-        best_params.log_metric(name, round(value, 6))
+        best_params.log_metric(name, value)
     chosen = dataclasses.asdict(outcome.config)
     return (chosen["architecture"], list(chosen["hidden_units"]), chosen["dropout"], chosen["epochs"],
             chosen["learning_rate"], chosen["batch_size"], chosen["weight_decay"], chosen["patience"])

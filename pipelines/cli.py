@@ -253,7 +253,9 @@ def tune_command(data_uri: str | None, problem: str, search_space: str, max_tria
                  output_dir: Path | None, tracking_uri: str) -> None:
     """Tune hyperparameters locally: the search space as an Optuna study, each trial the real trainer.
 
-    Prints every trial and the best parameters, and writes them to <output-dir>/best_params.json.
+    As the pipeline's tune step does, trials fit on the older rows of the train split and are judged on its
+    newest (the holdout). Prints every trial and the best parameters, and writes them to
+    <output-dir>/best_params.json.
     """
     from slipway.atomic import atomic_output
     from slipway.components.feature_store import FeatureStoreError
@@ -261,7 +263,7 @@ def tune_command(data_uri: str | None, problem: str, search_space: str, max_tria
     from slipway.components.search_space import SearchSpaceError, load_search_space
     from slipway.components.tracking import TrackingConfig
     from slipway.components.trainer import Lineage
-    from slipway.components.tuning import tune
+    from slipway.components.tuning import holdout_split, tune
     from slipway.problem import ProblemError, load_problem
     from slipway.sample_data import fetch_sample
 
@@ -277,20 +279,26 @@ def tune_command(data_uri: str | None, problem: str, search_space: str, max_tria
     try:
         loaded = load_problem(problem)
         ingested, splits = _training_sets(source, loaded, output_dir)
+        fit_rows, holdout_rows = holdout_split(splits[0], loaded, output_dir / "fit.parquet",
+                                               output_dir / "holdout.parquet")
+        click.echo(f"Trials fit on the train split's older {fit_rows:,} rows and are judged on its newest "
+                   f"{holdout_rows:,}, the holdout; the eval split stays out of the search.")
         tracking = TrackingConfig.resolve(tracking_uri, output_dir.parent)
-        result = tune(space, *splits, loaded, output_dir, base=TrainConfig(epochs=epochs), tracking=tracking,
+        result = tune(space, output_dir / "fit.parquet", output_dir / "holdout.parquet", loaded, output_dir,
+                      base=TrainConfig(epochs=epochs), tracking=tracking,
                       lineage=Lineage(data_sha256=ingested.source_sha256, train_data=source))
     except (ProblemError, IngestError, FeatureStoreError, RuntimeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     with atomic_output(output_dir / "best_params.json") as temp:
-        temp.write_text(json.dumps({"eval_auc": result.best_value, "params": result.best_params}, indent=2) + "\n")
+        temp.write_text(json.dumps({"holdout_auc": result.best_value, "params": result.best_params}, indent=2)
+                        + "\n")
     click.echo(f"\n{len(result.trials)} trials ({space.algorithm.name}): "
                + ", ".join(f"{count} {state.lower()}" for state, count in result.counts().items()))
     for trial in result.trials:
         value = "-" if trial.value is None else f"{trial.value:.4f}"
-        click.echo(f"  trial {trial.number:>3}  {trial.state:<8}  eval_auc {value}  epochs {trial.epochs:>2}  "
+        click.echo(f"  trial {trial.number:>3}  {trial.state:<8}  holdout AUC {value}  epochs {trial.epochs:>2}  "
                    + _assignment(trial.params))
-    click.echo(f"best: eval AUC {result.best_value:.4f} with {_assignment(result.best_params)}")
+    click.echo(f"best: holdout AUC {result.best_value:.4f} with {_assignment(result.best_params)}")
     click.echo(f"  {output_dir / 'best_params.json'}; MLflow study run {result.mlflow_run_id} "
                f"in {tracking.tracking_uri}")
 

@@ -66,7 +66,7 @@ def test_version_names_the_runtime_images_and_the_key_libraries() -> None:
 
 @pytest.mark.pipeline
 def test_run_training_prints_a_summary_with_eval_auc_and_the_artifacts(taxi_csv: Path, tmp_path: Path) -> None:
-    result = invoke("run", "training", "--data", str(taxi_csv), "--set", "epochs=2",
+    result = invoke("run", "training", "--data", str(taxi_csv), "--set", "epochs=2", "--set", "tuner=off",
                     "--pipeline-root", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
     assert "Pipeline 'training' succeeded" in result.output
@@ -274,7 +274,9 @@ def test_tune_runs_a_study_of_real_trials_and_writes_the_best_parameters(tmp_pat
     assert "2 trials (tpe): 2 complete, 0 pruned, 0 fail" in result.output
     best = json.loads((tmp_path / "tune" / "best_params.json").read_text())
     assert set(best["params"]) == {"learning_rate", "weight_decay", "dropout", "batch_size", "hidden_units"}
-    assert f"best: eval AUC {best['eval_auc']:.4f}" in result.output and 0.5 < best["eval_auc"] <= 1
+    assert f"best: holdout AUC {best['holdout_auc']:.4f}" in result.output and 0.5 < best["holdout_auc"] <= 1
+    # The eval split (2,002 trips) stays out of the search: trials are judged on the train split's newest fifth.
+    assert "judged on its newest 1,601, the holdout" in result.output
 
 
 def test_tune_refuses_a_broken_search_space_before_any_trial(tmp_path: Path) -> None:
@@ -284,3 +286,32 @@ def test_tune_refuses_a_broken_search_space_before_any_trial(tmp_path: Path) -> 
     assert result.exit_code == 2
     assert "parameters.dropout: the feasible space is empty: min 0.4 must be less than max 0.1" in result.output
     assert not (tmp_path / "tune").exists()
+
+
+def test_manifests_experiment_prints_an_experiment_katibs_webhook_admits(tmp_path: Path) -> None:
+    import yaml
+    from katib_webhook import webhook_errors
+
+    result = invoke("manifests", "experiment", "--train-data", "s3://runs/7/fit.parquet", "--eval-data",
+                    "s3://runs/7/holdout.parquet", "--output-uri", "s3://runs/7/trials/", "--max-trials", "8",
+                    "--epochs", "5", "--credentials-secret", "mlpipeline-s3")
+    assert result.exit_code == 0, result.output
+    experiment = yaml.safe_load(result.output)
+    assert webhook_errors(experiment) == []
+    assert (experiment["metadata"]["name"], experiment["spec"]["maxTrialCount"]) == ("slipway-tune", 8)
+    [container] = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"]
+    script = container["command"][2]
+    assert "--train s3://runs/7/fit.parquet" in script and "--epochs 5" in script
+    assert "--model-dir 's3://runs/7/trials/${trialSpec.Name}/model'" in script
+    assert "--learning-rate ${trialParameters.learningRate}" in script
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--name", "Taxi_Tune"], "experiment name 'Taxi_Tune': expected lower case letters"),
+    (["--search-space", "nosuch"], "Invalid value for --search-space"),
+])
+def test_manifests_experiment_refuses_what_katib_would_refuse(args: list[str], message: str) -> None:
+    result = invoke("manifests", "experiment", "--train-data", "s3://b/fit", "--eval-data", "s3://b/holdout",
+                    "--output-uri", "s3://b/trials", *args)
+    assert result.exit_code == 2
+    assert message in result.output

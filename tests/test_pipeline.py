@@ -30,12 +30,13 @@ def test_the_ir_parses_strictly_as_a_kfp_pipeline_spec(compiled: Path) -> None:
     spec = json_format.ParseDict(yaml.safe_load(compiled.read_text()), pipeline_spec_pb2.PipelineSpec())
     assert spec.pipeline_info.name == "training"
     assert set(spec.root.input_definitions.parameters) == {
-        "source_uri", "problem", "pinned_schema", "architecture", "hidden_units", "dropout", "epochs",
-        "learning_rate", "batch_size", "weight_decay", "patience", "seed", "processes", "launcher", "num_nodes",
-        "credentials_secret", "tracking_uri", "feature_repo", "threshold", "model_name", "min_auc", "max_auc_drop",
-        "canary_steps", "canary_min_requests", "traffic_rps"}
+        "source_uri", "problem", "pinned_schema", "tuner", "search_space", "max_trials", "architecture",
+        "hidden_units", "dropout", "epochs", "learning_rate", "batch_size", "weight_decay", "patience", "seed",
+        "processes", "launcher", "num_nodes", "credentials_secret", "tracking_uri", "feature_repo", "threshold",
+        "model_name", "min_auc", "max_auc_drop", "canary_steps", "canary_min_requests", "traffic_rps"}
     assert set(spec.root.output_definitions.artifacts) == {
-        "statistics_report", "anomalies", "model", "train_metrics", "eval_metrics", "eval_report", "model_card"}
+        "statistics_report", "anomalies", "tuning_trials", "best_params", "model", "train_metrics", "eval_metrics",
+        "eval_report", "model_card"}
     assert set(spec.root.output_definitions.parameters) == {"decision", "model_uri"}
 
 
@@ -44,7 +45,7 @@ def test_the_dag_runs_ingest_train_evaluate_bless_register_and_deploys_only_when
     tasks = spec.root.dag.tasks
     assert set(tasks) == {"ingest", "statistics", "schema", "validate", "feature-tables", "feast-apply", "materialize",
                           "training-set", "training-set-2",
-                          "train", "evaluate", "bless", "register", "condition-1"}
+                          "tune", "train", "evaluate", "bless", "register", "condition-1"}
     # Validation gates everything after ingest: the feature tables (and so all else) wait for it.
     assert set(tasks["statistics"].dependent_tasks) == {"ingest"}
     assert set(tasks["validate"].dependent_tasks) == {"statistics", "schema"}
@@ -52,7 +53,13 @@ def test_the_dag_runs_ingest_train_evaluate_bless_register_and_deploys_only_when
     assert tasks["register"].inputs.artifacts["schema"].task_output_artifact.producer_task == "schema"
     assert set(tasks["feast-apply"].dependent_tasks) == {"feature-tables"}
     assert set(tasks["materialize"].dependent_tasks) == {"feature-tables", "feast-apply"}
-    assert set(tasks["train"].dependent_tasks) == {"training-set", "training-set-2"}
+    # Tuning sees the train training set only (its own time holdout inside); the eval set judges the model alone.
+    assert set(tasks["tune"].dependent_tasks) == {"training-set"}
+    assert set(tasks["train"].dependent_tasks) == {"training-set", "training-set-2", "tune"}
+    for name in ("architecture", "hidden_units", "dropout", "epochs", "learning_rate", "batch_size", "weight_decay",
+                 "patience"):
+        tuned = tasks["train"].inputs.parameters[name].task_output_parameter
+        assert (tuned.producer_task, tuned.output_parameter_key) == ("tune", name)
     assert set(tasks["evaluate"].dependent_tasks) == {"training-set-2", "train"}
     # The model only ever sees the splits joined with their point-in-time features, never the raw ones.
     sets = {task: tasks[task].inputs.artifacts["trips"].task_output_artifact.output_artifact_key
@@ -87,7 +94,7 @@ def test_ingest_is_never_cached_because_its_source_can_change_behind_the_same_ur
 
 def test_every_executor_runs_its_runtimes_image_without_installing_anything(compiled: Path) -> None:
     executors = yaml.safe_load(compiled.read_text())["deploymentSpec"]["executors"]
-    assert len(executors) == 14
+    assert len(executors) == 15
     tfdv_steps = {"exec-statistics", "exec-schema", "exec-validate"}
     for name, executor in executors.items():
         container = executor["container"]
@@ -106,7 +113,7 @@ def pipeline_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def first_run(compiled: Path, taxi_csv: Path, pipeline_root: Path) -> LocalRun:
     pipeline = components.load_component_from_file(str(compiled))
-    return run_local(pipeline, {"source_uri": str(taxi_csv), "epochs": 3}, pipeline_root)
+    return run_local(pipeline, {"source_uri": str(taxi_csv), "epochs": 3, "max_trials": 3}, pipeline_root)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +128,7 @@ def worse_run(first_run: LocalRun, compiled: Path, taxi_csv: Path, pipeline_root
     source = tmp_path_factory.mktemp("shuffled") / "data.csv"
     frame.to_csv(source, index=False)
     pipeline = components.load_component_from_file(str(compiled))
-    return run_local(pipeline, {"source_uri": str(source), "epochs": 3}, pipeline_root)
+    return run_local(pipeline, {"source_uri": str(source), "epochs": 3, "tuner": "off"}, pipeline_root)
 
 
 def registry_client(pipeline_root: Path) -> MlflowClient:
@@ -151,6 +158,13 @@ def test_the_compiled_yaml_runs_locally_and_reports_auc_on_the_future(first_run:
     assert tracked.data.tags["slipway.data_sha256"] == SAMPLE_FILES["data.csv"]
     assert tracked.data.tags["slipway.pipeline_run_id"]
     assert tracked.info.status == "FINISHED"
+
+    # Tuned first: three trials on the train split's holdout, and the final model trained with the best of them.
+    trials = Path(run.outputs["tuning_trials"].path).read_text()
+    assert "Optuna study (tpe, 3 trials: 3 complete" in trials and "the eval split never chose" in trials
+    best = run.outputs["best_params"].metadata
+    assert float(tracked.data.params["learning_rate"]) == pytest.approx(best["best_learning_rate"], rel=1e-9)
+    assert int(tracked.data.params["batch_size"]) == best["best_batch_size"]
 
 
 @pytest.mark.pipeline

@@ -36,6 +36,24 @@ def test_an_assignment_becomes_the_trials_train_config_and_the_rest_keeps_its_de
                                  hidden_units=(128, 64, 32))
 
 
+def test_katibs_string_assignments_come_back_as_the_values_the_space_lists() -> None:
+    space = load_search_space()
+    typed = space.typed({"learning_rate": "0.0123", "weight_decay": "1e-05", "dropout": "0.1", "batch_size": "256",
+                         "hidden_units": "128 64"})
+    assert typed == {"learning_rate": 0.0123, "weight_decay": 1e-05, "dropout": 0.1, "batch_size": 256,
+                     "hidden_units": "128 64"}
+    assert isinstance(typed["batch_size"], int)
+    with pytest.raises(SearchSpaceError, match=r"batch_size='300' is not one of \[128, 256, 512\]"):
+        space.typed({**typed, "batch_size": "300"})
+    with pytest.raises(SearchSpaceError, match=r"has no value for \['dropout'\]"):
+        space.typed({k: str(v) for k, v in typed.items() if k != "dropout"})
+
+
+def test_a_smaller_budget_keeps_parallel_and_failed_trials_within_it() -> None:
+    budget = load_search_space().with_max_trials(1).budget
+    assert (budget.max_trials, budget.parallel_trials, budget.max_failed_trials) == (1, 1, 1)
+
+
 def test_a_space_file_can_be_given_by_path(tmp_path: Path) -> None:
     raw = default_raw() | {"algorithm": {"name": "random", "settings": {"random_state": 7}}}
     path = tmp_path / "space.yaml"

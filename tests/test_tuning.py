@@ -4,14 +4,16 @@ sets, each logged to MLflow as a child of the study's run."""
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
+from conftest import S3_BUCKET
 from mlflow.tracking import MlflowClient
 
 from slipway.components.search_space import SEARCH_SPACES_DIR, parse_search_space
 from slipway.components.tracking import TrackingConfig
 from slipway.components.train_config import TrainConfig
-from slipway.components.tuning import pruner, sampler, tune
+from slipway.components.tuning import KatibTarget, holdout_split, pruner, sampler, tune, tune_training
 from slipway.problem import load_problem
 
 
@@ -83,3 +85,70 @@ def test_the_study_stops_once_a_trial_reaches_the_goal(taxi_training_sets: tuple
                        objective={"metric": "eval_auc", "direction": "maximize", "goal": 0.5})
     result = tune(space, *taxi_training_sets, load_problem(), tmp_path, base=TrainConfig(epochs=1))
     assert len(result.trials) == 1 and result.best_value >= 0.5 and result.mlflow_run_id is None
+
+
+# --- the pipeline's tune step: off, a study here, or a Katib Experiment -----------------------------------------
+
+
+def test_the_holdout_is_the_newest_fifth_of_the_train_split_and_the_eval_split_is_not_touched(
+        taxi_training_sets: tuple[Path, Path], tmp_path: Path) -> None:
+    train_path, eval_path = taxi_training_sets
+    fit_rows, holdout_rows = holdout_split(train_path, load_problem(), tmp_path / "fit", tmp_path / "holdout")
+    fit, holdout, train = (pd.read_parquet(p) for p in (tmp_path / "fit", tmp_path / "holdout", train_path))
+    assert (fit_rows, holdout_rows) == (len(fit), len(holdout)) and fit_rows + holdout_rows == len(train)
+    assert holdout_rows == pytest.approx(0.2 * len(train), abs=50)
+    assert fit["trip_start_timestamp"].max() < holdout["trip_start_timestamp"].min()
+    evaluation_start = pd.read_parquet(eval_path)["trip_start_timestamp"].min()
+    assert holdout["trip_start_timestamp"].max() < evaluation_start
+
+
+def test_tuning_off_hands_the_given_hyperparameters_on(taxi_training_sets: tuple[Path, Path], tmp_path: Path) -> None:
+    base = TrainConfig(learning_rate=0.02, epochs=4)
+    outcome = tune_training("off", None, taxi_training_sets[0], load_problem(), tmp_path, base)
+    assert outcome.config == base and outcome.metrics == {} and "Tuning is off" in outcome.markdown
+    assert list(tmp_path.iterdir()) == [], "no split, no trial: nothing is done when tuning is off"
+
+
+def test_an_optuna_tune_step_keeps_unsearched_fields_and_reports_its_trials(
+        taxi_training_sets: tuple[Path, Path], tmp_path: Path) -> None:
+    space = space_with(budget={"max_trials": 3, "parallel_trials": 1, "max_failed_trials": 0}, early_stopping=None,
+                       parameters={"learning_rate": {"type": "double", "min": 0.001, "max": 0.03, "log": True}})
+    base = TrainConfig(epochs=2, dropout=0.3, hidden_units=(16,))
+    outcome = tune_training("optuna", space, taxi_training_sets[0], load_problem(), tmp_path, base)
+    assert (outcome.config.epochs, outcome.config.dropout, outcome.config.hidden_units) == (2, 0.3, (16,))
+    assert outcome.config.learning_rate == outcome.metrics["best_learning_rate"] != base.learning_rate
+    assert outcome.metrics["trials_complete"] == 3 and 0.5 < outcome.metrics["best_holdout_auc"] <= 1
+    table = [line for line in outcome.markdown.splitlines() if line.startswith("| ") and "COMPLETE" in line]
+    assert len(table) == 3 and f"**{outcome.metrics['best_holdout_auc']:.4f}**" in table[0]
+
+
+def test_a_katib_tune_step_puts_the_splits_where_its_trials_read_them_and_trains_with_the_best_trial(
+        taxi_training_sets: tuple[Path, Path], tmp_path: Path, s3_config, monkeypatch) -> None:
+    from fake_apiserver import FakeApiServer
+    from katib_webhook import webhook_errors
+    from test_katib_experiment import BEST, EXPERIMENT_SUCCEEDS
+
+    from slipway.components.katib_experiment import EXPERIMENT
+    from slipway.components.search_space import load_search_space
+    from slipway.storage import download
+
+    for name, value in {"AWS_ENDPOINT_URL": s3_config.s3_endpoint, "AWS_REGION": s3_config.s3_region,
+                        "AWS_ACCESS_KEY_ID": s3_config.s3_access_key,
+                        "AWS_SECRET_ACCESS_KEY": s3_config.s3_secret_key}.items():
+        monkeypatch.setenv(name, value)
+    target = KatibTarget(image="ghcr.io/slipway-ml/slipway-core:0.1.0", namespace="kubeflow-user",
+                         experiment_name="slipway-tune-3f2a9c", storage_uri=f"s3://{S3_BUCKET}/run-1/tune/trials.katib",
+                         problem="chicago_taxi", credentials_secret="mlpipeline-s3", poll_s=0.01)
+    base = TrainConfig(epochs=7)
+    with FakeApiServer({EXPERIMENT: webhook_errors}, EXPERIMENT_SUCCEEDS) as apiserver:
+        outcome = tune_training("katib", load_search_space(), taxi_training_sets[0], load_problem(), tmp_path, base,
+                                katib=target, api=apiserver.api())
+        [experiment] = apiserver.objects.values()
+    assert outcome.config == load_search_space().train_config(
+        {a["name"]: a["value"] for a in BEST["parameterAssignments"]}, base)
+    assert outcome.config.epochs == 7 and outcome.metrics["best_holdout_auc"] == 0.9281
+    script = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    data = f"s3://{S3_BUCKET}/run-1/tune/trials.katib/data"
+    assert f"--train {data}/fit.parquet --eval {data}/holdout.parquet" in script
+    download(f"{data}/holdout.parquet", tmp_path / "holdout-from-s3.parquet", s3_config)
+    assert pd.read_parquet(tmp_path / "holdout-from-s3.parquet").equals(pd.read_parquet(tmp_path / "holdout.parquet"))
