@@ -34,12 +34,14 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from slipway.components import katib_experiment
 from slipway.components.ingestion import split_by_time
 from slipway.components.search_space import Parameter, SearchSpace
 from slipway.components.tracking import TrackingConfig, TrainingRun, lineage_tags
 from slipway.components.train_config import TrainConfig
 from slipway.components.trainer import Lineage, TrainingStopped, train
 from slipway.problem import Problem
+from slipway.storage import upload
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +268,8 @@ def tune_training(tuner: str, space: SearchSpace | None, train_path: Path, probl
     if tuner == "off":
         return TuningOutcome(config=base, metrics={}, markdown="Tuning is off (`tuner=off`): `train` uses the "
                              "pipeline's hyperparameters as given.\n")
-    assert space is not None, "a search space is needed to tune"
+    if space is None:
+        raise ValueError(f"tuner {tuner!r} needs a search space")
     fit_path, holdout_path = workdir / "fit.parquet", workdir / "holdout.parquet"
     fit_rows, holdout_rows = holdout_split(train_path, problem, fit_path, holdout_path)
     log.info("tuning with %s (%s, %d trials at most): trials fit on %d train rows and are judged on the newest "
@@ -282,9 +285,6 @@ def tune_training(tuner: str, space: SearchSpace | None, train_path: Path, probl
                                       **_numeric(result.best_params)})
     if katib is None or api is None:
         raise ValueError("tuner 'katib' needs a KatibTarget and a Kubernetes API client")
-    from slipway.components import katib_experiment
-    from slipway.storage import upload
-
     data = f"{katib.storage_uri}/data"
     upload(fit_path, f"{data}/fit.parquet")
     upload(holdout_path, f"{data}/holdout.parquet")
