@@ -1,8 +1,9 @@
 # Slipway: `make run` runs the whole training pipeline locally; `make test` runs the tests.
 # Both build what they need first: the `core` environment in .venv/core from the pinned
-# requirements/core.txt and the `tfdv` environment in .venv/tfdv from requirements/tfdv.txt (each
-# rebuilt only when its lock or the package metadata changes; DESIGN.md §3), and the Chicago taxi
-# sample in data/ (fetched once from the tfx wheel on PyPI, sha256-verified).
+# requirements/core.txt, the `tfdv` environment in .venv/tfdv from requirements/tfdv.txt and the
+# `drift` environment in .venv/drift from requirements/drift.txt (each rebuilt only when its lock or
+# the package metadata changes; DESIGN.md §3), and the Chicago taxi sample in data/ (fetched once
+# from the tfx wheel on PyPI, sha256-verified).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -17,27 +18,32 @@ TFDV_PY := $(TFDV_VENV)/bin/python
 TFDV_STAMP := $(TFDV_VENV)/.installed-tfdv
 TFDV_DEPS_STAMP := $(TFDV_VENV)/.installed-deps
 TFDV_PIP := $(TFDV_PY) -m pip --quiet --disable-pip-version-check
+DRIFT_VENV := .venv/drift
+DRIFT_PY := $(DRIFT_VENV)/bin/python
+DRIFT_STAMP := $(DRIFT_VENV)/.installed-drift
+DRIFT_DEPS_STAMP := $(DRIFT_VENV)/.installed-deps
+DRIFT_PIP := $(DRIFT_PY) -m pip --quiet --disable-pip-version-check
 
-# The two environments build side by side: their installs are mostly downloads and unpacking.
+# The environments build side by side: their installs are mostly downloads and unpacking.
 MAKEFLAGS += --jobs=2
 SAMPLE := data/chicago_taxi/data.csv
 PIP := $(PY) -m pip --quiet --disable-pip-version-check
 
-.PHONY: help run test bench compile data env tfdv-env lock clean
+.PHONY: help run test bench compile data env tfdv-env drift-env lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
-run: env tfdv-env data  ## run the training pipeline locally on the sample, then compile every pipeline into dist/
+run: env tfdv-env drift-env data  ## run the training pipeline locally on the sample, then compile every pipeline into dist/
 	$(SLIPWAY) run training --data $(SAMPLE)
 	$(SLIPWAY) compile --output-dir dist
 
-test: $(TEST_STAMP) $(TFDV_STAMP) data  ## lint, then run the test suite
+test: $(TEST_STAMP) $(TFDV_STAMP) $(DRIFT_STAMP) data  ## lint, then run the test suite
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)  # the online feature store tests run a real Redis
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
-bench: $(TEST_STAMP) $(TFDV_STAMP) data  ## run the benchmarks; figures land in bench/results/
+bench: $(TEST_STAMP) $(TFDV_STAMP) $(DRIFT_STAMP) data  ## run the benchmarks; figures land in bench/results/
 	$(PY) bench/kfp_local_overhead.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/serving.py
@@ -80,6 +86,23 @@ $(TFDV_STAMP): $(TFDV_DEPS_STAMP) $(CORE_STAMP) setup.cfg pyproject.toml
 	$(TFDV_PY) -m slipway.components.facets
 	touch $@
 
+drift-env: $(DRIFT_STAMP)  ## build the drift environment (alibi-detect 0.11.4 and its pins; about 2 minutes)
+
+# The drift component runs in core and calls alibi-detect's tests through this environment's interpreter
+# (slipway/runtime_call.py). torch first, from the CPU wheel pip finds on disk, as for core.
+$(DRIFT_DEPS_STAMP): requirements/drift.txt
+	@echo "building $(DRIFT_VENV) from requirements/drift.txt (about 2 minutes the first time)"
+	test -x $(DRIFT_PY) || $(PYTHON) -m venv $(DRIFT_VENV)
+	$(DRIFT_PIP) install "$$(grep '^torch==' requirements/drift.txt)"
+	$(DRIFT_PIP) install -r requirements/drift.txt
+	touch $@
+
+# Slipway goes in after core's editable install, as for tfdv.
+$(DRIFT_STAMP): $(DRIFT_DEPS_STAMP) $(CORE_STAMP) setup.cfg pyproject.toml
+	$(DRIFT_PIP) install --no-deps -e .
+	$(DRIFT_PY) -m pip check
+	touch $@
+
 $(TEST_STAMP): $(CORE_STAMP) requirements/test.txt
 	$(PIP) install -r requirements/test.txt -c requirements/core.txt
 	touch $@
@@ -88,6 +111,7 @@ lock: env  ## re-resolve requirements/*.txt from requirements/*.in
 	$(PY) scripts/lock_requirements.py core
 	$(PY) scripts/lock_requirements.py test --constraint requirements/core.txt
 	$(PY) scripts/lock_requirements.py tfdv
+	$(PY) scripts/lock_requirements.py drift
 
 clean:  ## remove runs, compiled pipelines and build leftovers (keeps .venv and data)
 	rm -rf runs dist build *.egg-info

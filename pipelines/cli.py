@@ -26,6 +26,7 @@ from typing import Any
 import click
 
 from slipway import __version__, logs, runtimes
+from slipway.components.drift import CORRECTIONS, LEVELS, DriftConfig
 from slipway.components.search_space import DEFAULT_SEARCH_SPACE
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
 from slipway.problem import DEFAULT_PROBLEM
@@ -735,6 +736,66 @@ def validate_command(data_uri: str, schema_uri: str, training_stats: Path | None
     click.echo(result.text())
     if result.anomalies:
         raise SystemExit(1)
+
+
+class IncomparableError(click.ClickException):
+    """`slipway drift`: the two datasets cannot be compared (a missing column, no rows): exit code 3."""
+
+    exit_code = 3
+
+
+@cli.command("drift")
+@click.option("--reference", "reference_uri", required=True, metavar="URI",
+              help="What the model was trained on (a run's train split, or any CSV/Parquet file by URI).")
+@click.option("--current", "current_uri", required=True, metavar="URI",
+              help="The new data: a batch, or a window of the prediction log (CSV/Parquet, any URI).")
+@click.option("--problem", default=DEFAULT_PROBLEM, show_default=True,
+              help="Problem whose features are compared, and whose column types the data is read with.")
+@click.option("--bins", type=click.IntRange(min=2), default=DriftConfig.bins, show_default=True,
+              help="PSI bins for a numeric feature (the reference's quantiles).")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DriftConfig.alpha,
+              show_default=True, help="Significance of the KS and Chi-squared tests, after the correction.")
+@click.option("--correction", type=click.Choice(CORRECTIONS), default=DriftConfig.correction, show_default=True,
+              help="How the p-values are corrected for testing every feature: Bonferroni, or Benjamini-Hochberg "
+                   "FDR.")
+@click.option("--min-rows", type=click.IntRange(min=1), default=DriftConfig.min_rows, show_default=True,
+              help="Fewer values of a feature on either side than this: `insufficient data` for it.")
+@click.option("--mmd-rows", type=click.IntRange(min=0), default=DriftConfig.mmd_sample_rows, show_default=True,
+              help="Rows per side for the multivariate MMD test (0 skips it).")
+def drift_command(reference_uri: str, current_uri: str, problem: str, bins: int, alpha: float, correction: str,
+                  min_rows: int, mmd_rows: int) -> None:
+    """Measure the drift of CURRENT from REFERENCE, feature by feature, and print a table, worst first.
+
+    Per feature: PSI over the reference's bins, and alibi-detect's KS (numeric) or Chi-squared
+    (categorical) test, its p-value corrected for the number of features. A feature's level is its PSI
+    band (< 0.1 none, 0.1-0.2 warning, > 0.2 critical) when the test is significant, else none; the
+    overall level is the worst feature's. Exit codes: 0 none, 1 warning, 2 critical (Click also exits 2
+    on a usage error), 3 the two cannot be compared (named).
+    """
+    import tempfile
+
+    from slipway.components.drift import DriftInputError, detect_drift, drift_table
+    from slipway.problem import ProblemError, load_problem
+
+    logs.configure(logging.WARNING)  # the table, not the detectors' progress
+    config = DriftConfig(bins=bins, alpha=alpha, correction=correction, min_rows=min_rows, mmd_sample_rows=mmd_rows)
+    try:
+        loaded = load_problem(problem)
+        with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
+            reference = drift_table(reference_uri, loaded, Path(tmp) / "reference.parquet", "reference")
+            current = drift_table(current_uri, loaded, Path(tmp) / "current.parquet", "current")
+            report = detect_drift(reference, current, loaded.features.numeric, loaded.features.categorical, config)
+    except (ProblemError, DriftInputError) as exc:
+        raise IncomparableError(str(exc)) from None
+    click.echo(f"{current_uri} ({report.current_rows:,} rows) against {reference_uri} ({report.reference_rows:,} "
+               f"rows), p-values {correction}-corrected:\n")
+    click.echo(report.table())
+    if report.mmd is not None:
+        mmd = report.mmd
+        click.echo("\nMMD (multivariate): " + (f"p = {mmd.p_value:.3g} on {mmd.current_rows:,} rows a side"
+                                                if mmd.p_value is not None else mmd.reason))
+    click.echo(f"\ndrift: {report.level}")
+    raise SystemExit(LEVELS.index(report.level))
 
 
 @cli.command("serve")

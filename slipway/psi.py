@@ -56,12 +56,34 @@ def psi(expected: npt.ArrayLike, actual: npt.ArrayLike, bins: int = 10) -> float
     """
     reference = _sample(expected, "expected")
     current = _sample(actual, "actual")
+    edges = quantile_edges(reference, bins)
+    return psi_of_shares(shares(reference, edges), shares(current, edges))
+
+
+def quantile_edges(expected: npt.ArrayLike, bins: int = 10) -> np.ndarray:
+    """The inner edges of `bins` quantile bins of `expected`, coinciding edges merged (see `psi`)."""
     if bins < 2:
         raise ValueError(f"PSI needs at least 2 bins, got {bins}")
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
-    e = _shares(reference, edges)
-    a = _shares(current, edges)
-    return float(np.sum((a - e) * np.log(a / e)))
+    reference = _sample(expected, "expected")
+    return np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+
+
+def shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Share of `values` in each bin (-inf, edges[0]], (edges[0], edges[1]], ..., (edges[-1], inf), floored."""
+    counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=edges.size + 1)
+    return np.maximum(counts / values.size, EPSILON)
+
+
+def category_shares(codes: np.ndarray, categories: int) -> np.ndarray:
+    """Share of each category code 0..categories-1 in `codes` (non-negative integers), floored."""
+    if codes.size == 0:
+        raise ValueError("PSI needs a non-empty sample")
+    return np.maximum(np.bincount(codes, minlength=categories) / codes.size, EPSILON)
+
+
+def psi_of_shares(expected: np.ndarray, actual: np.ndarray) -> float:
+    """PSI from two distributions over the same bins (each from `shares` or `category_shares`)."""
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
 def psi_level(value: float) -> Level:
@@ -82,9 +104,3 @@ def _sample(values: npt.ArrayLike, name: str) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise ValueError(f"the {name} sample holds {int(np.sum(~np.isfinite(array)))} NaN or infinite values")
     return array
-
-
-def _shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Share of `values` in each bin (-inf, edges[0]], (edges[0], edges[1]], ..., (edges[-1], inf)."""
-    counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=edges.size + 1)
-    return np.maximum(counts / values.size, EPSILON)

@@ -19,6 +19,7 @@ IMAGE_REGISTRY = "ghcr.io/slipway-ml"
 RUNTIME_ENV = "SLIPWAY_RUNTIME"
 CORE = "core"
 TFDV = "tfdv"
+DRIFT = "drift"
 # The checkout this package is installed from (editable, by `make`): where `.venv/<runtime>` lives.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -30,6 +31,7 @@ def image(runtime: str) -> str:
 
 CORE_IMAGE = image(CORE)
 TFDV_IMAGE = image(TFDV)
+DRIFT_IMAGE = image(DRIFT)
 
 
 def current() -> str:

@@ -1,0 +1,340 @@
+"""Drift: how far a batch of data (or a window of traffic) has moved from the data the model was trained on.
+
+Two measures per feature, because each answers a question the other cannot:
+
+- **PSI** (`slipway.psi`), how far: bins fitted on the reference (its deciles for a numeric feature,
+  its categories, plus one bin for categories it never saw, for a categorical one), each bin's share
+  floored at `psi.EPSILON` so that an emptied bin counts as a large but finite move. PSI is on the
+  same scale whatever the sample sizes, so its usual bands are the levels: < 0.1 none, 0.1-0.2
+  warning, > 0.2 critical.
+- **A test** (`components/drift_detectors.py`: alibi-detect's KS for numerics, Chi-squared for
+  categoricals, in the `drift` runtime), how sure: its p-value, corrected for the number of features
+  tested (Bonferroni, or Benjamini-Hochberg FDR).
+
+A feature's level is its PSI band when its corrected p-value is below `alpha`, and `none` when it is
+not: on a small window, sampling noise alone can put PSI in the warning band (psi.py: about 22 /
+n_eff at the 99th percentile), and the test is what tells noise from movement. On a large batch the
+test rejects at the smallest shift, and PSI is what says whether the shift matters. The overall level
+is the worst feature's. A multivariate MMD test on a sample of complete rows is reported beside them
+(it sees features that move together differently); it does not set the level.
+
+Each feature is measured on its non-missing values; the share of missing values on each side is
+reported. A feature with fewer than `min_rows` values on either side is reported as `insufficient
+data` instead of measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from slipway import psi as psi_module
+from slipway import runtime_call, runtimes
+from slipway.atomic import atomic_output
+from slipway.components.ingestion import IngestError, enforce_types, read_table
+from slipway.problem import Problem
+from slipway.psi import Level
+from slipway.storage import StorageError, download
+
+log = logging.getLogger(__name__)
+
+Correction = Literal["bonferroni", "fdr"]
+CORRECTIONS: tuple[Correction, ...] = ("bonferroni", "fdr")
+LEVELS: tuple[Level, ...] = ("none", "warning", "critical")
+INSUFFICIENT = "insufficient data"
+MAX_PLOTTED_CATEGORIES = 20  # the most frequent reference categories a report shows one by one
+DETECTORS = "slipway.components.drift_detectors"
+
+
+class DriftInputError(ValueError):
+    """The two datasets cannot be compared; the message names the file and the column."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftConfig:
+    """How drift is measured: PSI bins, the tests' significance and correction, the MMD sample."""
+
+    bins: int = 10
+    alpha: float = 0.05
+    correction: Correction = "bonferroni"
+    min_rows: int = 100
+    mmd_sample_rows: int = 1000  # rows per side for the MMD test; 0 skips it
+
+    def __post_init__(self) -> None:
+        if self.bins < 2:
+            raise ValueError(f"bins: expected at least 2, got {self.bins}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha: expected a probability in (0, 1), got {self.alpha}")
+        if self.correction not in CORRECTIONS:
+            raise ValueError(f"correction: expected one of {list(CORRECTIONS)}, got {self.correction!r}")
+        if self.min_rows < 1 or self.mmd_sample_rows < 0:
+            raise ValueError(f"min_rows must be >= 1 and mmd_sample_rows >= 0, got {self.min_rows}, "
+                             f"{self.mmd_sample_rows}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureDrift:
+    """One feature's drift: PSI over the reference's bins, the test's p-value, and the level they give."""
+
+    feature: str
+    kind: Literal["numeric", "categorical"]
+    level: Level | Literal["insufficient data"]
+    psi: float | None
+    test: Literal["ks", "chi2"]
+    statistic: float | None
+    p_value: float | None
+    p_value_corrected: float | None
+    reference_rows: int
+    current_rows: int
+    reference_missing: float  # share of rows without a value
+    current_missing: float
+    bins: tuple[str, ...] = ()  # the PSI bins, for plots
+    reference_shares: tuple[float, ...] = ()
+    current_shares: tuple[float, ...] = ()
+    reason: str = ""  # why it is insufficient data
+
+
+@dataclasses.dataclass(frozen=True)
+class MMDResult:
+    statistic: float | None
+    p_value: float | None
+    reference_rows: int
+    current_rows: int
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftReport:
+    features: tuple[FeatureDrift, ...]
+    config: DriftConfig
+    reference_rows: int
+    current_rows: int
+    mmd: MMDResult | None = None
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def level(self) -> Level:
+        """The worst measured feature's level (`none` when none could be measured)."""
+        measured = [f.level for f in self.features if f.level != INSUFFICIENT]
+        return max(measured, key=LEVELS.index, default="none")
+
+    @property
+    def insufficient(self) -> list[str]:
+        return [f.feature for f in self.features if f.level == INSUFFICIENT]
+
+    def table(self) -> str:
+        """A plain-text table, worst first: what `slipway drift` prints."""
+        rows = [("feature", "kind", "PSI", "test", "p (corrected)", "level")]
+        for f in self.ranked():
+            rows.append((f.feature, f.kind, _fmt(f.psi, 3), f.test, _p(f.p_value_corrected),
+                         f.level if f.level != INSUFFICIENT else f"{INSUFFICIENT}: {f.reason}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True))
+                         + "  " + row[5] for row in rows)
+
+    def ranked(self) -> list[FeatureDrift]:
+        """Worst level first, then largest PSI; insufficient data last."""
+        def key(f: FeatureDrift) -> tuple[int, float]:
+            rank = -1 if f.level == INSUFFICIENT else LEVELS.index(f.level)
+            return (-rank, -(f.psi or 0.0))
+        return sorted(self.features, key=key)
+
+    def metrics(self) -> dict[str, float]:
+        """Per-feature PSI and corrected p-values, and the level as a number (0 none, 1 warning, 2 critical)."""
+        values: dict[str, float] = {"drift_level": float(LEVELS.index(self.level))}
+        for f in self.features:
+            if f.psi is not None:
+                values[f"psi_{f.feature}"] = round(f.psi, 6)
+            if f.p_value_corrected is not None:
+                values[f"p_{f.feature}"] = f.p_value_corrected
+        if self.mmd is not None and self.mmd.p_value is not None:
+            values["mmd_p_value"] = self.mmd.p_value
+        return values
+
+
+def detect_drift(reference: Path, current: Path, numeric: Sequence[str], categorical: Sequence[str],
+                 config: DriftConfig | None = None) -> DriftReport:
+    """Measures every feature of `current` against `reference` (both Parquet files with those columns)."""
+    config = config or DriftConfig()
+    columns = list(numeric) + list(categorical)
+    ref_frame = _read(reference, columns, "reference")
+    cur_frame = _read(current, columns, "current")
+    for name in numeric:
+        for frame, path in ((ref_frame, reference), (cur_frame, current)):
+            if not (pd.api.types.is_numeric_dtype(frame[name]) or frame[name].isna().all()):
+                raise DriftInputError(f"{path}: column {name!r} is numeric in the problem, but holds "
+                                      f"{frame[name].dtype} values (e.g. {frame[name].dropna().iloc[0]!r})")
+    started = time.perf_counter()
+    measured = {name: _numeric_psi(name, ref_frame[name], cur_frame[name], config) for name in numeric}
+    measured |= {name: _categorical_psi(name, ref_frame[name], cur_frame[name], config) for name in categorical}
+    seconds = {"psi": time.perf_counter() - started}
+    testable = [n for n, m in measured.items() if m.get("reason") is None]
+    started = time.perf_counter()
+    tests: dict[str, Any] = {"features": {}, "mmd": None}
+    if testable:
+        tests = runtime_call.call(runtimes.DRIFT, f"{DETECTORS}:drift_tests", reference_path=str(reference),
+                                  current_path=str(current), numeric=[n for n in numeric if n in testable],
+                                  categorical=[n for n in categorical if n in testable],
+                                  mmd_sample_rows=config.mmd_sample_rows)
+    seconds["tests"] = time.perf_counter() - started
+    features_tested = tests["features"]
+    corrected = correct({n: t["p_value"] for n, t in features_tested.items()
+                         if "p_value" in t and math.isfinite(t["p_value"])}, config.correction)
+    features = tuple(_feature(name, "numeric" if name in numeric else "categorical", measured[name],
+                              features_tested.get(name, {}), corrected.get(name), config) for name in columns)
+    mmd = _mmd(tests["mmd"]) if tests["mmd"] is not None else None
+    report = DriftReport(features=features, config=config, reference_rows=len(ref_frame),
+                         current_rows=len(cur_frame), mmd=mmd, seconds=seconds)
+    log.info("drift of %s against %s: %s (%d features; PSI %.2f s, tests and MMD %.2f s)", current, reference,
+             report.level, len(features), seconds["psi"], seconds["tests"])
+    return report
+
+
+def correct(p_values: dict[str, float], correction: Correction) -> dict[str, float]:
+    """p-values corrected for testing them all: Bonferroni (p * m), or Benjamini-Hochberg's FDR-adjusted p."""
+    if not p_values:
+        return {}
+    names = list(p_values)
+    p = np.array([p_values[n] for n in names], dtype=float)
+    m = p.size
+    if correction == "bonferroni":
+        adjusted = np.minimum(p * m, 1.0)
+    else:
+        order = np.argsort(p)
+        scaled = p[order] * m / np.arange(1, m + 1)
+        adjusted = np.empty(m)
+        adjusted[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    return dict(zip(names, adjusted.tolist(), strict=True))
+
+
+def _read(path: Path, columns: list[str], side: str) -> pd.DataFrame:
+    try:
+        present = pq.read_schema(path).names
+    except (OSError, ValueError) as exc:
+        raise DriftInputError(f"{path}: the {side} data is not a readable Parquet file: {exc}") from None
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise DriftInputError(f"{path}: the {side} data has no column(s) {missing}; expected every feature "
+                              f"of the problem: {columns}")
+    frame = pd.read_parquet(path, columns=columns)
+    if frame.empty:
+        raise DriftInputError(f"{path}: the {side} data has no rows")
+    return frame
+
+
+def _numeric_psi(name: str, reference: pd.Series, current: pd.Series, config: DriftConfig) -> dict[str, Any]:
+    ref = reference.dropna().to_numpy(dtype=np.float64)
+    cur = current.dropna().to_numpy(dtype=np.float64)
+    base = _counts(reference, current, len(ref), len(cur))
+    reason = _too_few(name, len(ref), len(cur), config)
+    if reason:
+        return {**base, "reason": reason}
+    edges = psi_module.quantile_edges(ref, config.bins)
+    e, a = psi_module.shares(ref, edges), psi_module.shares(cur, edges)
+    labels = ([f"<= {_fmt(edges[0], 4)}"] + [f"({_fmt(lo, 4)}, {_fmt(hi, 4)}]" for lo, hi in zip(edges, edges[1:],
+                                                                                                strict=False)]
+              + [f"> {_fmt(edges[-1], 4)}"])
+    return {**base, "psi": psi_module.psi_of_shares(e, a), "bins": labels, "e": e, "a": a}
+
+
+def _categorical_psi(name: str, reference: pd.Series, current: pd.Series, config: DriftConfig) -> dict[str, Any]:
+    ref, cur = reference.dropna(), current.dropna()
+    base = _counts(reference, current, len(ref), len(cur))
+    reason = _too_few(name, len(ref), len(cur), config)
+    if reason:
+        return {**base, "reason": reason}
+    categories = pd.Index(ref.value_counts().index)  # most frequent first
+    unseen = len(categories)  # one bin for every category the reference never had
+    ref_codes = categories.get_indexer(ref.to_numpy())
+    cur_codes = categories.get_indexer(cur.to_numpy())
+    cur_codes[cur_codes < 0] = unseen
+    e = psi_module.category_shares(ref_codes, unseen + 1)
+    a = psi_module.category_shares(cur_codes, unseen + 1)
+    shown = min(len(categories), MAX_PLOTTED_CATEGORIES)
+    labels = [str(c) for c in categories[:shown]]
+    plot_e, plot_a = list(e[:shown]), list(a[:shown])
+    if len(categories) > shown:
+        labels.append(f"{len(categories) - shown} other categories")
+        plot_e.append(float(e[shown:unseen].sum()))
+        plot_a.append(float(a[shown:unseen].sum()))
+    labels.append("(not in the reference)")
+    plot_e.append(float(e[unseen]))
+    plot_a.append(float(a[unseen]))
+    return {**base, "psi": psi_module.psi_of_shares(e, a), "bins": labels, "e": np.array(plot_e),
+            "a": np.array(plot_a)}
+
+
+def _counts(reference: pd.Series, current: pd.Series, ref_values: int, cur_values: int) -> dict[str, Any]:
+    return {"reference_rows": ref_values, "current_rows": cur_values,
+            "reference_missing": 1 - ref_values / len(reference), "current_missing": 1 - cur_values / len(current)}
+
+
+def _too_few(name: str, ref_values: int, cur_values: int, config: DriftConfig) -> str | None:
+    if ref_values == 0 or cur_values == 0:
+        return f"every value of {name!r} is missing in the {'reference' if ref_values == 0 else 'current'} data"
+    if min(ref_values, cur_values) < config.min_rows:
+        return (f"{min(ref_values, cur_values)} values in the {'reference' if ref_values < cur_values else 'current'}"
+                f" data, fewer than min_rows {config.min_rows}")
+    return None
+
+
+def _feature(name: str, kind: Literal["numeric", "categorical"], measured: dict[str, Any], test: dict[str, Any],
+             p_corrected: float | None, config: DriftConfig) -> FeatureDrift:
+    common = {"feature": name, "kind": kind, "test": "ks" if kind == "numeric" else "chi2",
+              "reference_rows": measured["reference_rows"], "current_rows": measured["current_rows"],
+              "reference_missing": measured["reference_missing"], "current_missing": measured["current_missing"]}
+    reason = measured.get("reason") or test.get("insufficient")
+    if reason:
+        return FeatureDrift(**common, level=INSUFFICIENT, psi=None, statistic=None, p_value=None,
+                            p_value_corrected=None, reason=reason)
+    value = measured["psi"]
+    significant = p_corrected is not None and p_corrected < config.alpha
+    return FeatureDrift(**common, level=psi_module.psi_level(value) if significant else "none", psi=value,
+                        statistic=test.get("statistic"), p_value=test.get("p_value"), p_value_corrected=p_corrected,
+                        bins=tuple(measured["bins"]), reference_shares=tuple(float(x) for x in measured["e"]),
+                        current_shares=tuple(float(x) for x in measured["a"]))
+
+
+def _mmd(result: dict[str, Any]) -> MMDResult:
+    if "insufficient" in result:
+        return MMDResult(statistic=None, p_value=None, reference_rows=0, current_rows=0, reason=result["insufficient"])
+    return MMDResult(statistic=result["statistic"], p_value=result["p_value"], reference_rows=result["reference_rows"],
+                     current_rows=result["current_rows"])
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2e}" if value < 0.001 else f"{value:.3f}"
+
+
+def drift_table(uri: str, problem: Problem, dest: Path, side: str) -> Path:
+    """The problem's features of a CSV or Parquet file (any URI), typed as the problem declares, as Parquet.
+
+    Only the features are needed: a serving log or a new batch without labels or timestamps compares.
+    """
+    features = list(problem.features.all)
+    with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
+        local = Path(tmp) / (Path(uri.split("?")[0]).name or "data")
+        try:
+            download(uri, local)
+            raw = read_table(local, uri)
+            typed = enforce_types(raw, dataclasses.replace(problem, columns={c: problem.columns[c] for c in features}),
+                                  uri)
+        except (IngestError, StorageError, OSError) as exc:
+            raise DriftInputError(f"the {side} data: {exc}") from None
+    with atomic_output(dest) as temp:
+        typed.to_parquet(temp, index=False)
+    return dest

@@ -1,0 +1,129 @@
+"""The statistical drift tests, from alibi-detect: the one module that imports it (runs in the `drift` runtime).
+
+alibi-detect cannot share the core environment (REFERENCE.md: every release conflicts with feast or
+kserve), so `components/drift.py` calls these functions through `slipway.runtime_call` in the
+`drift` environment, paths in and plain results out. Another detector library could replace this
+module without touching anything else: the contract is `drift_tests` (one call per comparison, so
+that the runtime's start-up, about 5 s of importing alibi-detect and torch, is paid once).
+
+Version: alibi-detect 0.11.4, the last release under the Apache License 2.0 (0.11.5 and later are
+under the Business Source License 1.1); see requirements/drift.in.
+
+- `univariate_tests`: per feature, alibi-detect's `TabularDrift` on that one column, which runs a
+  two-sample Kolmogorov-Smirnov test for a numeric feature and a Chi-squared test of the category
+  counts for a categorical one. Each feature is tested on its own non-missing values (missing values
+  are not a distribution to compare, and a NaN would turn KS's p-value into NaN); the p-values come
+  back uncorrected, `components/drift.py` corrects them for the number of features.
+- `mmd_test`: a multivariate Maximum Mean Discrepancy test (`MMDDrift`, PyTorch backend, a
+  permutation p-value) on a random sample of rows of both sides: numerics standardised by the
+  reference, categoricals one-hot. It sees changes in how features move together that no
+  per-feature test sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def drift_tests(reference_path: str, current_path: str, numeric: list[str], categorical: list[str],
+                mmd_sample_rows: int) -> dict[str, Any]:
+    """Both kinds of test in one call: {"features": univariate_tests(...), "mmd": mmd_test(...) or None}."""
+    return {"features": univariate_tests(reference_path, current_path, numeric, categorical),
+            "mmd": mmd_test(reference_path, current_path, numeric, categorical, mmd_sample_rows)
+            if mmd_sample_rows else None}
+
+
+def univariate_tests(reference_path: str, current_path: str, numeric: list[str], categorical: list[str]
+                     ) -> dict[str, dict[str, Any]]:
+    """KS (numeric) or Chi-squared (categorical) per feature: {feature: {test, statistic, p_value, rows...}}.
+
+    A feature with no value on one side is not tested: its entry says `insufficient data` instead.
+    """
+    from alibi_detect.cd import TabularDrift
+
+    columns = list(numeric) + list(categorical)
+    reference = pd.read_parquet(reference_path, columns=columns)
+    current = pd.read_parquet(current_path, columns=columns)
+    started = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    for name in columns:
+        ref, cur = reference[name].dropna(), current[name].dropna()
+        entry: dict[str, Any] = {"test": "chi2" if name in categorical else "ks", "reference_rows": len(ref),
+                                 "current_rows": len(cur)}
+        if ref.empty or cur.empty:
+            side = "reference" if ref.empty else "current"
+            results[name] = {**entry, "insufficient": f"every value of {name!r} is missing in the {side} data"}
+            continue
+        if name in categorical:
+            x_ref, x_cur, categories = _category_codes(ref, cur)
+            detector = TabularDrift(x_ref, p_val=0.05, categories_per_feature={0: categories})
+        else:
+            x_ref, x_cur = _column(ref), _column(cur)
+            detector = TabularDrift(x_ref, p_val=0.05, categories_per_feature={})
+        outcome = detector.predict(x_cur, drift_type="feature", return_p_val=True, return_distance=True)["data"]
+        results[name] = {**entry, "statistic": float(outcome["distance"][0]), "p_value": float(outcome["p_val"][0])}
+    log.info("KS and Chi-squared tests of %d features (%d vs %d rows) in %.2f s", len(columns), len(reference),
+             len(current), time.perf_counter() - started)
+    return results
+
+
+def mmd_test(reference_path: str, current_path: str, numeric: list[str], categorical: list[str], sample_rows: int,
+             seed: int = 0, permutations: int = 100) -> dict[str, Any]:
+    """MMD between samples of `sample_rows` complete rows of each side: {statistic, p_value, threshold, rows}."""
+    from alibi_detect.cd import MMDDrift
+
+    columns = list(numeric) + list(categorical)
+    reference = pd.read_parquet(reference_path, columns=columns).dropna()
+    current = pd.read_parquet(current_path, columns=columns).dropna()
+    if len(reference) < 2 or len(current) < 2:
+        return {"insufficient": f"MMD needs complete rows on both sides: {len(reference)} reference, "
+                                f"{len(current)} current"}
+    rng = np.random.default_rng(seed)
+    reference = reference.iloc[rng.permutation(len(reference))[:sample_rows]]
+    current = current.iloc[rng.permutation(len(current))[:sample_rows]]
+    x_ref, x_cur = _design_matrix(reference, current, numeric, categorical)
+    started = time.perf_counter()
+    detector = MMDDrift(x_ref, backend="pytorch", p_val=0.05, n_permutations=permutations, device="cpu")
+    outcome = detector.predict(x_cur, return_p_val=True, return_distance=True)["data"]
+    log.info("MMD on %d vs %d rows, %d permutations, in %.2f s", len(x_ref), len(x_cur), permutations,
+             time.perf_counter() - started)
+    return {"statistic": float(outcome["distance"]), "p_value": float(outcome["p_val"]),
+            "threshold": float(outcome["distance_threshold"]), "reference_rows": len(x_ref),
+            "current_rows": len(x_cur), "permutations": permutations}
+
+
+def _column(values: pd.Series) -> np.ndarray:
+    return values.to_numpy(dtype=np.float64).reshape(-1, 1)
+
+
+def _category_codes(reference: pd.Series, current: pd.Series) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Integer codes over the categories of both sides (a category new in `current` is a category too)."""
+    categories = pd.Index(pd.concat([reference, current]).unique())
+    ref_codes = categories.get_indexer(reference.to_numpy()).astype(np.float64).reshape(-1, 1)
+    cur_codes = categories.get_indexer(current.to_numpy()).astype(np.float64).reshape(-1, 1)
+    return ref_codes, cur_codes, list(range(len(categories)))
+
+
+def _design_matrix(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Numerics standardised by the reference's mean and spread; categoricals one-hot over both sides' values."""
+    parts_ref, parts_cur = [], []
+    if numeric:
+        ref = reference[numeric].to_numpy(dtype=np.float64)
+        cur = current[numeric].to_numpy(dtype=np.float64)
+        mean, std = ref.mean(axis=0), ref.std(axis=0)
+        std[std == 0] = 1.0
+        parts_ref.append((ref - mean) / std)
+        parts_cur.append((cur - mean) / std)
+    for name in categorical:
+        values = pd.Index(pd.concat([reference[name], current[name]]).unique())
+        parts_ref.append(np.eye(len(values))[values.get_indexer(reference[name].to_numpy())])
+        parts_cur.append(np.eye(len(values))[values.get_indexer(current[name].to_numpy())])
+    return (np.hstack(parts_ref).astype(np.float32), np.hstack(parts_cur).astype(np.float32))
