@@ -180,13 +180,14 @@ def detect_drift(reference: Path, current: Path, numeric: Sequence[str], categor
     seconds = {"psi": time.perf_counter() - started}
     testable = [n for n, m in measured.items() if m.get("reason") is None]
     started = time.perf_counter()
-    tests: dict[str, Any] = {"features": {}, "mmd": None}
+    tests: dict[str, Any] = {"features": {}, "mmd": None, "seconds": {}}
     if testable:
         tests = runtime_call.call(runtimes.DRIFT, f"{DETECTORS}:drift_tests", reference_path=str(reference),
                                   current_path=str(current), numeric=[n for n in numeric if n in testable],
                                   categorical=[n for n in categorical if n in testable],
                                   mmd_sample_rows=config.mmd_sample_rows)
     seconds["tests"] = time.perf_counter() - started
+    seconds |= {f"tests_{part}": value for part, value in tests["seconds"].items()}
     features_tested = tests["features"]
     corrected = correct({n: t["p_value"] for n, t in features_tested.items()
                          if "p_value" in t and math.isfinite(t["p_value"])}, config.correction)

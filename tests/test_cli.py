@@ -315,3 +315,26 @@ def test_manifests_experiment_refuses_what_katib_would_refuse(args: list[str], m
                     "--output-uri", "s3://b/trials", *args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_drift_exits_with_the_level_and_prints_the_worst_features_first(taxi_csv: Path) -> None:
+    from slipway.sample_data import fetch_sample
+
+    result = invoke("drift", "--reference", str(taxi_csv), "--current", str(fetch_sample()["data2.csv"]),
+                    "--mmd-rows", "0")
+    assert result.exit_code == 2, result.output  # critical
+    lines = result.output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("feature "))
+    assert lines[header + 1].split()[0] in {"pickup_longitude", "pickup_latitude", "pickup_community_area"}
+    assert lines[-1] == "drift: critical"
+    same = invoke("drift", "--reference", str(taxi_csv), "--current", str(taxi_csv), "--mmd-rows", "0")
+    assert same.exit_code == 0 and same.output.splitlines()[-1] == "drift: none"
+
+
+def test_drift_names_the_column_the_current_data_lacks_and_exits_3(taxi_csv: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    pd.read_csv(taxi_csv).drop(columns=["company"]).to_csv(tmp_path / "batch.csv", index=False)
+    result = invoke("drift", "--reference", str(taxi_csv), "--current", str(tmp_path / "batch.csv"))
+    assert result.exit_code == 3
+    assert "the current data:" in result.output and "missing column(s) ['company']" in result.output

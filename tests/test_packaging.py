@@ -34,7 +34,7 @@ def package_dirs() -> dict[str, str]:
     return dict(tuple(part.strip() for part in line.split("=")) for line in lines)
 
 
-@pytest.mark.parametrize("runtime", ["core", "tfdv"])
+@pytest.mark.parametrize("runtime", ["core", "tfdv", "drift"])
 def test_every_pin_of_a_runtimes_in_file_is_what_its_lock_installs(runtime: str) -> None:
     locked = pins(ROOT / "requirements" / f"{runtime}.txt")
     for name, version in pins(ROOT / "requirements" / f"{runtime}.in").items():
@@ -60,7 +60,7 @@ def test_every_folder_maps_into_the_slipway_namespace_and_is_a_package() -> None
         assert (ROOT / folder / "__init__.py").is_file(), folder
 
 
-@pytest.mark.parametrize("runtime", ["core", "tfdv"])
+@pytest.mark.parametrize("runtime", ["core", "tfdv", "drift"])
 def test_a_runtimes_image_installs_its_lock_and_every_mapped_folder(runtime: str) -> None:
     dockerfile = (ROOT / "images" / f"{runtime}.Dockerfile").read_text()
     assert re.search(rf"pip install [^\n]*-r \S*requirements/{runtime}\.txt", dockerfile)
@@ -75,21 +75,30 @@ def test_the_tfdv_image_declares_its_runtime_so_validation_runs_in_process_there
     assert "python -m slipway.components.facets" in dockerfile
 
 
+def test_the_drift_lock_is_alibi_detects_last_apache_release_with_the_pins_it_needs() -> None:
+    drift = pins(ROOT / "requirements" / "drift.txt")
+    assert drift["alibi-detect"] == "0.11.4"  # 0.11.5 and later: Business Source License 1.1
+    assert drift["numpy"].startswith("1.") and drift["scipy"] < "1.12" and drift["torch"] == "2.13.0+cpu"
+    assert re.search(rf"\b{runtimes.RUNTIME_ENV}=drift\b", (ROOT / "images" / "drift.Dockerfile").read_text())
+
+
 def test_compiled_pipelines_reference_the_images_of_this_version() -> None:
     assert runtimes.CORE_IMAGE.endswith(f"/slipway-core:{__version__}")
     assert runtimes.TFDV_IMAGE.endswith(f"/slipway-tfdv:{__version__}")
+    assert runtimes.DRIFT_IMAGE.endswith(f"/slipway-drift:{__version__}")
 
 
 # Library modules that run in another runtime than core (DESIGN.md §3), and what they share with core.
-TFDV_MODULES = {"data_validation", "facets", "validation_report", "ingestion"}
+RUNTIME_MODULES = {"tfdv": {"data_validation", "facets", "validation_report", "ingestion"},
+                   "drift": {"drift_detectors"}}
 
 
-@pytest.mark.parametrize("runtime", ["core", "tfdv"])
+@pytest.mark.parametrize("runtime", ["core", "tfdv", "drift"])
 def test_every_library_module_imports_inside_a_running_task_of_its_runtime(runtime: str) -> None:
     # In a task KFP sets _KFP_RUNTIME=true and kfp.dsl has no `component` decorator: a library
     # module that declared a component (instead of leaving that to catalog.py) would fail here.
     stems = [p.stem for p in (ROOT / "components").glob("*.py") if p.stem not in ("__init__", "catalog")]
-    stems = [s for s in stems if (s in TFDV_MODULES if runtime == "tfdv" else s != "data_validation")]
+    stems = [s for s in stems if (s in RUNTIME_MODULES[runtime] if runtime != "core" else s != "data_validation")]
     script = "; ".join(f"import slipway.components.{stem}" for stem in stems)
     python = sys.executable if runtime == "core" else str(runtimes.local_python(runtime))
     result = subprocess.run([python, "-c", script], env={**os.environ, "_KFP_RUNTIME": "true"},

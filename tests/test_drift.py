@@ -1,0 +1,144 @@
+"""Drift on the real taxi data: a resample of the reference is no drift, a deliberate shift is critical, and
+data2.csv is measured as it is; every comparison crosses the real boundary into alibi-detect's runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from slipway.components.drift import (
+    INSUFFICIENT,
+    DriftConfig,
+    DriftInputError,
+    DriftReport,
+    correct,
+    detect_drift,
+    drift_table,
+)
+from slipway.problem import load_problem
+from slipway.sample_data import fetch_sample
+
+PROBLEM = load_problem("chicago_taxi")
+NUMERIC, CATEGORICAL = PROBLEM.features.numeric, PROBLEM.features.categorical
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """data.csv's features, typed as the problem declares."""
+    return drift_table(str(fetch_sample()["data.csv"]), PROBLEM, tmp_path_factory.mktemp("drift") / "ref.parquet",
+                       "reference")
+
+
+def written(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def drift(reference: Path, current: Path, **config) -> DriftReport:
+    return detect_drift(reference, current, NUMERIC, CATEGORICAL, DriftConfig(mmd_sample_rows=500, **config))
+
+
+@pytest.fixture(scope="module")
+def resample_report(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> DriftReport:
+    frame = pd.read_parquet(reference).sample(n=5000, replace=True, random_state=0)
+    return drift(reference, written(frame, tmp_path_factory.mktemp("resample") / "current.parquet"))
+
+
+@pytest.fixture(scope="module")
+def shifted_report(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> DriftReport:
+    """Fares 1.5 times higher, and trips spread evenly over the companies instead of favouring a few."""
+    frame = pd.read_parquet(reference).sample(n=5000, random_state=1).reset_index(drop=True)
+    frame["fare"] = frame["fare"] * 1.5
+    companies = frame["company"].dropna().unique()
+    frame["company"] = pd.array(np.random.default_rng(1).choice(companies, size=len(frame)), dtype="string")
+    return drift(reference, written(frame, tmp_path_factory.mktemp("shifted") / "current.parquet"))
+
+
+def by_feature(report: DriftReport) -> dict:
+    return {f.feature: f for f in report.features}
+
+
+def test_a_resample_of_the_reference_is_no_drift(resample_report: DriftReport) -> None:
+    assert resample_report.level == "none"
+    features = by_feature(resample_report)
+    assert all(f.level == "none" for f in features.values())
+    assert max(f.psi for f in features.values()) < 0.05
+    assert resample_report.mmd is not None and resample_report.mmd.p_value > 0.05
+
+
+def test_higher_fares_and_a_new_company_mix_are_critical_and_named(shifted_report: DriftReport) -> None:
+    assert shifted_report.level == "critical"
+    features = by_feature(shifted_report)
+    assert features["fare"].level == "critical" and features["fare"].psi > 0.2
+    assert features["company"].level == "critical" and features["company"].test == "chi2"
+    assert features["fare"].p_value_corrected < 1e-10
+    # Everything else is a sample of the reference: nothing else is flagged.
+    assert {f.feature for f in shifted_report.features if f.level != "none"} == {"fare", "company"}
+    assert shifted_report.ranked()[0].feature in {"fare", "company"}
+    assert shifted_report.metrics()["drift_level"] == 2.0
+
+
+def test_data2_against_data_is_critical_in_where_trips_start(reference: Path, tmp_path: Path) -> None:
+    """data2.csv, the sample's second file, picks up elsewhere in the city: measured as it is."""
+    report = drift(reference, drift_table(str(fetch_sample()["data2.csv"]), PROBLEM, tmp_path / "cur.parquet",
+                                          "current"))
+    features = by_feature(report)
+    assert report.level == "critical"
+    assert {name for name, f in features.items() if f.level == "critical"} == {
+        "pickup_longitude", "pickup_latitude", "pickup_community_area"}
+    assert features["company"].level == "none" and features["trip_start_hour"].level == "none"
+
+
+def test_a_small_window_is_insufficient_data_not_a_verdict(reference: Path, tmp_path: Path) -> None:
+    frame = pd.read_parquet(reference).head(40)
+    report = drift(reference, written(frame, tmp_path / "window.parquet"), min_rows=100)
+    assert report.level == "none" and set(report.insufficient) == set(NUMERIC + CATEGORICAL)
+    fare = by_feature(report)["fare"]
+    assert fare.level == INSUFFICIENT and "fewer than min_rows 100" in fare.reason
+    assert "insufficient data: 40 values in the current data" in report.table()
+
+
+def test_an_all_missing_feature_is_reported_as_such_and_the_rest_measured(reference: Path, tmp_path: Path) -> None:
+    frame = pd.read_parquet(reference)
+    frame["trip_seconds"] = np.nan
+    report = drift(reference, written(frame, tmp_path / "current.parquet"))
+    seconds = by_feature(report)["trip_seconds"]
+    assert seconds.level == INSUFFICIENT and seconds.current_missing == 1.0
+    assert seconds.reason == "every value of 'trip_seconds' is missing in the current data"
+    assert by_feature(report)["fare"].psi == 0 and report.level == "none"
+
+
+def test_different_columns_are_named_before_anything_is_measured(reference: Path, tmp_path: Path) -> None:
+    frame = pd.read_parquet(reference).rename(columns={"fare": "fare_usd"})
+    with pytest.raises(DriftInputError, match=r"current.parquet: the current data has no column\(s\) \['fare'\]"):
+        drift(reference, written(frame, tmp_path / "current.parquet"))
+
+
+def test_an_empty_window_is_refused_naming_the_file(reference: Path, tmp_path: Path) -> None:
+    frame = pd.read_parquet(reference).head(0)
+    with pytest.raises(DriftInputError, match="the current data has no rows"):
+        drift(reference, written(frame, tmp_path / "current.parquet"))
+
+
+def test_a_text_column_where_the_problem_says_numbers_is_named(tmp_path: Path) -> None:
+    source = pd.read_csv(fetch_sample()["data.csv"], dtype=str)
+    source.loc[3, "trip_miles"] = "unknown"
+    source.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DriftInputError, match=r"the current data: .*bad.csv.*trip_miles.*'unknown'"):
+        drift_table(str(tmp_path / "bad.csv"), PROBLEM, tmp_path / "bad.parquet", "current")
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_bonferroni_and_fdr_corrections_match_their_definitions() -> None:
+    p = {"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.5}
+    assert correct(p, "bonferroni") == pytest.approx({"a": 0.04, "b": 0.16, "c": 0.12, "d": 1.0})
+    # Benjamini-Hochberg: sorted p * m / rank, made monotone from the largest rank down.
+    assert correct(p, "fdr") == pytest.approx({"a": 0.04, "b": 0.0533333, "c": 0.0533333, "d": 0.5})
+
+
+def test_an_impossible_config_is_refused() -> None:
+    with pytest.raises(ValueError, match="correction: expected one of"):
+        DriftConfig(correction="holm")
