@@ -6,8 +6,9 @@
 2. 1M rows x the taxi problem's 14 features (7 numeric, 7 categorical): a reference resampled from
    data.csv and a current batch resampled from its shifted copy. `components.drift.detect_drift`
    (PSI in core, KS/Chi-squared per feature from alibi-detect in the drift runtime, MMD off) is
-   timed by part: PSI, the tests (the Parquet read and the tests themselves, inside the runtime), and
-   the whole call, which adds the runtime's start-up (importing alibi-detect and torch).
+   timed by part: PSI (computed in core while the runtime starts), the Parquet read and the tests
+   inside the runtime, the runtime's import of alibi-detect (and the torch and transformers it
+   pulls in), and the whole call; the call less that import is what PSI + KS/Chi-squared cost.
 3. The baseline: alibi-detect's `TabularDrift` alone over all 14 columns (complete rows, categorical
    codes), fit and predict, in the drift environment (bench/drift_tabular_baseline.py).
 4. MMD, separately, on samples of 1,000 and 5,000 rows a side (100 permutations).
@@ -81,7 +82,7 @@ def main() -> None:
             wall = time.perf_counter() - started
             s = report.seconds
             runs.append({"psi": s["psi"], "tests_read": s["tests_read"], "tests_univariate": s["tests_univariate"],
-                         "psi_plus_tests": s["psi"] + s["tests_read"] + s["tests_univariate"],
+                         "import": s["tests_import"], "after_import": wall - s["tests_import"],
                          "boundary": s["tests"], "wall": wall, "level": report.level})
         results["slipway"] = {key: summary([r[key] for r in runs]) for key in runs[0] if key != "level"}
         results["slipway"]["level"] = runs[0]["level"]
@@ -135,13 +136,13 @@ def markdown(results: dict) -> str:
         lines.append(f"| {name} | {r['rows']:,} | **{r['level']}** | {top} | {r['mmd_p_value']:.3g} |")
     lines += [
         "", f"## {rows:,} rows a side, 14 features (median and range of {len(ours['wall']['runs'])} runs)", "",
-        f"- PSI of every feature (core, in-process): {span(ours['psi'])}",
-        f"- KS/Chi-squared of every feature (alibi-detect, inside the drift runtime): {span(ours['tests_univariate'])}"
-        f", plus reading the two Parquet files there {span(ours['tests_read'])}",
-        f"- **PSI + KS/Chi-squared: {span(ours['psi_plus_tests'])}** (goal: 2 s)",
-        f"- The whole `detect_drift` call: {span(ours['wall'])}; the runtime boundary alone "
-        f"(start-up, import of alibi-detect and torch, read, tests) {span(ours['boundary'])}. Level: "
-        f"{ours['level']}.",
+        f"- **PSI + KS/Chi-squared, the whole call less alibi-detect's import: {span(ours['after_import'])}** "
+        f"(goal: 2 s). Its parts: PSI of every feature in core {span(ours['psi'])}, computed while the drift "
+        f"runtime starts; in the runtime, reading the two Parquet files {span(ours['tests_read'])} and the "
+        f"KS/Chi-squared tests of every feature, two at a time {span(ours['tests_univariate'])}.",
+        f"- The whole `detect_drift` call: {span(ours['wall'])}, of which the drift runtime importing alibi-detect "
+        f"(and the torch and transformers it pulls in) {span(ours['import'])}: paid once per call (per pipeline "
+        f"step), and once per process in a long-running service. Level: {ours['level']}.",
         f"- alibi-detect's `TabularDrift` alone, one detector over all 14 columns ({base['rows_used']:,} complete rows "
         f"a side, categorical codes prepared beforehand): fit {span(base['fit'])}, predict {span(base['predict'])}, "
         f"together {span(base['total'])}.",

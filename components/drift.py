@@ -25,6 +25,7 @@ data` instead of measured.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import math
@@ -36,6 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from slipway import psi as psi_module
@@ -167,25 +169,28 @@ def detect_drift(reference: Path, current: Path, numeric: Sequence[str], categor
     """Measures every feature of `current` against `reference` (both Parquet files with those columns)."""
     config = config or DriftConfig()
     columns = list(numeric) + list(categorical)
-    ref_frame = _read(reference, columns, "reference")
-    cur_frame = _read(current, columns, "current")
-    for name in numeric:
-        for frame, path in ((ref_frame, reference), (cur_frame, current)):
-            if not (pd.api.types.is_numeric_dtype(frame[name]) or frame[name].isna().all()):
-                raise DriftInputError(f"{path}: column {name!r} is numeric in the problem, but holds "
-                                      f"{frame[name].dtype} values (e.g. {frame[name].dropna().iloc[0]!r})")
-    started = time.perf_counter()
-    measured = {name: _numeric_psi(name, ref_frame[name], cur_frame[name], config) for name in numeric}
-    measured |= {name: _categorical_psi(name, ref_frame[name], cur_frame[name], config) for name in categorical}
-    seconds = {"psi": time.perf_counter() - started}
-    testable = [n for n, m in measured.items() if m.get("reason") is None]
-    started = time.perf_counter()
-    tests: dict[str, Any] = {"features": {}, "mmd": None, "seconds": {}}
-    if testable:
-        tests = runtime_call.call(runtimes.DRIFT, f"{DETECTORS}:drift_tests", reference_path=str(reference),
-                                  current_path=str(current), numeric=[n for n in numeric if n in testable],
-                                  categorical=[n for n in categorical if n in testable],
-                                  mmd_sample_rows=config.mmd_sample_rows)
+    for path, side in ((reference, "reference"), (current, "current")):
+        _check_schema(path, side, numeric, categorical)
+    # The tests' runtime starts (about 4 s importing alibi-detect and torch) while both files are read and
+    # PSI is computed here; it decides on its own which features have too few values to test.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.perf_counter()
+        pending = pool.submit(runtime_call.call, runtimes.DRIFT, f"{DETECTORS}:drift_tests",
+                              reference_path=str(reference), current_path=str(current), numeric=list(numeric),
+                              categorical=list(categorical), min_rows=config.min_rows,
+                              mmd_sample_rows=config.mmd_sample_rows)
+        try:
+            ref_frame = pd.read_parquet(reference, columns=columns)
+            cur_frame = pd.read_parquet(current, columns=columns)
+            psi_started = time.perf_counter()
+            measured = {name: _numeric_psi(name, ref_frame[name], cur_frame[name], config) for name in numeric}
+            measured |= {name: _categorical_psi(name, ref_frame[name], cur_frame[name], config)
+                         for name in categorical}
+            seconds = {"psi": time.perf_counter() - psi_started}
+        except BaseException:
+            concurrent.futures.wait([pending])  # the child's own error, if any, would only repeat this one
+            raise
+        tests: dict[str, Any] = pending.result()
     seconds["tests"] = time.perf_counter() - started
     seconds |= {f"tests_{part}": value for part, value in tests["seconds"].items()}
     features_tested = tests["features"]
@@ -218,19 +223,25 @@ def correct(p_values: dict[str, float], correction: Correction) -> dict[str, flo
     return dict(zip(names, adjusted.tolist(), strict=True))
 
 
-def _read(path: Path, columns: list[str], side: str) -> pd.DataFrame:
+def _check_schema(path: Path, side: str, numeric: Sequence[str], categorical: Sequence[str]) -> None:
+    """Every feature is a column of the file, numeric ones as numbers; from the Parquet footer, before any read."""
     try:
-        present = pq.read_schema(path).names
+        metadata = pq.read_metadata(path)
     except (OSError, ValueError) as exc:
         raise DriftInputError(f"{path}: the {side} data is not a readable Parquet file: {exc}") from None
-    missing = [c for c in columns if c not in present]
+    if metadata.num_rows == 0:
+        raise DriftInputError(f"{path}: the {side} data has no rows")
+    schema = metadata.schema.to_arrow_schema()
+    columns = list(numeric) + list(categorical)
+    missing = [c for c in columns if c not in schema.names]
     if missing:
         raise DriftInputError(f"{path}: the {side} data has no column(s) {missing}; expected every feature "
                               f"of the problem: {columns}")
-    frame = pd.read_parquet(path, columns=columns)
-    if frame.empty:
-        raise DriftInputError(f"{path}: the {side} data has no rows")
-    return frame
+    for name in numeric:
+        kind = schema.field(name).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)):
+            raise DriftInputError(f"{path}: column {name!r} is numeric in the problem, but the {side} data holds "
+                                  f"{kind} values")
 
 
 def _numeric_psi(name: str, reference: pd.Series, current: pd.Series, config: DriftConfig) -> dict[str, Any]:
@@ -254,11 +265,16 @@ def _categorical_psi(name: str, reference: pd.Series, current: pd.Series, config
     reason = _too_few(name, len(ref), len(cur), config)
     if reason:
         return {**base, "reason": reason}
-    categories = pd.Index(ref.value_counts().index)  # most frequent first
+    if pd.api.types.is_string_dtype(ref.dtype):  # pandas' string dtype: categorising plain objects is faster
+        ref, cur = ref.astype(object), cur.astype(object)
+    reference_categories = pd.Categorical(ref)
+    order = np.argsort(-np.bincount(reference_categories.codes), kind="stable")  # most frequent first
+    categories = reference_categories.categories[order]
     unseen = len(categories)  # one bin for every category the reference never had
-    ref_codes = categories.get_indexer(ref.to_numpy())
-    cur_codes = categories.get_indexer(cur.to_numpy())
-    cur_codes[cur_codes < 0] = unseen
+    rank = np.empty(unseen + 1, dtype=np.int64)
+    rank[order], rank[-1] = np.arange(unseen), unseen  # code -1 (not a reference category) -> the unseen bin
+    ref_codes = rank[reference_categories.codes]
+    cur_codes = rank[pd.Categorical(cur, categories=reference_categories.categories).codes]
     e = psi_module.category_shares(ref_codes, unseen + 1)
     a = psi_module.category_shares(cur_codes, unseen + 1)
     shown = min(len(categories), MAX_PLOTTED_CATEGORIES)
