@@ -138,7 +138,7 @@ class DriftReport:
         """A plain-text table, worst first: what `slipway drift` prints."""
         rows = [("feature", "kind", "PSI", "test", "p (corrected)", "level")]
         for f in self.ranked():
-            rows.append((f.feature, f.kind, _fmt(f.psi, 3), f.test, _p(f.p_value_corrected),
+            rows.append((f.feature, f.kind, _fmt(f.psi, 3), f.test, format_p(f.p_value_corrected),
                          f.level if f.level != INSUFFICIENT else f"{INSUFFICIENT}: {f.reason}"))
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
         return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True))
@@ -333,7 +333,8 @@ def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
 
-def _p(value: float | None) -> str:
+def format_p(value: float | None) -> str:
+    """A p-value for people: 3 decimals, or scientific below 0.001."""
     return "-" if value is None else f"{value:.2e}" if value < 0.001 else f"{value:.3f}"
 
 

@@ -1,10 +1,4 @@
-"""The evaluation as one self-contained HTML page, for the KFP UI's HTML artifact viewer.
-
-The UI shows an HTML artifact in a sandboxed iframe, so the page carries everything itself: inline
-CSS, no scripts, no external URLs, and the plots as base64 PNG data URIs drawn by matplotlib's Agg
-renderer (the object API, not pyplot: no display, no global figure state). Every piece of text that
-comes from data (the title, column names, slice values) is escaped: a company called `<script>`
-must show as text, not run.
+"""The evaluation as one self-contained HTML page, for the KFP UI's HTML artifact viewer (`html_page`).
 
 What it shows, top to bottom: the headline metrics, the ROC curve and the reliability diagram, the
 confusion matrix, the reliability table, the weakest slices, and one table per slice column.
@@ -12,31 +6,15 @@ confusion matrix, the reliability table, the weakest slices, and one table per s
 
 from __future__ import annotations
 
-import base64
-import io
-from collections.abc import Collection
 from html import escape
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from slipway.atomic import atomic_output
 from slipway.components.evaluation import ColumnSlices, Evaluation, SliceMetrics
+from slipway.components.html_page import png, table, write_page
 
 WORST_SLICES = 5
-
-_CSS = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: .5em 0; }
-th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-th { background: #f3f3f3; }
-tr.weak td { background: #fde2e1; }
-.plots { display: flex; flex-wrap: wrap; gap: 1em; }
-.note { color: #666; }
-"""
 
 _SLICE_HEADERS = ("value", "rows", "positive rate", "AUC", "accuracy", "log loss", "precision", "recall", "ECE")
 
@@ -44,24 +22,17 @@ _SLICE_HEADERS = ("value", "rows", "positive rate", "AUC", "accuracy", "log loss
 def write_report(evaluation: Evaluation, path: Path, title: str) -> None:
     """Writes the report to `path` as a single HTML file, whole or not at all."""
     weak = evaluation.worst_slices(WORST_SLICES)
-    sections = [
-        f"<h1>{escape(title)}</h1>",
+    write_page(path, title, [
         _headline(evaluation),
         '<div class="plots">'
         f'<img alt="ROC curve" src="{_roc_plot(evaluation)}">'
         f'<img alt="Reliability diagram" src="{_reliability_plot(evaluation)}">'
         "</div>",
         _confusion(evaluation),
-        _reliability_table(evaluation),
+        _reliabilitytable(evaluation),
         _weakest(weak),
-        *(_column_table(column, weak) for column in evaluation.slices),
-    ]
-    page = (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
-    )
-    with atomic_output(path) as temp:
-        temp.write_text(page, encoding="utf-8")
+        *(_columntable(column, weak) for column in evaluation.slices),
+    ])
 
 
 def _headline(evaluation: Evaluation) -> str:
@@ -76,7 +47,7 @@ def _headline(evaluation: Evaluation) -> str:
         ("rows", f"{evaluation.rows:,}"),
         ("positive rate", _percent(evaluation.positive_rate)),
     ]
-    return "<h2>Headline metrics (eval split)</h2>" + _table(("metric", "value"), rows)
+    return "<h2>Headline metrics (eval split)</h2>" + table(("metric", "value"), rows)
 
 
 def _confusion(evaluation: Evaluation) -> str:
@@ -84,14 +55,14 @@ def _confusion(evaluation: Evaluation) -> str:
     headers = ("actual \\ predicted", *categories)
     rows = [(category, *(f"{n:,}" for n in counts))
             for category, counts in zip(categories, evaluation.confusion_matrix, strict=True)]
-    return "<h2>Confusion matrix</h2>" + _table(headers, rows)
+    return "<h2>Confusion matrix</h2>" + table(headers, rows)
 
 
-def _reliability_table(evaluation: Evaluation) -> str:
+def _reliabilitytable(evaluation: Evaluation) -> str:
     rows = [(f"{b.lower:.1f} – {b.upper:.1f}", f"{b.rows:,}", _number(b.mean_predicted), _number(b.observed_rate))
             for b in evaluation.reliability]
     return ("<h2>Calibration</h2>"
-            + _table(("predicted probability", "rows", "mean predicted", "observed rate"), rows))
+            + table(("predicted probability", "rows", "mean predicted", "observed rate"), rows))
 
 
 def _weakest(weak: list[tuple[str, SliceMetrics]]) -> str:
@@ -100,10 +71,10 @@ def _weakest(weak: list[tuple[str, SliceMetrics]]) -> str:
     rows = [(f"{column} = {s.value}", f"{s.rows:,}", _number(s.auc), _number(s.accuracy)) for column, s in weak]
     return ('<h2>Weakest slices</h2><p class="note">Slices with an AUC below the overall AUC, lowest first; '
             "they are highlighted in the tables below.</p>"
-            + _table(("slice", "rows", "AUC", "accuracy"), rows, weak=set(range(len(rows)))))
+            + table(("slice", "rows", "AUC", "accuracy"), rows, weak=set(range(len(rows)))))
 
 
-def _column_table(column: ColumnSlices, weak: list[tuple[str, SliceMetrics]]) -> str:
+def _columntable(column: ColumnSlices, weak: list[tuple[str, SliceMetrics]]) -> str:
     rows = [(s.value, f"{s.rows:,}", _percent(s.positive_rate), _number(s.auc), _number(s.accuracy),
              _number(s.log_loss), _number(s.precision), _number(s.recall), _number(s.expected_calibration_error))
             for s in column.slices]
@@ -112,17 +83,7 @@ def _column_table(column: ColumnSlices, weak: list[tuple[str, SliceMetrics]]) ->
     if column.skipped_values:
         note = (f'<p class="note">{column.skipped_values:,} value(s) with fewer than {column.min_rows:,} rows '
                 f"({column.skipped_rows:,} rows in all) are not shown.</p>")
-    return f"<h2>By {escape(column.column)}</h2>" + _table(_SLICE_HEADERS, rows, highlighted) + note
-
-
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]], weak: Collection[int] = ()) -> str:
-    """An HTML table, rows numbered in `weak` highlighted; every cell is escaped here, so no caller can forget to."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join(
-        ('<tr class="weak">' if i in weak else "<tr>") + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
-        for i, row in enumerate(rows)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<h2>By {escape(column.column)}</h2>" + table(_SLICE_HEADERS, rows, highlighted) + note
 
 
 def _roc_plot(evaluation: Evaluation) -> str:
@@ -132,7 +93,7 @@ def _roc_plot(evaluation: Evaluation) -> str:
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve", xlim=(0, 1), ylim=(0, 1))
     axes.legend(loc="lower right")
-    return _png(figure)
+    return png(figure)
 
 
 def _reliability_plot(evaluation: Evaluation) -> str:
@@ -149,14 +110,7 @@ def _reliability_plot(evaluation: Evaluation) -> str:
     counts.bar([b.lower for b in bins], [b.rows for b in bins], width=bins[0].upper - bins[0].lower, align="edge",
                color="#9ab", edgecolor="white")
     counts.set(xlabel="predicted probability", ylabel="rows", xlim=(0, 1))
-    return _png(figure)
-
-
-def _png(figure: Figure) -> str:
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    FigureCanvasAgg(figure).print_png(buffer)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return png(figure)
 
 
 def _number(value: float | None) -> str:

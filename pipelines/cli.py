@@ -762,8 +762,10 @@ class IncomparableError(click.ClickException):
               help="Fewer values of a feature on either side than this: `insufficient data` for it.")
 @click.option("--mmd-rows", type=click.IntRange(min=0), default=DriftConfig.mmd_sample_rows, show_default=True,
               help="Rows per side for the multivariate MMD test (0 skips it).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the HTML report here: the table, and each feature's shares per bin on both sides.")
 def drift_command(reference_uri: str, current_uri: str, problem: str, bins: int, alpha: float, correction: str,
-                  min_rows: int, mmd_rows: int) -> None:
+                  min_rows: int, mmd_rows: int, report_path: Path | None) -> None:
     """Measure the drift of CURRENT from REFERENCE, feature by feature, and print a table, worst first.
 
     Per feature: PSI over the reference's bins, and alibi-detect's KS (numeric) or Chi-squared
@@ -787,6 +789,10 @@ def drift_command(reference_uri: str, current_uri: str, problem: str, bins: int,
             report = detect_drift(reference, current, loaded.features.numeric, loaded.features.categorical, config)
     except (ProblemError, DriftInputError) as exc:
         raise IncomparableError(str(exc)) from None
+    if report_path is not None:
+        from slipway.components.drift_report import write_drift_report
+
+        write_drift_report(report, report_path, f"Drift of {current_uri} from {reference_uri}")
     click.echo(f"{current_uri} ({report.current_rows:,} rows) against {reference_uri} ({report.reference_rows:,} "
                f"rows), p-values {correction}-corrected:\n")
     click.echo(report.table())

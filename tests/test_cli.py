@@ -317,16 +317,18 @@ def test_manifests_experiment_refuses_what_katib_would_refuse(args: list[str], m
     assert message in result.output
 
 
-def test_drift_exits_with_the_level_and_prints_the_worst_features_first(taxi_csv: Path) -> None:
+def test_drift_exits_with_the_level_and_prints_the_worst_features_first(taxi_csv: Path, tmp_path: Path) -> None:
     from slipway.sample_data import fetch_sample
 
     result = invoke("drift", "--reference", str(taxi_csv), "--current", str(fetch_sample()["data2.csv"]),
-                    "--mmd-rows", "0")
+                    "--mmd-rows", "0", "--report", str(tmp_path / "drift.html"))
     assert result.exit_code == 2, result.output  # critical
     lines = result.output.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("feature "))
     assert lines[header + 1].split()[0] in {"pickup_longitude", "pickup_latitude", "pickup_community_area"}
     assert lines[-1] == "drift: critical"
+    page = (tmp_path / "drift.html").read_text()
+    assert "<strong>Drift: critical</strong>" in page and page.count("data:image/png;base64,") == 14
     same = invoke("drift", "--reference", str(taxi_csv), "--current", str(taxi_csv), "--mmd-rows", "0")
     assert same.exit_code == 0 and same.output.splitlines()[-1] == "drift: none"
 

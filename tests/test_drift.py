@@ -142,3 +142,25 @@ def test_bonferroni_and_fdr_corrections_match_their_definitions() -> None:
 def test_an_impossible_config_is_refused() -> None:
     with pytest.raises(ValueError, match="correction: expected one of"):
         DriftConfig(correction="holm")
+
+
+def test_the_html_report_escapes_what_the_data_says_and_draws_each_measured_feature(tmp_path: Path) -> None:
+    from slipway.components.drift import FeatureDrift
+    from slipway.components.drift_report import write_drift_report
+
+    company = FeatureDrift(feature="company", kind="categorical", level="critical", psi=1.2, test="chi2",
+                           statistic=900.0, p_value=1e-30, p_value_corrected=1e-29, reference_rows=100,
+                           current_rows=100, reference_missing=0.0, current_missing=0.1,
+                           bins=("<script>alert(1)</script>", "(not in the reference)"),
+                           reference_shares=(1.0, 1e-4), current_shares=(0.5, 0.5))
+    empty = FeatureDrift(feature="trip_seconds", kind="numeric", level=INSUFFICIENT, psi=None, test="ks",
+                         statistic=None, p_value=None, p_value_corrected=None, reference_rows=100, current_rows=0,
+                         reference_missing=0.0, current_missing=1.0, reason="every value is missing")
+    report = DriftReport(features=(empty, company), config=DriftConfig(), reference_rows=100, current_rows=100)
+    write_drift_report(report, tmp_path / "drift.html", "Drift of <batch>")
+    page = (tmp_path / "drift.html").read_text()
+    assert "<script>" not in page and "&lt;batch&gt;" in page
+    assert page.count("data:image/png;base64,") == 1  # the measured feature only
+    assert page.index("<td>company</td>") < page.index("<td>trip_seconds</td>")  # worst first
+    assert '<tr class="weak"><td>company</td>' in page
+    assert "Not measured (insufficient data): trip_seconds" in page
