@@ -71,7 +71,7 @@ def _weakest(weak: list[tuple[str, SliceMetrics]]) -> str:
     rows = [(f"{column} = {s.value}", f"{s.rows:,}", _number(s.auc), _number(s.accuracy)) for column, s in weak]
     return ('<h2>Weakest slices</h2><p class="note">Slices with an AUC below the overall AUC, lowest first; '
             "they are highlighted in the tables below.</p>"
-            + table(("slice", "rows", "AUC", "accuracy"), rows, weak=set(range(len(rows)))))
+            + table(("slice", "rows", "AUC", "accuracy"), rows, highlighted=set(range(len(rows)))))
 
 
 def _columntable(column: ColumnSlices, weak: list[tuple[str, SliceMetrics]]) -> str:
