@@ -4,7 +4,7 @@
    itself (fares x1.5, companies drawn evenly), and against a resample of itself; the level and the
    three features with the largest PSI of each.
 2. 1M rows x the taxi problem's 14 features (7 numeric, 7 categorical): a reference resampled from
-   data.csv and a current batch resampled from its shifted copy. `components.drift.detect_drift`
+   data.csv and a current batch resampled from its shifted copy. `components.drift_detection.detect_drift`
    (PSI in core, KS/Chi-squared per feature from alibi-detect in the drift runtime, MMD off) is
    timed by part: PSI (computed in core while the runtime starts), the Parquet read and the tests
    inside the runtime, the runtime's import of alibi-detect (and the torch and transformers it
@@ -30,7 +30,7 @@ import pandas as pd
 from common import machine, summary, write_results
 
 from slipway import logs, runtimes
-from slipway.components.drift import DriftConfig, DriftReport, detect_drift, drift_table
+from slipway.components.drift_detection import DriftConfig, DriftReport, detect_drift, drift_table
 from slipway.problem import load_problem
 from slipway.sample_data import fetch_sample
 

@@ -10,8 +10,9 @@ that a running task, which imports library modules of this package, never import
 import importlib
 from typing import Any
 
-COMPONENTS = ("ingest", "statistics", "schema", "validate", "train", "evaluate", "bless", "register", "promote",
-              "deploy")
+COMPONENTS = ("ingest", "statistics", "schema", "validate", "feature_tables", "feast_apply", "materialize",
+              "training_set", "tune", "train", "evaluate", "bless", "register", "promote", "deploy", "champion",
+              "drift")
 
 __all__ = list(COMPONENTS)
 

@@ -462,6 +462,71 @@ def deploy(
 
 
 @dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+def champion(
+    problem: str,
+    model_name: str,
+    tracking_uri: str,
+    pipeline_root: str,
+    reference: dsl.Output[dsl.Dataset],
+) -> NamedTuple("Champion", [("model_uri", str), ("schema_uri", str)]):
+    """The registry's champion, and the training set it was fitted on (from its lineage tags) as a Dataset: the
+    reference that drift is measured against. `schema_uri` is the schema its data was validated against."""
+    from pathlib import Path
+
+    from slipway import logs
+    from slipway.components.registration import champion_lineage, registered_model_name
+    from slipway.components.registry import ModelRegistry
+    from slipway.components.tracking import TrackingConfig
+    from slipway.problem import load_problem
+    from slipway.storage import download
+
+    logs.configure()
+    registry = ModelRegistry.connect(TrackingConfig.resolve(tracking_uri, pipeline_root).tracking_uri)
+    lineage = champion_lineage(registry, registered_model_name(model_name, load_problem(problem)))
+    sha256 = download(lineage.train_data, Path(reference.path))
+    reference.metadata.update({"model_uri": lineage.model_uri, "source": lineage.train_data, "sha256": sha256})
+    return (lineage.model_uri, lineage.schema_uri)
+
+
+# On Kubeflow the drift step runs on the `drift` image (alibi-detect in-process); locally its body runs in core
+# and calls components/drift_detectors.py in the drift environment through slipway.runtime_call.
+@dsl.component(base_image=runtimes.DRIFT_IMAGE, install_kfp_package=False)
+def drift(
+    reference: dsl.Input[dsl.Dataset],
+    current_uri: str,
+    problem: str,
+    alpha: float,
+    correction: str,
+    metrics: dsl.Output[dsl.Metrics],
+    report: dsl.Output[dsl.HTML],
+) -> str:
+    """How far the data at `current_uri` (CSV/Parquet) has moved from `reference`, per feature: PSI and a KS or
+    Chi-squared test (alibi-detect), p-values corrected (`bonferroni` or `fdr`) at `alpha`. Writes per-feature
+    PSI and p-values as Metrics and an HTML report with each feature's shares per bin; returns the level,
+    `none`, `warning` or `critical`, for the pipeline to branch on."""
+    import logging
+    import tempfile
+    from pathlib import Path
+
+    from slipway import logs
+    from slipway.components.drift_detection import DriftConfig, detect_drift, drift_table
+    from slipway.components.drift_report import write_drift_report
+    from slipway.problem import load_problem
+
+    logs.configure()
+    loaded = load_problem(problem)
+    with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
+        current = drift_table(current_uri, loaded, Path(tmp) / "current.parquet", "current")
+        result = detect_drift(Path(reference.path), current, loaded.features.numeric, loaded.features.categorical,
+                              DriftConfig(alpha=alpha, correction=correction))
+    for name, value in result.metrics().items():
+        metrics.log_metric(name, value)
+    write_drift_report(result, Path(report.path), f"Drift of {current_uri} from the champion's training data")
+    logging.getLogger("slipway.drift").info("drift: %s\n%s", result.level, result.table())
+    return result.level
+
+
+@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
 def feature_tables(
     train_data: dsl.Input[dsl.Dataset],
     eval_data: dsl.Input[dsl.Dataset],

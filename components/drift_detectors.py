@@ -1,7 +1,7 @@
 """The statistical drift tests, from alibi-detect: the one module that imports it (runs in the `drift` runtime).
 
 alibi-detect cannot share the core environment (REFERENCE.md: every release conflicts with feast or
-kserve), so `components/drift.py` calls these functions through `slipway.runtime_call` in the
+kserve), so `components/drift_detection.py` calls these functions through `slipway.runtime_call` in the
 `drift` environment, paths in and plain results out. Another detector library could replace this
 module without touching anything else: the contract is `drift_tests` (one call per comparison, so
 that the runtime's start-up, about 5 s of importing alibi-detect and torch, is paid once).
@@ -13,7 +13,7 @@ under the Business Source License 1.1); see requirements/drift.in.
   two-sample Kolmogorov-Smirnov test for a numeric feature and a Chi-squared test of the category
   counts for a categorical one. Each feature is tested on its own non-missing values (missing values
   are not a distribution to compare, and a NaN would turn KS's p-value into NaN); the p-values come
-  back uncorrected, `components/drift.py` corrects them for the number of features.
+  back uncorrected, `components/drift_detection.py` corrects them for the number of features.
 - `mmd_test`: a multivariate Maximum Mean Discrepancy test (`MMDDrift`, PyTorch backend, a
   permutation p-value) on a random sample of rows of both sides: numerics standardised by the
   reference, categoricals one-hot. It sees changes in how features move together that no

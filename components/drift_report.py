@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from slipway.components.drift import INSUFFICIENT, DriftReport, FeatureDrift, format_p
+from slipway.components.drift_detection import INSUFFICIENT, DriftReport, FeatureDrift, format_p
 from slipway.components.html_page import png, table, write_page
 
 _HEADERS = ("feature", "kind", "PSI", "test", "statistic", "p (corrected)", "level", "missing: reference",

@@ -17,7 +17,7 @@ from slipway.components.blessing import Decision
 from slipway.components.evaluation import Evaluation
 from slipway.components.model_artifact import METADATA_FILE
 from slipway.components.model_card import CardFacts, render_model_card
-from slipway.components.registry import ModelRegistry, RegisteredVersion
+from slipway.components.registry import ModelRegistry, RegisteredVersion, RegistryError
 from slipway.problem import Problem
 
 TAG_VALUE_LIMIT = 5000  # MLflow's limit on a model version tag's value
@@ -93,3 +93,26 @@ def register_model(
 
     version = registry.register(name, run_id, tags, card=card)
     return version, cards[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChampionLineage:
+    """What drift detection and retraining need of the serving model: where its training data and schema are."""
+
+    model_uri: str    # models:/name/version
+    train_data: str   # the training set it was fitted on (the drift reference), a path or URI
+    schema_uri: str   # the schema its data was validated against ("" if it was registered without one)
+
+
+def champion_lineage(registry: ModelRegistry, name: str) -> ChampionLineage:
+    """The champion of `name` and the data it was trained on, from its version's lineage tags."""
+    champion = registry.champion(name)
+    if champion is None:
+        raise RegistryError(f"no version of {name!r} is the champion yet: run the training pipeline first "
+                            f"(`make run`), or promote a version with `slipway promote`")
+    train_data = champion.tags.get("slipway.train_data")
+    if not train_data:
+        raise RegistryError(f"{champion.uri} has no slipway.train_data tag: it was not registered by the "
+                            f"training pipeline, so the data it was trained on is unknown")
+    return ChampionLineage(model_uri=champion.uri, train_data=train_data,
+                           schema_uri=champion.tags.get("slipway.schema_uri") or "")

@@ -26,7 +26,7 @@ from typing import Any
 import click
 
 from slipway import __version__, logs, runtimes
-from slipway.components.drift import CORRECTIONS, LEVELS, DriftConfig
+from slipway.components.drift_detection import CORRECTIONS, LEVELS, DriftConfig
 from slipway.components.search_space import DEFAULT_SEARCH_SPACE
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
 from slipway.problem import DEFAULT_PROBLEM
@@ -776,7 +776,7 @@ def drift_command(reference_uri: str, current_uri: str, problem: str, bins: int,
     """
     import tempfile
 
-    from slipway.components.drift import DriftInputError, detect_drift, drift_table
+    from slipway.components.drift_detection import DriftInputError, detect_drift, drift_table
     from slipway.problem import ProblemError, load_problem
 
     logs.configure(logging.WARNING)  # the table, not the detectors' progress

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slipway.components.drift import (
+from slipway.components.drift_detection import (
     INSUFFICIENT,
     DriftConfig,
     DriftInputError,
@@ -145,7 +145,7 @@ def test_an_impossible_config_is_refused() -> None:
 
 
 def test_the_html_report_escapes_what_the_data_says_and_draws_each_measured_feature(tmp_path: Path) -> None:
-    from slipway.components.drift import FeatureDrift
+    from slipway.components.drift_detection import FeatureDrift
     from slipway.components.drift_report import write_drift_report
 
     company = FeatureDrift(feature="company", kind="categorical", level="critical", psi=1.2, test="chi2",

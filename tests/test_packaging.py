@@ -90,7 +90,7 @@ def test_compiled_pipelines_reference_the_images_of_this_version() -> None:
 
 # Library modules that run in another runtime than core (DESIGN.md §3), and what they share with core.
 RUNTIME_MODULES = {"tfdv": {"data_validation", "facets", "validation_report", "ingestion"},
-                   "drift": {"drift_detectors", "drift", "drift_report", "html_page", "ingestion"}}
+                   "drift": {"drift_detectors", "drift_detection", "drift_report", "html_page", "ingestion"}}
 
 
 @pytest.mark.parametrize("runtime", ["core", "tfdv", "drift"])
