@@ -2,10 +2,12 @@
 
 from kfp.dsl.graph_component import GraphComponent
 
+from slipway.pipelines.continuous_training import continuous_training
 from slipway.pipelines.training import training
 
 PIPELINES: dict[str, GraphComponent] = {
     "training": training,
+    "continuous_training": continuous_training,
 }
 
 

@@ -19,25 +19,11 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from slipway.components.blessing import BLESSED, BlessingPolicy
-from slipway.components.catalog import (
-    bless,
-    deploy,
-    evaluate,
-    feast_apply,
-    feature_tables,
-    ingest,
-    materialize,
-    register,
-    schema,
-    statistics,
-    train,
-    training_set,
-    tune,
-    validate,
-)
+from slipway.components.blessing import BlessingPolicy
+from slipway.components.catalog import ingest, schema, statistics, validate
 from slipway.components.search_space import DEFAULT_SEARCH_SPACE
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
+from slipway.pipelines.steps import train_and_deploy
 from slipway.problem import DEFAULT_PROBLEM
 from slipway.serving.canary import AnalysisPolicy
 from slipway.serving.deploy import LocalDeployConfig
@@ -116,85 +102,25 @@ def training(
                        problem=problem)
     inferred = schema(statistics=stats.outputs["statistics"], problem=problem, pinned_schema=pinned_schema)
     validated = validate(statistics=stats.outputs["statistics"], schema=inferred.outputs["schema"], problem=problem)
-    tables = feature_tables(train_data=ingested.outputs["train_data"], eval_data=ingested.outputs["eval_data"],
-                            problem=problem).after(validated)
-    store = {"feature_repo": feature_repo, "pipeline_root": dsl.PIPELINE_ROOT_PLACEHOLDER}
-    # The registry and the online store live outside the run: never cached.
-    applied = feast_apply(tables=tables.outputs["tables"], problem=problem, **store).set_caching_options(False)
-    materialize(tables=tables.outputs["tables"], problem=problem, registry=applied.output,
-                **store).set_caching_options(False)
-    train_set = training_set(trips=ingested.outputs["train_data"], problem=problem, registry=applied.output,
-                             **store).set_display_name("train-set").set_caching_options(False)
-    eval_set = training_set(trips=ingested.outputs["eval_data"], problem=problem, registry=applied.output,
-                            **store).set_display_name("eval-set").set_caching_options(False)
-    # From here on the model sees the splits with their features, never the raw ones.
-    train_data, eval_data = train_set.outputs["features"], eval_set.outputs["features"]
-    hyperparameters = {"architecture": architecture, "hidden_units": hidden_units, "dropout": dropout,
-                       "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
-                       "weight_decay": weight_decay, "patience": patience}
-    tuned = tune(train_data=train_data, problem=problem, tuner=tuner, search_space=search_space,
-                 max_trials=max_trials, seed=seed, credentials_secret=credentials_secret, tracking_uri=tracking_uri,
-                 pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                 **hyperparameters)
-    trained = train(
-        train_data=train_data,
-        eval_data=eval_data,
-        problem=problem,
-        # The tuned values where the space searched a field, the pipeline's own elsewhere (or all, tuner=off).
-        **{name: tuned.outputs[name] for name in hyperparameters},
-        seed=seed,
-        processes=processes,
-        launcher=launcher,
-        num_nodes=num_nodes,
-        credentials_secret=credentials_secret,
-        tracking_uri=tracking_uri,
-        pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER,
-        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-    )
-    evaluated = evaluate(
-        model=trained.outputs["model"],
-        eval_data=eval_data,
-        problem=problem,
-        threshold=threshold,
-    )
-    registry = {"tracking_uri": tracking_uri, "pipeline_root": dsl.PIPELINE_ROOT_PLACEHOLDER}
-    # The champion can change between runs while every input here stays the same: never cached.
-    blessed = bless(
-        evaluation=evaluated.outputs["evaluation"],
-        eval_data=eval_data,
-        problem=problem,
-        model_name=model_name,
-        min_auc=min_auc,
-        max_auc_drop=max_auc_drop,
-        **registry,
-    ).set_caching_options(False)
-    registered = register(
-        model=trained.outputs["model"],
-        train_data=train_data,
-        eval_data=eval_data,
-        evaluation=evaluated.outputs["evaluation"],
-        blessing=blessed.outputs["blessing"],
-        schema=inferred.outputs["schema"],
-        problem=problem,
-        model_name=model_name,
-        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        **registry,
-    ).set_caching_options(False)
-    with dsl.If(blessed.outputs["Output"] == BLESSED, name="blessed"):
-        deploy(eval_data=eval_data, problem=problem, model_name=model_name,
-               version=registered.outputs["version"], canary_steps=canary_steps,
-               canary_min_requests=canary_min_requests, traffic_rps=traffic_rps,
-               **registry).set_caching_options(False)
+    steps = train_and_deploy(
+        ingested=ingested, inferred=inferred, validated=validated, problem=problem, tuner=tuner,
+        search_space=search_space, max_trials=max_trials, architecture=architecture, hidden_units=hidden_units,
+        dropout=dropout, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+        weight_decay=weight_decay, patience=patience, seed=seed, processes=processes, launcher=launcher,
+        num_nodes=num_nodes, credentials_secret=credentials_secret, tracking_uri=tracking_uri,
+        feature_repo=feature_repo, threshold=threshold, model_name=model_name, min_auc=min_auc,
+        max_auc_drop=max_auc_drop, canary_steps=canary_steps, canary_min_requests=canary_min_requests,
+        traffic_rps=traffic_rps)
     return TrainingOutputs(
         statistics_report=stats.outputs["report"],
         anomalies=validated.outputs["summary"],
-        tuning_trials=tuned.outputs["trials"],
-        best_params=tuned.outputs["best_params"],
-        model=trained.outputs["model"],
-        train_metrics=trained.outputs["metrics"],
-        eval_metrics=evaluated.outputs["metrics"],
-        eval_report=evaluated.outputs["report"],
-        model_card=registered.outputs["model_card"],
-        decision=blessed.outputs["Output"],
-        model_uri=registered.outputs["model_uri"],
+        tuning_trials=steps.tuned.outputs["trials"],
+        best_params=steps.tuned.outputs["best_params"],
+        model=steps.trained.outputs["model"],
+        train_metrics=steps.trained.outputs["metrics"],
+        eval_metrics=steps.evaluated.outputs["metrics"],
+        eval_report=steps.evaluated.outputs["report"],
+        model_card=steps.registered.outputs["model_card"],
+        decision=steps.blessed.outputs["Output"],
+        model_uri=steps.registered.outputs["model_uri"],
     )

@@ -235,3 +235,48 @@ def test_anomalous_data_stops_the_run_at_validate_naming_the_features(compiled: 
     summary = (run_dir / "validate" / "summary").read_text()
     assert "`payment_type` | Unexpected string values" in summary and "Bitcoin" in summary
     assert not (run_dir / "feature-tables").exists() and not (run_dir / "train").exists()
+
+
+# --- continuous_training: drift decides whether the training steps run at all ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def continuous(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    [path] = compile_pipelines(tmp_path_factory.mktemp("dist-ct"), ["continuous_training"])
+    return path
+
+
+def test_continuous_training_retrains_only_inside_the_critical_drift_branch(continuous: Path) -> None:
+    spec = json_format.ParseDict(yaml.safe_load(continuous.read_text()), pipeline_spec_pb2.PipelineSpec())
+    tasks = spec.root.dag.tasks
+    assert set(tasks) == {"champion", "ingest", "statistics", "schema", "validate", "drift", "condition-1"}
+    # The batch is validated against the champion's own schema, and measured against its training data.
+    assert tasks["schema"].inputs.parameters["pinned_schema"].task_output_parameter.producer_task == "champion"
+    assert tasks["drift"].inputs.artifacts["reference"].task_output_artifact.producer_task == "champion"
+    assert set(tasks["drift"].dependent_tasks) == {"champion", "validate"}
+    critical = tasks["condition-1"]
+    assert critical.trigger_policy.condition == (
+        "inputs.parameter_values['pipelinechannel--drift-Output'] == 'critical'")
+    retraining = spec.components[critical.component_ref.name].dag.tasks
+    assert {"tune", "train", "evaluate", "bless", "register"} <= set(retraining)
+    blessed = [t for name, t in retraining.items() if name.startswith("condition-")]
+    assert len(blessed) == 1 and set(spec.components[blessed[0].component_ref.name].dag.tasks) == {"deploy"}
+    executors = yaml.safe_load(continuous.read_text())["deploymentSpec"]["executors"]
+    assert executors["exec-drift"]["container"]["image"] == runtimes.DRIFT_IMAGE
+
+
+@pytest.mark.pipeline
+def test_an_unshifted_batch_stops_at_drift_and_the_champion_stays(
+    first_run: LocalRun, continuous: Path, taxi_csv: Path, pipeline_root: Path, tmp_path: Path
+) -> None:
+    """A resample of the champion's own source: drift `none`, so nothing is trained, registered or deployed."""
+    batch = tmp_path / "batch.csv"
+    pd.read_csv(taxi_csv).sample(frac=1.0, replace=True, random_state=3).to_csv(batch, index=False)
+    champion_before = registry_client(pipeline_root).get_model_version_by_alias("chicago_taxi", "champion").version
+    run = run_local(components.load_component_from_file(str(continuous)), {"source_uri": str(batch)}, pipeline_root)
+    assert run.outputs["drift_level"] == "none"
+    assert run.outputs["drift_metrics"].metadata["drift_level"] == 0
+    assert "<strong>Drift: none</strong>" in Path(run.outputs["drift_report"].path).read_text()
+    assert not (run.run_dir / "train").exists() and not (run.run_dir / "register").exists()
+    champion_after = registry_client(pipeline_root).get_model_version_by_alias("chicago_taxi", "champion").version
+    assert champion_after == champion_before

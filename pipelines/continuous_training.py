@@ -1,0 +1,101 @@
+"""The `continuous_training` pipeline: retrain, bless and canary a new model only when the data has moved.
+
+A new batch arrives (a CSV/Parquet source by URI). `champion` finds the model now serving and, from
+its lineage in the registry, the training set it was fitted on and the schema its data passed.
+`ingest` types and time-splits the batch; `statistics`, `schema` (the champion's, pinned) and
+`validate` stop the run on anomalies; `drift` measures every feature of the batch against the
+champion's training data (PSI and a KS or Chi-squared test, DESIGN.md §6). Only at `critical` does
+the run go on, inside `dsl.If`, to the very steps of the `training` pipeline on the new batch
+(`pipelines/steps.py`: features, tune, train, evaluate, bless against the champion, register, and
+the canaried deploy of a blessed model). A `warning` is reported in the drift step's Metrics and
+HTML report, not acted on.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from slipway.components.blessing import BlessingPolicy
+from slipway.components.catalog import champion, drift, ingest, schema, statistics, validate
+from slipway.components.drift_detection import DriftConfig
+from slipway.components.search_space import DEFAULT_SEARCH_SPACE
+from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
+from slipway.pipelines.steps import train_and_deploy
+from slipway.pipelines.training import CANARY_STEPS, DEFAULT_THRESHOLD
+from slipway.problem import DEFAULT_PROBLEM
+from slipway.serving.canary import AnalysisPolicy
+from slipway.serving.deploy import LocalDeployConfig
+
+RETRAIN_AT = "critical"
+
+
+class ContinuousTrainingOutputs(NamedTuple):
+    drift_level: str
+    drift_report: dsl.HTML
+    drift_metrics: dsl.Metrics
+    anomalies: dsl.Markdown
+
+
+@dsl.pipeline(
+    name="continuous-training",
+    description="Validate a new batch against the champion's schema and measure its drift from the champion's "
+                "training data; at critical drift, retrain on the batch with the training pipeline's steps, bless "
+                "the new model against the champion and canary-deploy it.",
+)
+def continuous_training(
+    source_uri: str,
+    problem: str = DEFAULT_PROBLEM,
+    model_name: str = "",
+    tracking_uri: str = "",
+    feature_repo: str = "",
+    drift_alpha: float = DriftConfig.alpha,
+    drift_correction: str = DriftConfig.correction,
+    tuner: str = "optuna",
+    search_space: str = DEFAULT_SEARCH_SPACE,
+    max_trials: int = 0,
+    architecture: str = TrainConfig.architecture,
+    hidden_units: list = list(TrainConfig.hidden_units),  # noqa: B006 - KFP records the default in the IR
+    dropout: float = TrainConfig.dropout,
+    epochs: int = TrainConfig.epochs,
+    learning_rate: float = TrainConfig.learning_rate,
+    batch_size: int = TrainConfig.batch_size,
+    weight_decay: float = TrainConfig.weight_decay,
+    patience: int = TrainConfig.patience,
+    seed: int = TrainConfig.seed,
+    processes: int = DEFAULT_PROCESSES,
+    launcher: str = "torchrun",
+    num_nodes: int = 1,
+    credentials_secret: str = "",
+    threshold: float = DEFAULT_THRESHOLD,
+    min_auc: float = BlessingPolicy.min_auc,
+    max_auc_drop: float = BlessingPolicy.max_auc_drop,
+    canary_steps: list = list(CANARY_STEPS),  # noqa: B006 - KFP records the default in the IR
+    canary_min_requests: int = AnalysisPolicy.min_requests,
+    traffic_rps: float = LocalDeployConfig.traffic_rps,
+) -> ContinuousTrainingOutputs:
+    """`source_uri` is the new batch; `model_name` the registered model whose champion is compared and
+    challenged (empty: the problem's name); `drift_alpha` and `drift_correction` (`bonferroni` or `fdr`) are
+    the drift tests' significance and correction. The other parameters are the `training` pipeline's."""
+    registry = {"tracking_uri": tracking_uri, "pipeline_root": dsl.PIPELINE_ROOT_PLACEHOLDER}
+    # The champion, like the batch behind a URI, can change between runs: never cached.
+    serving = champion(problem=problem, model_name=model_name, **registry).set_caching_options(False)
+    ingested = ingest(source_uri=source_uri, problem=problem).set_caching_options(False)
+    stats = statistics(train_data=ingested.outputs["train_data"], eval_data=ingested.outputs["eval_data"],
+                       problem=problem)
+    inferred = schema(statistics=stats.outputs["statistics"], problem=problem,
+                      pinned_schema=serving.outputs["schema_uri"])
+    validated = validate(statistics=stats.outputs["statistics"], schema=inferred.outputs["schema"], problem=problem)
+    drifted = drift(reference=serving.outputs["reference"], current_uri=source_uri, problem=problem,
+                    alpha=drift_alpha, correction=drift_correction).after(validated).set_caching_options(False)
+    with dsl.If(drifted.outputs["Output"] == RETRAIN_AT, name="critical-drift"):
+        train_and_deploy(
+            ingested=ingested, inferred=inferred, validated=validated, problem=problem, tuner=tuner,
+            search_space=search_space, max_trials=max_trials, architecture=architecture, hidden_units=hidden_units,
+            dropout=dropout, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+            weight_decay=weight_decay, patience=patience, seed=seed, processes=processes, launcher=launcher,
+            num_nodes=num_nodes, credentials_secret=credentials_secret, tracking_uri=tracking_uri,
+            feature_repo=feature_repo, threshold=threshold, model_name=model_name, min_auc=min_auc,
+            max_auc_drop=max_auc_drop, canary_steps=canary_steps, canary_min_requests=canary_min_requests,
+            traffic_rps=traffic_rps)
+    return ContinuousTrainingOutputs(drift_level=drifted.outputs["Output"], drift_report=drifted.outputs["report"],
+                                     drift_metrics=drifted.outputs["metrics"], anomalies=validated.outputs["summary"])
