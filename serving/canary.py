@@ -22,8 +22,14 @@ waits until the canary has served `policy.min_requests`, and `analyse`s canary a
 - p99 vs stable: the canary's p99 exceeds the larger of `max_p99_ratio` x stable's and stable's +
   `p99_slack_ms`: a regression, where the slack stops jitter at millisecond latencies (a GC pause)
   from counting as one.
-- score PSI: the PSI of the canary's scores against stable's exceeds `max_score_psi` (0.2, the
-  critical band): the new model answers differently on the same traffic.
+- score PSI: the PSI of the canary's live scores exceeds `max_score_psi` (0.2, the critical band)
+  against its expected scores: the canary model's own scores offline on the rows the traffic is
+  drawn from, when the caller knows them (`expected_scores`: the deploy step scores its eval rows),
+  so that serving answers differently from what was evaluated and blessed (training/serving skew,
+  a broken feature lookup); else against stable's scores on the same traffic. A model retrained
+  after drift answers differently from the one it replaces by design (two good models of the taxi
+  data put near-zero scores in different places: PSI 1.1 between them on quantile bins), so stable's
+  scores are the reference only when nothing better is known.
 
 Any failed check rolls back at once; all passing continues to the next step; too little evidence
 waits; a step that cannot gather its evidence within `step_timeout_s` rolls back ("not enough
@@ -279,7 +285,8 @@ class Verdict:
                 "checks": [dataclasses.asdict(check) for check in self.checks]}
 
 
-def analyse(stable: WindowSummary, canary: WindowSummary, policy: AnalysisPolicy) -> Verdict:
+def analyse(stable: WindowSummary, canary: WindowSummary, policy: AnalysisPolicy,
+            expected_scores: Sequence[float] = ()) -> Verdict:
     """Canary against stable under `policy`: every check, and the action they add up to.
 
     Below `min_requests` canary requests nothing is judged (wait). With enough canary requests
@@ -295,7 +302,8 @@ def analyse(stable: WindowSummary, canary: WindowSummary, policy: AnalysisPolicy
     if not enough_canary:
         return Verdict("wait", (requests,))
     checks = (requests, _error_rate(stable, canary, policy), _degraded_rate(canary, policy),
-              _p99_ceiling(canary, policy), _p99_vs_stable(stable, canary, policy), _score_psi(stable, canary, policy))
+              _p99_ceiling(canary, policy), _p99_vs_stable(stable, canary, policy),
+              _score_psi(stable, canary, policy, expected_scores))
     outcomes = {check.outcome for check in checks}
     action: Action = "rollback" if "fail" in outcomes else "wait" if "wait" in outcomes else "continue"
     return Verdict(action, checks)
@@ -351,16 +359,19 @@ def _p99_vs_stable(stable: WindowSummary, canary: WindowSummary, policy: Analysi
                  f"stable + {policy.p99_slack_ms:g} ms): {'FAIL' if failed else 'pass'}")
 
 
-def _score_psi(stable: WindowSummary, canary: WindowSummary, policy: AnalysisPolicy) -> Check:
-    if min(len(stable.scores), len(canary.scores)) < policy.min_requests:
+def _score_psi(stable: WindowSummary, canary: WindowSummary, policy: AnalysisPolicy,
+               expected_scores: Sequence[float]) -> Check:
+    reference, against = ((expected_scores, "its own offline scores on the replayed rows") if len(expected_scores)
+                          else (stable.scores, "stable ones"))
+    if min(len(reference), len(canary.scores)) < policy.min_requests:
         return Check("score_psi", "wait", None, policy.max_score_psi,
-                     f"score PSI: {len(canary.scores)} canary and {len(stable.scores)} stable scores "
+                     f"score PSI: {len(canary.scores)} canary scores and {len(reference)} {against} "
                      f"(at least {policy.min_requests} each)")
-    value = psi(stable.scores, canary.scores, bins=policy.psi_bins)
+    value = psi(reference, canary.scores, bins=policy.psi_bins)
     failed = value > policy.max_score_psi
     return Check("score_psi", "fail" if failed else "pass", value, policy.max_score_psi,
                  f"score PSI: {value:.3f} ({psi_level(value)}) of {len(canary.scores)} canary scores against "
-                 f"{len(stable.scores)} stable ones (limit {policy.max_score_psi:g}): {'FAIL' if failed else 'pass'}")
+                 f"{len(reference)} {against} (limit {policy.max_score_psi:g}): {'FAIL' if failed else 'pass'}")
 
 
 # --- the controller ---------------------------------------------------------------------------
@@ -444,8 +455,12 @@ def run_canary(
     poll_s: float = 2.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    expected_scores: Sequence[float] = (),
 ) -> RolloutResult:
     """Walks the canary through `steps` (percent of traffic), promoting or rolling back on the evidence.
+
+    `expected_scores`: the canary model's own offline scores on the rows the traffic is drawn from,
+    the score check's reference when known (see the module docstring).
 
     Each step sets the percent, resets the windows, then polls every `poll_s` until `analyse`
     stops waiting or `step_timeout_s` passes (a rollback: "not enough traffic"). A rollback
@@ -462,7 +477,8 @@ def run_canary(
             log.info("canary step %d/%d: %d%% of traffic to the canary", number, len(steps), percent)
             traffic.set_canary_percent(percent)
             windows.reset()
-            result = _run_step(percent, windows, baseline, policy, step_timeout_s, poll_s, clock, sleep)
+            result = _run_step(percent, windows, baseline, policy, step_timeout_s, poll_s, clock, sleep,
+                               expected_scores)
             results.append(result)
             for reason in result.verdict.reasons:
                 log.info("  %s", reason)
@@ -501,6 +517,7 @@ def _run_step(
     poll_s: float,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
+    expected_scores: Sequence[float],
 ) -> StepResult:
     """Polls one step's windows until the verdict is not "wait", or the step times out."""
     start = last_progress = clock()
@@ -509,7 +526,7 @@ def _run_step(
         baseline_from = None
         if percent > 50 and stable.requests < policy.min_requests and baseline is not None:
             baseline_from, stable = baseline
-        verdict = analyse(stable, canary, policy)
+        verdict = analyse(stable, canary, policy, expected_scores)
         elapsed = clock() - start
         if verdict.action != "wait":
             return StepResult(percent, verdict, stable, canary, baseline_from, elapsed)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pandas as pd
 
+from slipway.components.model_artifact import load_model
 from slipway.serving.canary import AnalysisPolicy, RolloutResult, checked_steps, run_canary
 from slipway.serving.process import ServerProcess
 from slipway.serving.protocol import DEGRADED_HEADER
@@ -99,11 +100,14 @@ def deploy_locally(
         log.info("smoke test passed: %d rows in %.1f ms", smoke.rows, smoke.latency_ms)
         if stable is None:
             return DeployResult("promoted", smoke, None)
+        # What the candidate should answer on these rows, scored offline as it was evaluated: the canary's
+        # live scores are judged against these (skew), not against the stable model's, which may differ by design.
+        expected = load_model(candidate).predict_proba({c: rows[c].to_numpy() for c in rows.columns})
         with (_server(stable, config, workdir / "stable") as old,
               _routed(old.url, new.url) as (router, url),
               ReplayTraffic(f"{url}/v1/models/{config.name}:predict", instances, config.traffic_rps)):
             rollout = run_canary(router, router.windows, config.steps, config.policy, config.step_timeout_s,
-                                 poll_s=0.5)
+                                 poll_s=0.5, expected_scores=tuple(float(s) for s in expected))
         return DeployResult(rollout.outcome, smoke, rollout)
 
 

@@ -220,7 +220,20 @@ def test_the_p99_regression_limit_has_a_slack_for_millisecond_latencies() -> Non
 def test_psi_waits_for_enough_scores_on_both_sides() -> None:
     verdict = analyse(summary(500), summary(500, scores=(0.5,) * 300), POLICY)
     assert verdict.action == "wait"
-    assert verdict.reasons[-1] == "score PSI: 300 canary and 500 stable scores (at least 500 each)"
+    assert verdict.reasons[-1] == "score PSI: 300 canary scores and 500 stable ones (at least 500 each)"
+
+
+def test_with_its_offline_scores_known_the_canary_is_judged_on_serving_what_was_evaluated() -> None:
+    """A retrained model may answer unlike stable by design; what it must not do is answer unlike itself offline."""
+    rng = np.random.default_rng(0)
+    offline = tuple(rng.beta(2, 5, 2000).tolist())
+    served_as_evaluated = summary(500, scores=tuple(rng.beta(2, 5, 500).tolist()))
+    unlike_stable = summary(4500, scores=tuple(rng.beta(5, 2, 4500).tolist()))
+    verdict = analyse(unlike_stable, served_as_evaluated, POLICY, expected_scores=offline)
+    assert verdict.action == "continue", verdict.reasons
+    assert "against 2000 its own offline scores on the replayed rows" in verdict.reasons[-1]
+    skewed = summary(500, scores=tuple(rng.beta(5, 2, 500).tolist()))  # serving answers unlike the evaluated model
+    assert analyse(unlike_stable, skewed, POLICY, expected_scores=offline).failed == ("score_psi",)
 
 
 @pytest.mark.parametrize(
