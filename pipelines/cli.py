@@ -35,7 +35,7 @@ from slipway.serving.server import DEFAULT_MAX_PAYLOAD_BYTES
 
 # Kept in step with slipway.pipelines.catalog.PIPELINES by a test; listed here so that
 # `slipway --help` answers without importing kfp and every pipeline.
-PIPELINE_NAMES = ("training", "continuous_training")
+PIPELINE_NAMES = ("continuous_training", "training")
 SOURCE_PARAMETER = "source_uri"
 
 

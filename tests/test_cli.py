@@ -26,7 +26,7 @@ def test_the_cli_lists_every_pipeline_of_the_catalogue() -> None:
 def test_an_unknown_pipeline_is_a_usage_error_that_lists_the_valid_ones() -> None:
     result = invoke("run", "nightly")
     assert result.exit_code == 2
-    assert "'nightly' is not 'training'" in result.output
+    assert "'nightly' is not one of 'continuous_training', 'training'" in result.output
 
 
 def test_an_unknown_set_key_lists_every_valid_parameter_with_its_type_and_default() -> None:
