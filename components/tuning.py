@@ -79,15 +79,16 @@ class TuningResult:
         header = f"| trial | state | {space.objective.metric} | epochs | " + " | ".join(f"`{n}`" for n in names) + " |"
         sign = -1.0 if space.objective.direction == "maximize" else 1.0
         ranked = sorted(self.trials, key=lambda t: (t.value is None, sign * (t.value or 0.0)))
+        best_number = self.best_trial_number
         rows = []
         for trial in ranked:
-            best = trial.number == self.best_trial_number
+            best = trial.number == best_number
             value = "-" if trial.value is None else (f"**{trial.value:.4f}**" if best else f"{trial.value:.4f}")
             rows.append(f"| {trial.number} | {trial.state} | {value} | {trial.epochs} | "
                         + " | ".join(_cell(trial.params.get(n)) for n in names) + " |")
         counts = ", ".join(f"{count} {state.lower()}" for state, count in self.counts().items())
         return (f"### Optuna study ({space.algorithm.name}, {len(self.trials)} trials: {counts})\n\n"
-                f"Best {space.objective.metric}: **{self.best_value:.4f}** (trial {self.best_trial_number})\n\n"
+                f"Best {space.objective.metric}: **{self.best_value:.4f}** (trial {best_number})\n\n"
                 f"{header}\n|" + "---|" * (4 + len(names)) + "\n" + "\n".join(rows) + "\n")
 
 

@@ -165,6 +165,13 @@ def _train_config_options(command: Callable) -> Callable:
     return command
 
 
+def _train_config(hyperparameters: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig that `_train_config_options` collected (hidden units as comma-separated text)."""
+    options = dict(hyperparameters)
+    units = tuple(int(u) for u in options.pop("hidden_units").split(","))
+    return TrainConfig(hidden_units=units, **options)
+
+
 @cli.command("train")
 @click.option("--data", "data_uri", metavar="URI",
               help="Source to ingest and split by time: a local path, gs://, s3:// or http(s):// URI of a CSV or "
@@ -197,8 +204,7 @@ def train_command(data_uri: str | None, problem: str, processes: int, output_dir
 
     logs.configure()
     try:
-        units = tuple(int(u) for u in hyperparameters.pop("hidden_units").split(","))
-        config = TrainConfig(hidden_units=units, **hyperparameters)
+        config = _train_config(hyperparameters)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     output_dir = output_dir or Path("runs") / f"train-{datetime.datetime.now():%Y%m%d-%H%M%S}"
@@ -627,8 +633,7 @@ def experiment_command(train_data: str, eval_data: str, output_uri: str, search_
     if max_trials is not None:
         space = space.with_max_trials(max_trials)
     try:
-        units = tuple(int(u) for u in hyperparameters.pop("hidden_units").split(","))
-        base = TrainConfig(hidden_units=units, **hyperparameters)
+        base = _train_config(hyperparameters)
         trial = TrialJob(image=image or runtimes.CORE_IMAGE, train_data=train_data, eval_data=eval_data,
                          output_uri=output_uri.rstrip("/"), problem=problem, base=base, tracking_uri=tracking_uri,
                          credentials_secret=credentials_secret)
