@@ -468,9 +468,13 @@ def champion(
     tracking_uri: str,
     pipeline_root: str,
     reference: dsl.Output[dsl.Dataset],
+    model: dsl.Output[dsl.Model],
 ) -> NamedTuple("Champion", [("model_uri", str), ("schema_uri", str)]):
-    """The registry's champion, and the training set it was fitted on (from its lineage tags) as a Dataset: the
-    reference that drift is measured against. `schema_uri` is the schema its data was validated against."""
+    """The registry's champion: its model (the registered artifact's files) as a Model, which drift scores both
+    sides with, and the training set it was fitted on (from its lineage tags) as a Dataset, the reference that drift
+    is measured against. `schema_uri` is the schema its data was validated against."""
+    import shutil
+    import tempfile
     from pathlib import Path
 
     from slipway import logs
@@ -485,6 +489,10 @@ def champion(
     lineage = champion_lineage(registry, registered_model_name(model_name, load_problem(problem)))
     sha256 = download(lineage.train_data, Path(reference.path))
     reference.metadata.update({"model_uri": lineage.model_uri, "source": lineage.train_data, "sha256": sha256})
+    with tempfile.TemporaryDirectory(prefix="slipway-champion-") as tmp:
+        shutil.copytree(registry.download(registry.resolve(lineage.model_uri), Path(tmp)), Path(model.path),
+                        dirs_exist_ok=True)
+    model.metadata.update({"model_uri": lineage.model_uri})
     return (lineage.model_uri, lineage.schema_uri)
 
 
@@ -493,6 +501,7 @@ def champion(
 @dsl.component(base_image=runtimes.DRIFT_IMAGE, install_kfp_package=False)
 def drift(
     reference: dsl.Input[dsl.Dataset],
+    model: dsl.Input[dsl.Model],
     current_uri: str,
     problem: str,
     alpha: float,
@@ -500,10 +509,11 @@ def drift(
     metrics: dsl.Output[dsl.Metrics],
     report: dsl.Output[dsl.HTML],
 ) -> str:
-    """How far the data at `current_uri` (CSV/Parquet) has moved from `reference`, per feature: PSI and a KS or
-    Chi-squared test (alibi-detect), p-values corrected (`bonferroni` or `fdr`) at `alpha`. Writes per-feature
-    PSI and p-values as Metrics and an HTML report with each feature's shares per bin; returns the level,
-    `none`, `warning` or `critical`, for the pipeline to branch on."""
+    """How far the data at `current_uri` (CSV/Parquet) has moved from `reference`, per feature and in `model`'s
+    scores (the `prediction` row): PSI and a KS or Chi-squared test (alibi-detect), p-values corrected
+    (`bonferroni` or `fdr`) at `alpha`. Writes per-feature PSI and p-values as Metrics and an HTML report with each
+    feature's shares per bin; returns the level, `none`, `warning` or `critical`, for the pipeline to branch on.
+    A batch without the Feast features the model reads cannot be scored: `prediction` says so, and which."""
     import logging
     import tempfile
     from pathlib import Path
@@ -511,14 +521,18 @@ def drift(
     from slipway import logs
     from slipway.components.drift_detection import DriftConfig, detect_drift, drift_table
     from slipway.components.drift_report import write_drift_report
+    from slipway.components.model_artifact import load_model
     from slipway.problem import load_problem
 
     logs.configure()
     loaded = load_problem(problem)
+    scorer = load_model(Path(model.path))
     with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
-        current = drift_table(current_uri, loaded, Path(tmp) / "current.parquet", "current")
+        current = drift_table(current_uri, loaded, Path(tmp) / "current.parquet", "current",
+                              extra=scorer.preprocessing.numeric)
         result = detect_drift(Path(reference.path), current, loaded.features.numeric, loaded.features.categorical,
-                              DriftConfig(alpha=alpha, correction=correction))
+                              DriftConfig(alpha=alpha, correction=correction), model=scorer,
+                              model_name=f"the champion ({model.metadata.get('model_uri') or model.uri})")
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)
     write_drift_report(result, Path(report.path), f"Drift of {current_uri} from the champion's training data")

@@ -18,6 +18,15 @@ test rejects at the smallest shift, and PSI is what says whether the shift matte
 is the worst feature's. A multivariate MMD test on a sample of complete rows is reported beside them
 (it sees features that move together differently); it does not set the level.
 
+Given the model that serves (the champion), its scores are measured too, as one more row,
+`prediction`: the model scores every reference row and every current row, and the two score
+distributions are compared like a numeric feature (PSI over the reference scores' deciles, KS). The
+row is corrected together with the features and counts toward the overall level, because it is the
+drift that matters most: a moved score distribution changes the decisions the model makes, even when
+each feature moved too little to be flagged on its own. The model reads its own columns, which may
+include Feast features that only a point-in-time join adds ("{view}__{feature}"); when either side
+lacks one, the row is `insufficient data`, naming the columns, rather than a score of something else.
+
 Each feature is measured on its non-missing values; the share of missing values on each side is
 reported. A feature with fewer than `min_rows` values on either side is reported as `insufficient
 data` instead of measured.
@@ -33,7 +42,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -48,6 +57,9 @@ from slipway.problem import Problem
 from slipway.psi import Level
 from slipway.storage import StorageError, download
 
+if TYPE_CHECKING:
+    from slipway.components.model_artifact import LoadedModel
+
 log = logging.getLogger(__name__)
 
 Correction = Literal["bonferroni", "fdr"]
@@ -56,6 +68,8 @@ LEVELS: tuple[Level, ...] = ("none", "warning", "critical")
 INSUFFICIENT = "insufficient data"
 MAX_PLOTTED_CATEGORIES = 20  # the most frequent reference categories a report shows one by one
 DETECTORS = "slipway.components.drift_detectors"
+PREDICTION = "prediction"  # the row of the model's scores
+Kind = Literal["numeric", "categorical", "score"]
 
 
 class DriftInputError(ValueError):
@@ -89,7 +103,7 @@ class FeatureDrift:
     """One feature's drift: PSI over the reference's bins, the test's p-value, and the level they give."""
 
     feature: str
-    kind: Literal["numeric", "categorical"]
+    kind: Kind
     level: Level | Literal["insufficient data"]
     psi: float | None
     test: Literal["ks", "chi2"]
@@ -123,6 +137,7 @@ class DriftReport:
     current_rows: int
     mmd: MMDResult | None = None
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    scored_by: str = ""  # the model whose scores are the `prediction` row; "" when none was given
 
     @property
     def level(self) -> Level:
@@ -141,8 +156,11 @@ class DriftReport:
             rows.append((f.feature, f.kind, _fmt(f.psi, 3), f.test, format_p(f.p_value_corrected),
                          f.level if f.level != INSUFFICIENT else f"{INSUFFICIENT}: {f.reason}"))
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
-        return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True))
-                         + "  " + row[5] for row in rows)
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)) + "  " + row[5]
+                 for row in rows]
+        if self.scored_by:
+            lines.append(f"({PREDICTION}: the scores of {self.scored_by} on each row)")
+        return "\n".join(lines)
 
     def ranked(self) -> list[FeatureDrift]:
         """Worst level first, then largest PSI; insufficient data last."""
@@ -165,12 +183,39 @@ class DriftReport:
 
 
 def detect_drift(reference: Path, current: Path, numeric: Sequence[str], categorical: Sequence[str],
-                 config: DriftConfig | None = None) -> DriftReport:
-    """Measures every feature of `current` against `reference` (both Parquet files with those columns)."""
+                 config: DriftConfig | None = None, model: LoadedModel | None = None,
+                 model_name: str = "the model") -> DriftReport:
+    """Measures every feature of `current` against `reference` (both Parquet files with those columns), and,
+    given a `model` (`model_name` says which, for people), its scores on both as the `prediction` row."""
     config = config or DriftConfig()
     columns = list(numeric) + list(categorical)
+    if PREDICTION in columns:
+        raise DriftInputError(f"a feature is named {PREDICTION!r}, the name of the model's scores' row: rename it")
     for path, side in ((reference, "reference"), (current, "current")):
         _check_schema(path, side, numeric, categorical)
+    if model is None:
+        return _measure(reference, current, numeric, categorical, [], config)
+    lacking = _lacking_columns(model, model_name, reference, current)
+    if lacking:
+        report = _measure(reference, current, numeric, categorical, [], config)
+        return dataclasses.replace(report, features=report.features + (_unscored(lacking),), scored_by=model_name)
+    with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
+        scored = [_scored_copy(path, side, columns, model, model_name, Path(tmp) / f"{side}.parquet")
+                  for path, side in ((reference, "reference"), (current, "current"))]
+        report = _measure(*scored, numeric, categorical, [PREDICTION], config)
+    return dataclasses.replace(report, scored_by=model_name)
+
+
+def model_columns(model: LoadedModel) -> list[str]:
+    """The columns the model reads: its numeric features, then its categorical ones."""
+    return [*model.preprocessing.numeric, *model.preprocessing.categorical]
+
+
+def _measure(reference: Path, current: Path, numeric: Sequence[str], categorical: Sequence[str],
+             scores: list[str], config: DriftConfig) -> DriftReport:
+    """PSI here and the tests in the drift runtime, for the features and the `scores` columns (numeric)."""
+    univariate = list(numeric) + scores
+    columns = univariate + list(categorical)
     # The tests' runtime starts (about 4 s importing alibi-detect and torch) while both files are read and
     # PSI is computed here; it decides on its own which features have too few values to test.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -178,12 +223,12 @@ def detect_drift(reference: Path, current: Path, numeric: Sequence[str], categor
         pending = pool.submit(runtime_call.call, runtimes.DRIFT, f"{DETECTORS}:drift_tests",
                               reference_path=str(reference), current_path=str(current), numeric=list(numeric),
                               categorical=list(categorical), min_rows=config.min_rows,
-                              mmd_sample_rows=config.mmd_sample_rows)
+                              mmd_sample_rows=config.mmd_sample_rows, scores=scores)
         try:
             ref_frame = pd.read_parquet(reference, columns=columns)
             cur_frame = pd.read_parquet(current, columns=columns)
             psi_started = time.perf_counter()
-            measured = {name: _numeric_psi(name, ref_frame[name], cur_frame[name], config) for name in numeric}
+            measured = {name: _numeric_psi(name, ref_frame[name], cur_frame[name], config) for name in univariate}
             measured |= {name: _categorical_psi(name, ref_frame[name], cur_frame[name], config)
                          for name in categorical}
             seconds = {"psi": time.perf_counter() - psi_started}
@@ -196,14 +241,45 @@ def detect_drift(reference: Path, current: Path, numeric: Sequence[str], categor
     features_tested = tests["features"]
     corrected = correct({n: t["p_value"] for n, t in features_tested.items()
                          if "p_value" in t and math.isfinite(t["p_value"])}, config.correction)
-    features = tuple(_feature(name, "numeric" if name in numeric else "categorical", measured[name],
-                              features_tested.get(name, {}), corrected.get(name), config) for name in columns)
+    kinds: dict[str, Kind] = {**dict.fromkeys(numeric, "numeric"), **dict.fromkeys(scores, "score"),
+                              **dict.fromkeys(categorical, "categorical")}
+    features = tuple(_feature(name, kinds[name], measured[name], features_tested.get(name, {}), corrected.get(name),
+                              config) for name in columns)
     mmd = _mmd(tests["mmd"]) if tests["mmd"] is not None else None
     report = DriftReport(features=features, config=config, reference_rows=len(ref_frame),
                          current_rows=len(cur_frame), mmd=mmd, seconds=seconds)
     log.info("drift of %s against %s: %s (%d features; PSI %.2f s, tests and MMD %.2f s)", current, reference,
              report.level, len(features), seconds["psi"], seconds["tests"])
     return report
+
+
+def _lacking_columns(model: LoadedModel, model_name: str, reference: Path, current: Path) -> str:
+    """Why the model cannot score both sides, naming the columns each lacks; "" when it can."""
+    needed = model_columns(model)
+    lacking = {side: [c for c in needed if c not in pq.read_schema(path).names]
+               for path, side in ((reference, "reference"), (current, "current"))}
+    return "; ".join(f"{model_name} reads column(s) {names} that the {side} data lacks"
+                     for side, names in lacking.items() if names)
+
+
+def _unscored(reason: str) -> FeatureDrift:
+    """The `prediction` row when the model could not score: no scores on either side, and why."""
+    return FeatureDrift(feature=PREDICTION, kind="score", level=INSUFFICIENT, psi=None, test="ks", statistic=None,
+                        p_value=None, p_value_corrected=None, reference_rows=0, current_rows=0,
+                        reference_missing=1.0, current_missing=1.0, reason=reason)
+
+
+def _scored_copy(path: Path, side: str, columns: list[str], model: LoadedModel, model_name: str, dest: Path) -> Path:
+    """The file's feature `columns` and the model's score for each row (column `prediction`), written to `dest`."""
+    frame = pd.read_parquet(path, columns=list(dict.fromkeys(columns + model_columns(model))))
+    from slipway.components.preprocessing import FeatureInputError  # torch: imported with the model already
+
+    try:
+        scores = model.predict_proba(frame)
+    except FeatureInputError as exc:
+        raise DriftInputError(f"{path}: {model_name} cannot score the {side} data: {exc}") from None
+    frame[columns].assign(**{PREDICTION: scores}).to_parquet(dest, index=False)
+    return dest
 
 
 def correct(p_values: dict[str, float], correction: Correction) -> dict[str, float]:
@@ -305,9 +381,9 @@ def _too_few(name: str, ref_values: int, cur_values: int, config: DriftConfig) -
     return None
 
 
-def _feature(name: str, kind: Literal["numeric", "categorical"], measured: dict[str, Any], test: dict[str, Any],
+def _feature(name: str, kind: Kind, measured: dict[str, Any], test: dict[str, Any],
              p_corrected: float | None, config: DriftConfig) -> FeatureDrift:
-    common = {"feature": name, "kind": kind, "test": "ks" if kind == "numeric" else "chi2",
+    common = {"feature": name, "kind": kind, "test": "chi2" if kind == "categorical" else "ks",
               "reference_rows": measured["reference_rows"], "current_rows": measured["current_rows"],
               "reference_missing": measured["reference_missing"], "current_missing": measured["current_missing"]}
     reason = measured.get("reason") or test.get("insufficient")
@@ -338,10 +414,12 @@ def format_p(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}" if value < 0.001 else f"{value:.3f}"
 
 
-def drift_table(uri: str, problem: Problem, dest: Path, side: str) -> Path:
+def drift_table(uri: str, problem: Problem, dest: Path, side: str, extra: Sequence[str] = ()) -> Path:
     """The problem's features of a CSV or Parquet file (any URI), typed as the problem declares, as Parquet.
 
     Only the features are needed: a serving log or a new batch without labels or timestamps compares.
+    `extra` are more numeric columns a model reads (its Feast features), kept as floats when the file has
+    them: one it lacks is left out here, and scoring names it.
     """
     features = list(problem.features.all)
     with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
@@ -349,10 +427,20 @@ def drift_table(uri: str, problem: Problem, dest: Path, side: str) -> Path:
         try:
             download(uri, local)
             raw = read_table(local, uri)
-            typed = enforce_types(raw, dataclasses.replace(problem, columns={c: problem.columns[c] for c in features}),
-                                  uri)
+            kept = {c: "float" for c in extra if c in raw.columns and c not in features}
+            typed = enforce_types(raw, dataclasses.replace(problem, columns={
+                **{c: problem.columns[c] for c in features}, **kept}), uri)
         except (IngestError, StorageError, OSError) as exc:
             raise DriftInputError(f"the {side} data: {exc}") from None
     with atomic_output(dest) as temp:
         typed.to_parquet(temp, index=False)
     return dest
+
+
+def feature_psi(reference: pd.DataFrame, current: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str],
+                config: DriftConfig) -> dict[str, dict[str, Any]]:
+    """Every feature's PSI over the reference's bins, as the batch drift step measures it, without the tests: what
+    the online monitor (serving/drift_monitor.py) computes for each window of traffic. Per feature: `psi`, `bins`
+    (their labels), `e` and `a` (the shares), the value counts, or `reason` when there are too few values."""
+    measured = {name: _numeric_psi(name, reference[name], current[name], config) for name in numeric}
+    return measured | {name: _categorical_psi(name, reference[name], current[name], config) for name in categorical}

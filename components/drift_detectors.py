@@ -14,6 +14,9 @@ under the Business Source License 1.1); see requirements/drift.in.
   counts for a categorical one. Each feature is tested on its own non-missing values (missing values
   are not a distribution to compare, and a NaN would turn KS's p-value into NaN); the p-values come
   back uncorrected, `components/drift_detection.py` corrects them for the number of features.
+- A model's scores (`scores`: the champion's probability for each row, one column) are tested like a
+  numeric feature, with KS, but left out of the MMD test: a score is a function of the features, not
+  one more of them, and MMD compares the features' joint distribution.
 - `mmd_test`: a multivariate Maximum Mean Discrepancy test (`MMDDrift`, PyTorch backend, a
   permutation p-value) on a random sample of rows of both sides: numerics standardised by the
   reference, categoricals one-hot. It sees changes in how features move together that no
@@ -37,9 +40,10 @@ log = logging.getLogger(__name__)
 
 
 def drift_tests(reference_path: str, current_path: str, numeric: list[str], categorical: list[str], min_rows: int,
-                mmd_sample_rows: int) -> dict[str, Any]:
+                mmd_sample_rows: int, scores: list[str] | None = None) -> dict[str, Any]:
     """Both kinds of test on two Parquet files, read once: {"features": {...}, "mmd": {...} or None, "seconds": {...}}.
 
+    `scores` are numeric columns of a model's scores: in "features" (KS) beside the features, not in the MMD.
     `seconds` times each part (import, read, univariate, mmd) for the benchmark.
     """
     started = time.perf_counter()
@@ -47,18 +51,19 @@ def drift_tests(reference_path: str, current_path: str, numeric: list[str], cate
 
     seconds = {"import": time.perf_counter() - started}
     started = time.perf_counter()
-    columns = list(numeric) + list(categorical)
+    univariate = list(numeric) + list(scores or [])
+    columns = univariate + list(categorical)
     reference, current = _read(reference_path, columns), _read(current_path, columns)
     seconds["read"] = time.perf_counter() - started
     started = time.perf_counter()
-    features = univariate_tests(reference, current, numeric, categorical, min_rows)
+    features = univariate_tests(reference, current, univariate, categorical, min_rows)
     seconds["univariate"] = time.perf_counter() - started
     mmd = None
-    testable = [name for name, result in features.items() if "p_value" in result]
-    if mmd_sample_rows and testable:
+    mmd_numeric = [name for name in numeric if "p_value" in features[name]]
+    mmd_categorical = [name for name in categorical if "p_value" in features[name]]
+    if mmd_sample_rows and (mmd_numeric or mmd_categorical):
         started = time.perf_counter()
-        mmd = mmd_test(reference, current, [n for n in numeric if n in testable],
-                       [n for n in categorical if n in testable], mmd_sample_rows)
+        mmd = mmd_test(reference, current, mmd_numeric, mmd_categorical, mmd_sample_rows)
         seconds["mmd"] = time.perf_counter() - started
     return {"features": features, "mmd": mmd, "seconds": seconds}
 

@@ -4,6 +4,8 @@ Top to bottom: the verdict (overall level, rows, how p-values were corrected, th
 table row per feature worst first (critical and warning rows highlighted), then for every measured
 feature a bar chart of the reference's and the current data's shares over the PSI bins, in the
 same order: the picture says where a distribution moved, the table says how far and how sure.
+The `prediction` row, when a model was given, is that model's score (the champion's, in the
+`drift` step), plotted and ranked like a feature.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from slipway.components.drift_detection import INSUFFICIENT, DriftReport, FeatureDrift, format_p
+from slipway.components.drift_detection import INSUFFICIENT, PREDICTION, DriftReport, FeatureDrift, format_p
 from slipway.components.html_page import png, table, write_page
 
 _HEADERS = ("feature", "kind", "PSI", "test", "statistic", "p (corrected)", "level", "missing: reference",
@@ -46,6 +48,10 @@ def _verdict(report: DriftReport) -> str:
         f"its {escape(config.correction)}-corrected KS (numeric) or Chi-squared (categorical) p-value is below "
         f"{config.alpha:g}, else none; the overall level is the worst feature's.</p>",
     ]
+    if report.scored_by:
+        lines.append(f'<p class="note"><code>{PREDICTION}</code> is the score of {escape(report.scored_by)} on each '
+                     "row (its probability of the positive label), compared like a numeric feature and counted in the "
+                     "level: a moved score distribution changes the decisions the model makes.</p>")
     if report.insufficient:
         lines.append(f'<p class="note">Not measured ({escape(INSUFFICIENT)}): '
                      f"{escape(', '.join(report.insufficient))}.</p>")
@@ -70,7 +76,8 @@ def _plot(f: FeatureDrift) -> str:
     axes.bar(x + 0.2, f.current_shares, width=0.4, label="current", color="#d95f02")
     axes.set_xticks(x, [label if len(label) <= 18 else label[:17] + "…" for label in f.bins], rotation=60,
                     ha="right", fontsize=7)
-    axes.set(ylabel="share of values", title=f"{f.feature}: PSI {f.psi:.3f} ({f.level})")
+    name = f"{f.feature} (model score)" if f.kind == "score" else f.feature
+    axes.set(ylabel="share of values", title=f"{name}: PSI {f.psi:.3f} ({f.level})")
     axes.legend(fontsize=8)
     return png(figure)
 

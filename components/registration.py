@@ -102,6 +102,7 @@ class ChampionLineage:
     model_uri: str    # models:/name/version
     train_data: str   # the training set it was fitted on (the drift reference), a path or URI
     schema_uri: str   # the schema its data was validated against ("" if it was registered without one)
+    eval_auc: float | None = None  # its AUC on its eval split when it was registered: live AUC's baseline
 
 
 def champion_lineage(registry: ModelRegistry, name: str) -> ChampionLineage:
@@ -114,5 +115,7 @@ def champion_lineage(registry: ModelRegistry, name: str) -> ChampionLineage:
     if not train_data:
         raise RegistryError(f"{champion.uri} has no slipway.train_data tag: it was not registered by the "
                             f"training pipeline, so the data it was trained on is unknown")
+    auc = champion.tags.get("slipway.eval.auc")
     return ChampionLineage(model_uri=champion.uri, train_data=train_data,
-                           schema_uri=champion.tags.get("slipway.schema_uri") or "")
+                           schema_uri=champion.tags.get("slipway.schema_uri") or "",
+                           eval_auc=float(auc) if auc else None)

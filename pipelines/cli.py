@@ -27,10 +27,11 @@ import click
 
 from slipway import __version__, logs, runtimes
 from slipway.components.drift_detection import CORRECTIONS, LEVELS, DriftConfig
+from slipway.components.feedback import FeedbackPolicy
 from slipway.components.search_space import DEFAULT_SEARCH_SPACE
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
 from slipway.problem import DEFAULT_PROBLEM
-from slipway.serving.protocol import UNINFORMED_SCORE
+from slipway.serving.protocol import MONITOR_PORT, UNINFORMED_SCORE
 from slipway.serving.server import DEFAULT_MAX_PAYLOAD_BYTES
 
 # Kept in step with slipway.pipelines.catalog.PIPELINES by a test; listed here so that
@@ -743,8 +744,9 @@ def validate_command(data_uri: str, schema_uri: str, training_stats: Path | None
         raise SystemExit(1)
 
 
-class IncomparableError(click.ClickException):
-    """`slipway drift`: the two datasets cannot be compared (a missing column, no rows): exit code 3."""
+class UnusableInputError(click.ClickException):
+    """`slipway drift`, `monitor`, `feedback`: the input cannot be used (a missing column, no rows, an unreadable
+    file), named in the message: exit code 3, apart from the verdicts 0-2."""
 
     exit_code = 3
 
@@ -793,7 +795,7 @@ def drift_command(reference_uri: str, current_uri: str, problem: str, bins: int,
             current = drift_table(current_uri, loaded, Path(tmp) / "current.parquet", "current")
             report = detect_drift(reference, current, loaded.features.numeric, loaded.features.categorical, config)
     except (ProblemError, DriftInputError) as exc:
-        raise IncomparableError(str(exc)) from None
+        raise UnusableInputError(str(exc)) from None
     if report_path is not None:
         from slipway.components.drift_report import write_drift_report
 
@@ -807,6 +809,100 @@ def drift_command(reference_uri: str, current_uri: str, problem: str, bins: int,
                                                 if mmd.p_value is not None else mmd.reason))
     click.echo(f"\ndrift: {report.level}")
     raise SystemExit(LEVELS.index(report.level))
+
+
+@cli.command("monitor")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The monitor's YAML: reference (required), problem, model_name, window_rows, bins, min_rows, "
+                   "alpha, alert_level, and for live AUC labels, baseline_auc, max_drop_percent, min_labels.")
+@click.option("--prediction-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Follow this prediction log (`slipway serve --prediction-log`) instead of waiting for KServe's "
+                   "logger to POST events.")
+@click.option("--replay", is_flag=True, help="Read the whole --prediction-log once, print every window, and exit "
+                                            "with the worst window's level (0 none, 1 warning, 2 critical).")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to serve on.")
+@click.option("--port", type=int, default=MONITOR_PORT, show_default=True,
+              help="POST / takes CloudEvents (the InferenceService logger's url); GET /metrics, /drift, /healthz.")
+def monitor_command(config_path: Path, prediction_log: Path | None, replay: bool, host: str, port: int) -> None:
+    """Watch a served model's traffic for drift: windows of requests against the training data, as Prometheus
+    metrics.
+
+    Each window of `window_rows` rows gets every feature's PSI against the reference (the same bins as
+    `slipway drift`) and a level: < 0.1 none, 0.1-0.2 warning, > 0.2 critical, none while the PSI is
+    within what sampling noise gives. `slipway_drift_alert` is 1 when a window reaches `alert_level`.
+    With labels configured, live AUC is joined from the labels file and `slipway_live_auc_dropped` is 1
+    when it falls more than max_drop_percent below baseline_auc.
+    """
+    from slipway.serving.drift_monitor import DriftMonitor, MonitorConfig, MonitorConfigError
+    from slipway.serving.drift_service import feed, serve_monitor
+    from slipway.serving.prediction_log import PredictionLogError, read_events
+
+    logs.configure(logging.WARNING if replay else logging.INFO)
+    if replay and prediction_log is None:
+        raise click.UsageError("--replay reads a log: give --prediction-log")
+    try:
+        monitor = DriftMonitor(MonitorConfig.load(config_path))
+    except MonitorConfigError as exc:
+        raise UnusableInputError(str(exc)) from None
+    if not replay:
+        serve_monitor(monitor, host, port, prediction_log)
+        return
+    try:
+        windows = feed(monitor, read_events(prediction_log))
+    except PredictionLogError as exc:
+        raise UnusableInputError(str(exc)) from None
+    for window in windows:
+        click.echo(window.line())
+    if monitor.performance is not None:
+        click.echo(monitor.performance.summary())
+    worst = max((w.level for w in windows), key=LEVELS.index, default="none")
+    click.echo(f"{len(windows)} window(s) of {monitor.config.window_rows} rows; worst: {worst}")
+    raise SystemExit(LEVELS.index(worst))
+
+
+@cli.command("feedback")
+@click.option("--prediction-log", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The served model's prediction log (rotated files are read too).")
+@click.option("--labels", "labels_uri", required=True, metavar="URI",
+              help="CSV/Parquet of request_id, outcome (0/1 or true/false) and optionally instance (the row's "
+                   "position in its request), any storage URI.")
+@click.option("--baseline-auc", type=click.FloatRange(0.5, 1, min_open=True), default=None,
+              help="The AUC to judge live AUC against. Default: the champion's eval AUC in the registry.")
+@click.option("--model", "model_name", default=DEFAULT_PROBLEM, show_default=True, metavar="NAME",
+              help="Registered model whose champion's eval AUC is the default baseline.")
+@click.option("--max-drop-percent", type=click.FloatRange(0, 100, min_open=True, max_open=True),
+              default=FeedbackPolicy.max_drop_percent, show_default=True,
+              help="A live AUC this many percent below the baseline is a drop: exit 1, retrain.")
+@click.option("--min-labels", type=click.IntRange(min=2), default=FeedbackPolicy.min_labels, show_default=True,
+              help="Fewer labelled rows than this: not judged.")
+@_REGISTRY_OPTION
+def feedback_command(prediction_log: Path, labels_uri: str, baseline_auc: float | None, model_name: str,
+                     max_drop_percent: float, min_labels: int, tracking_uri: str) -> None:
+    """Join late labels to the prediction log by request id, and judge the live AUC against the baseline.
+
+    Exit codes: 0 within the allowed drop (or too few labels to judge), 1 dropped (retrain), 3 the labels
+    or the log cannot be read (named).
+    """
+    from slipway.components.feedback import FeedbackError, live_performance, logged_scores, read_labels
+    from slipway.components.registration import champion_lineage
+    from slipway.components.registry import RegistryError
+    from slipway.serving.prediction_log import PredictionLogError, read_events
+
+    logs.configure(logging.WARNING)
+    try:
+        if baseline_auc is None:
+            baseline_auc = champion_lineage(_registry(tracking_uri), model_name).eval_auc
+            if baseline_auc is None:
+                raise UnusableInputError(f"the champion of {model_name!r} records no eval AUC: give --baseline-auc")
+        result = live_performance(logged_scores(read_events(prediction_log)), read_labels(labels_uri), baseline_auc,
+                                  FeedbackPolicy(max_drop_percent=max_drop_percent, min_labels=min_labels))
+    except (FeedbackError, PredictionLogError, RegistryError) as exc:
+        raise UnusableInputError(str(exc)) from None
+    click.echo(result.summary())
+    if result.unmatched_labels or result.degraded:
+        click.echo(f"left out: {result.unmatched_labels} label(s) with no logged request, {result.degraded} "
+                   "degraded answer(s)")
+    raise SystemExit(int(result.dropped))
 
 
 @cli.command("serve")

@@ -4,7 +4,8 @@ A new batch arrives (a CSV/Parquet source by URI). `champion` finds the model no
 its lineage in the registry, the training set it was fitted on and the schema its data passed.
 `ingest` types and time-splits the batch; `statistics`, `schema` (the champion's, pinned) and
 `validate` stop the run on anomalies; `drift` measures every feature of the batch against the
-champion's training data (PSI and a KS or Chi-squared test, DESIGN.md §6). Only at `critical` does
+champion's training data (PSI and a KS or Chi-squared test, DESIGN.md §6), and the champion's scores on
+both (its `prediction` row). Only at `critical` does
 the run go on, inside `dsl.If`, to the very steps of the `training` pipeline on the new batch
 (`pipelines/steps.py`: features, tune, train, evaluate, bless against the champion, register, and
 the canaried deploy of a blessed model). A `warning` is reported in the drift step's Metrics and
@@ -85,8 +86,9 @@ def continuous_training(
     inferred = schema(statistics=stats.outputs["statistics"], problem=problem,
                       pinned_schema=serving.outputs["schema_uri"])
     validated = validate(statistics=stats.outputs["statistics"], schema=inferred.outputs["schema"], problem=problem)
-    drifted = drift(reference=serving.outputs["reference"], current_uri=source_uri, problem=problem,
-                    alpha=drift_alpha, correction=drift_correction).after(validated).set_caching_options(False)
+    drifted = drift(reference=serving.outputs["reference"], model=serving.outputs["model"], current_uri=source_uri,
+                    problem=problem, alpha=drift_alpha,
+                    correction=drift_correction).after(validated).set_caching_options(False)
     with dsl.If(drifted.outputs["Output"] == RETRAIN_AT, name="critical-drift"):
         train_and_deploy(
             ingested=ingested, inferred=inferred, validated=validated, problem=problem, tuner=tuner,

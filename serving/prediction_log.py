@@ -321,11 +321,84 @@ def read_events(path: Path | str) -> Iterator[CloudEvent]:
     closed one when every event must count.
     """
     for file in log_files(path):
-        with file.open("rb") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.endswith(b"\n"):
-                    break
-                yield _parse(line, file, number)
+        yield from read_events_of(file)
+
+
+def follow_events(path: Path | str, stop: threading.Event, poll_seconds: float = 1.0) -> Iterator[CloudEvent]:
+    """The events written to the log at `path` from now on, as they come, until `stop` is set.
+
+    What the drift monitor reads locally in place of KServe's logger. It starts at the end of the file (the
+    monitor watches what comes, not the past; `read_events` replays the past), or at the start of a file
+    that does not exist yet. It follows rotation: when `path` names a new file, the rest of the old one is
+    read, then any backups rotated after it (the log may rotate several times between two polls), then the
+    new file, so no event is lost unless the log rotates more than `backups` times between two polls.
+    """
+    path = Path(path)
+    handle = None
+    pending = b""
+    number = 0
+    past = True  # whether the file `path` names next holds the past (at the start) or only new events
+    while not stop.is_set():
+        if handle is None:
+            try:
+                handle = path.open("rb")
+            except FileNotFoundError:
+                past = False  # the file the logger creates next holds only new events
+                stop.wait(poll_seconds)
+                continue
+            number, pending = _skip_written(handle) if past else (0, b"")
+        replaced = _replaced(path, handle.fileno())  # before reading: what the old file holds then is all it gets
+        chunk = handle.read()
+        if chunk:
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                number += 1
+                yield _parse(line + b"\n", path, number)
+        if replaced:
+            rotated = _rotated_after(path, os.fstat(handle.fileno()).st_ino)
+            handle.close()
+            for backup in rotated:
+                yield from read_events_of(backup)
+            handle, past = None, False
+        elif not chunk:
+            stop.wait(poll_seconds)
+    if handle is not None:
+        handle.close()
+
+
+def read_events_of(file: Path) -> Iterator[CloudEvent]:
+    """The events of one file of the log, its unterminated last line (a write in progress) left out."""
+    with file.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.endswith(b"\n"):
+                break
+            yield _parse(line, file, number)
+
+
+def _skip_written(handle: Any) -> tuple[int, bytes]:
+    """Reads past what `handle`'s file holds: returns its whole lines' count (for line numbers in errors) and an
+    unterminated last line, a write in progress whose rest is still to come."""
+    lines = 0
+    tail = b""
+    while chunk := handle.read(_SCAN_CHUNK):
+        lines += chunk.count(b"\n")
+        tail = (tail + chunk)[(tail + chunk).rfind(b"\n") + 1:]
+    return lines, tail
+
+
+def _replaced(path: Path, fd: int) -> bool:
+    """Whether `path` now names another file than the open `fd` (the logger rotated it)."""
+    try:
+        return path.stat().st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _rotated_after(path: Path, inode: int) -> list[Path]:
+    """The backups rotated after the file with `inode` (now path.K): path.K-1, ..., path.1, oldest first."""
+    backups = log_files(path)[:-1] if path.exists() else log_files(path)
+    inodes = [backup.stat().st_ino for backup in backups]
+    return backups[inodes.index(inode) + 1:] if inode in inodes else []
 
 
 def _parse(line: bytes, file: Path, number: int) -> CloudEvent:

@@ -29,6 +29,8 @@ PREDICTOR_UNAVAILABLE = "predictor-unavailable"  # the transformer could not rea
 
 UNINFORMED_SCORE = 0.5  # the fallback when nothing better is known (set one: --fallback-score)
 
+MONITOR_PORT = 8095  # the drift monitor's (serving/drift_service.py): the InferenceService logger's url points here
+
 DEGRADED_RESPONSES = Counter(
     "slipway_degraded_responses", "Responses answered with the fallback score instead of the model", ["model", "reason"]
 )

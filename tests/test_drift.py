@@ -1,16 +1,20 @@
 """Drift on the real taxi data: a resample of the reference is no drift, a deliberate shift is critical, and
-data2.csv is measured as it is; every comparison crosses the real boundary into alibi-detect's runtime."""
+data2.csv is measured as it is; every comparison crosses the real boundary into alibi-detect's runtime. A model
+trained here on the sample scores both sides for the `prediction` row."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from slipway.components import models
 from slipway.components.drift_detection import (
     INSUFFICIENT,
+    PREDICTION,
     DriftConfig,
     DriftInputError,
     DriftReport,
@@ -18,11 +22,17 @@ from slipway.components.drift_detection import (
     detect_drift,
     drift_table,
 )
+from slipway.components.feature_store import joined_columns
+from slipway.components.model_artifact import LoadedModel, load_model
+from slipway.components.preprocessing import Preprocessing
+from slipway.components.train_config import TrainConfig
+from slipway.components.trainer import train
 from slipway.problem import load_problem
 from slipway.sample_data import fetch_sample
 
 PROBLEM = load_problem("chicago_taxi")
 NUMERIC, CATEGORICAL = PROBLEM.features.numeric, PROBLEM.features.categorical
+RAW_PROBLEM = dataclasses.replace(PROBLEM, feature_store=None)  # its model reads the trip's own columns only
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +174,116 @@ def test_the_html_report_escapes_what_the_data_says_and_draws_each_measured_feat
     assert page.index("<td>company</td>") < page.index("<td>trip_seconds</td>")  # worst first
     assert '<tr class="weak"><td>company</td>' in page
     assert "Not measured (insufficient data): trip_seconds" in page
+
+
+# --- the model's scores: the `prediction` row ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def raw_model(taxi_splits: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    """The MLP trained on the sample's train split (raw columns, no Feast features: a few seconds), loaded."""
+    out = tmp_path_factory.mktemp("raw-model")
+    train(*taxi_splits, RAW_PROBLEM, TrainConfig(epochs=3), out / "model", out / "checkpoints")
+    return load_model(out / "model")
+
+
+@pytest.fixture(scope="module")
+def feast_model(taxi_splits: tuple[Path, Path]) -> LoadedModel:
+    """A model of the default problem's shape, which also reads the Feast features ("{view}__{feature}"); its weights
+    are untrained: the tests using it check which columns it needs, not what it scores."""
+    frame = pd.read_parquet(taxi_splits[0]).assign(**dict.fromkeys(joined_columns(PROBLEM), 1.0))
+    preprocessing = Preprocessing.fit(frame, PROBLEM)
+    arguments = TrainConfig(architecture="logistic_regression").model_arguments(preprocessing)
+    return LoadedModel(models.build("logistic_regression", arguments).eval(), preprocessing, {})
+
+
+@pytest.fixture(scope="module")
+def scored_resample_report(reference: Path, raw_model: LoadedModel,
+                           tmp_path_factory: pytest.TempPathFactory) -> DriftReport:
+    frame = pd.read_parquet(reference).sample(n=5000, replace=True, random_state=0)
+    return detect_drift(reference, written(frame, tmp_path_factory.mktemp("scored") / "current.parquet"), NUMERIC,
+                        CATEGORICAL, DriftConfig(mmd_sample_rows=500), model=raw_model, model_name="the taxi MLP")
+
+
+def test_the_scores_of_a_resample_are_one_more_row_measured_and_corrected_with_the_features(
+        scored_resample_report: DriftReport) -> None:
+    report = scored_resample_report
+    prediction = by_feature(report)[PREDICTION]
+    assert prediction.kind == "score" and prediction.test == "ks" and prediction.level == "none"
+    assert prediction.psi < 0.05 and prediction.reference_rows == report.reference_rows
+    assert prediction.current_rows == 5000 and len(prediction.bins) == 10  # the reference scores' deciles
+    # Corrected with the features: Bonferroni multiplies by every tested row, the scores included.
+    tested = len(NUMERIC) + len(CATEGORICAL) + 1
+    assert prediction.p_value_corrected == pytest.approx(min(1.0, prediction.p_value * tested))
+    assert report.metrics()["psi_prediction"] == round(prediction.psi, 6)
+    assert report.metrics()["p_prediction"] == prediction.p_value_corrected
+    assert report.level == "none" and report.scored_by == "the taxi MLP"
+    assert "(prediction: the scores of the taxi MLP on each row)" in report.table()
+
+
+def test_rows_that_pair_the_same_values_differently_move_only_the_scores_and_that_is_critical(
+        reference: Path, raw_model: LoadedModel, tmp_path: Path) -> None:
+    """Every column keeps its values, only their pairing changes: the card payments (which the model reads as
+    tipping) go to the trips whose other columns say the least tipping. Each feature is the same distribution;
+    the model decides differently on almost every trip, and that is what the level must say."""
+    frame = pd.read_parquet(reference)
+    rest = raw_model.predict_proba(frame.assign(payment_type=pd.array(["Cash"] * len(frame), dtype="string")))
+    payments = frame["payment_type"].sort_values(key=lambda s: s != "Credit Card", kind="stable").to_numpy()
+    current = frame.copy()
+    current.loc[np.argsort(rest, kind="stable"), "payment_type"] = payments
+    report = detect_drift(reference, written(current, tmp_path / "current.parquet"), NUMERIC, CATEGORICAL,
+                          DriftConfig(mmd_sample_rows=0), model=raw_model)
+    features = by_feature(report)
+    assert all(f.psi == 0 and f.level == "none" for name, f in features.items() if name != PREDICTION)
+    assert features[PREDICTION].level == "critical" and features[PREDICTION].psi > 0.2
+    assert report.level == "critical" and report.metrics()["drift_level"] == 2.0
+    assert report.ranked()[0].feature == PREDICTION
+
+
+def test_a_batch_without_the_feast_features_the_model_reads_is_not_scored_and_says_which(
+        reference: Path, feast_model: LoadedModel, tmp_path: Path) -> None:
+    joined = joined_columns(PROBLEM)
+    # The reference is a training set (joined point in time); the batch is raw trips, as a new batch arrives.
+    training_set = written(pd.read_parquet(reference).assign(**dict.fromkeys(joined, 2.0)), tmp_path / "ref.parquet")
+    batch = drift_table(str(fetch_sample()["data.csv"]), PROBLEM, tmp_path / "batch.parquet", "current",
+                        extra=feast_model.preprocessing.numeric)
+    report = detect_drift(training_set, batch, NUMERIC, CATEGORICAL, DriftConfig(mmd_sample_rows=0),
+                          model=feast_model, model_name="the champion")
+    prediction = by_feature(report)[PREDICTION]
+    assert prediction.level == INSUFFICIENT and report.insufficient == [PREDICTION]
+    assert prediction.reason == f"the champion reads column(s) {joined} that the current data lacks"
+    assert report.level == "none" and "psi_prediction" not in report.metrics()
+    assert by_feature(report)["fare"].psi == 0  # the features are measured all the same
+
+
+def test_a_batch_that_carries_the_models_feast_features_keeps_them_typed(feast_model: LoadedModel,
+                                                                         tmp_path: Path) -> None:
+    joined = joined_columns(PROBLEM)
+    source = pd.read_csv(fetch_sample()["data.csv"]).head(50).assign(**{joined[0]: "3", joined[1]: 4})
+    source.to_csv(tmp_path / "joined.csv", index=False)
+    kept = pd.read_parquet(drift_table(str(tmp_path / "joined.csv"), PROBLEM, tmp_path / "batch.parquet", "current",
+                                       extra=feast_model.preprocessing.numeric))
+    assert list(kept.columns) == list(PROBLEM.features.all) + joined[:2]
+    assert kept[joined[0]].dtype == "float64" and kept[joined[0]].iloc[0] == 3.0
+
+
+def test_a_value_the_model_cannot_read_is_named_with_its_file(reference: Path, feast_model: LoadedModel,
+                                                             tmp_path: Path) -> None:
+    joined = joined_columns(PROBLEM)
+    frame = pd.read_parquet(reference).assign(**dict.fromkeys(joined, 2.0))
+    training_set = written(frame, tmp_path / "ref.parquet")
+    batch = written(frame.assign(**{joined[0]: "many"}), tmp_path / "batch.parquet")
+    with pytest.raises(DriftInputError, match=rf"batch.parquet: the champion cannot score the current data: "
+                                              rf"feature '{joined[0]}': expected numbers"):
+        detect_drift(training_set, batch, NUMERIC, CATEGORICAL, model=feast_model, model_name="the champion")
+
+
+def test_the_html_report_says_whose_scores_prediction_is_and_draws_them(scored_resample_report: DriftReport,
+                                                                       tmp_path: Path) -> None:
+    from slipway.components.drift_report import write_drift_report
+
+    write_drift_report(scored_resample_report, tmp_path / "drift.html", "Drift")
+    page = (tmp_path / "drift.html").read_text()
+    assert "<code>prediction</code> is the score of the taxi MLP on each row" in page
+    assert page.count("data:image/png;base64,") == len(NUMERIC) + len(CATEGORICAL) + 1
+    assert 'alt="prediction: reference and current shares per bin"' in page
