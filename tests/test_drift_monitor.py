@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -99,8 +100,8 @@ def test_shifted_fares_are_critical_and_raise_the_alert_in_the_metrics(config, t
 def test_data2_moves_the_pickup_location_as_the_batch_drift_step_found(config, taxi_csv, tmp_path) -> None:
     raw = read_table(taxi_csv.with_name("data2.csv"), "data2.csv")
     columns = [c for c in PROBLEM.columns if c in raw.columns]
-    batch = enforce_types(raw[columns], PROBLEM.__class__(**{**PROBLEM.__dict__, "columns": {
-        c: PROBLEM.columns[c] for c in columns}}), "data2.csv")
+    batch = enforce_types(raw[columns], dataclasses.replace(PROBLEM, columns={c: PROBLEM.columns[c] for c in columns}),
+                          "data2.csv")
     write_log(tmp_path / "log.jsonl", batch.head(2000))
     windows = feed(DriftMonitor(config), read_events(tmp_path / "log.jsonl"))
     assert [w.level for w in windows] == ["critical", "critical"]

@@ -108,7 +108,8 @@ def test_a_request_that_scored_several_rows_needs_the_labels_instance(tmp_path) 
 
 @pytest.mark.parametrize(("text", "message"), [
     ("id,outcome\na,1\n", r"no column\(s\) \['request_id'\]"),
-    ("request_id,outcome\na,1\nb,maybe\n", r"'outcome' must be 0/1 or true/false; row\(s\) 2 are not \(first: 'maybe'\)"),
+    ("request_id,outcome\na,1\nb,maybe\n",
+     r"'outcome' must be 0/1 or true/false; row\(s\) 2 are not \(first: 'maybe'\)"),
     ("request_id,outcome\na,1\na,0\n", r"request 'a' is labelled twice \(rows 2\)"),
     ("request_id,outcome,instance\na,1,-1\n", r"'instance' must hold row positions"),
     ("request_id,outcome\n", "has a header but no data rows"),
