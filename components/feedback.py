@@ -33,7 +33,13 @@ import pandas as pd
 from cloudevents.http import CloudEvent
 
 from slipway.components.ingestion import IngestError, read_table
-from slipway.serving.prediction_log import DEGRADED_ATTR, RESPONSE_EVENT_TYPE
+from slipway.serving.prediction_log import (
+    DEGRADED_ATTR,
+    RESPONSE_EVENT_TYPE,
+    PredictionLogError,
+    log_files,
+    read_events,
+)
 from slipway.serving.protocol import OUTPUT_NAME
 from slipway.storage import StorageError, download
 
@@ -43,6 +49,7 @@ INSTANCE = "instance"
 SCORE = "score"
 TRUE_VALUES = frozenset({"1", "true", "yes"})
 FALSE_VALUES = frozenset({"0", "false", "no"})
+NO_RETRAINING = "none"
 
 
 class FeedbackError(ValueError):
@@ -101,6 +108,32 @@ class LivePerformance:
         if self.auc is not None:
             values |= {"live_auc": self.auc, "auc_drop_percent": float(self.drop_percent or 0.0)}
         return values
+
+
+def judge_live_performance(prediction_log: str, labels_uri: str, baseline_auc: float,
+                           policy: FeedbackPolicy | None = None) -> LivePerformance:
+    """The live AUC of the model behind `prediction_log` (a local log, rotated files included, or one log file
+    at any storage URI) on the outcomes in `labels_uri`, judged against `baseline_auc`."""
+    labels = read_labels(labels_uri)
+    if "://" not in prediction_log:
+        return live_performance(logged_scores(_events(prediction_log)), labels, baseline_auc, policy)
+    with tempfile.TemporaryDirectory(prefix="slipway-log-") as tmp:
+        local = Path(tmp) / "predictions.jsonl"
+        try:
+            download(prediction_log, local)
+        except (StorageError, OSError) as exc:
+            raise FeedbackError(f"prediction log {prediction_log}: {exc}") from None
+        return live_performance(logged_scores(_events(local)), labels, baseline_auc, policy)
+
+
+def retrain_reason(drift_level: str, performance: LivePerformance | None, retrain_at: str = "critical") -> str:
+    """Why a continuous-training run retrains: "critical drift" (at `retrain_at`), "live AUC drop", both joined by
+    " and ", or "none". Either alone is reason enough: drift says the inputs moved, the drop that the answers got
+    worse, and each can happen without the other (a new fraud pattern in unchanged-looking data)."""
+    reasons = [f"{retrain_at} drift"] if drift_level == retrain_at else []
+    if performance is not None and performance.dropped:
+        reasons.append("live AUC drop")
+    return " and ".join(reasons) or NO_RETRAINING
 
 
 def read_labels(uri: str) -> pd.DataFrame:
@@ -185,6 +218,15 @@ def live_performance(scores: pd.DataFrame, labels: pd.DataFrame, baseline_auc: f
     from sklearn.metrics import roc_auc_score  # here: `slipway --help` imports this module for its defaults
 
     return LivePerformance(**common, auc=float(roc_auc_score(outcome, used[SCORE].to_numpy())))
+
+
+def _events(path: str | Path) -> Iterable[CloudEvent]:
+    if not log_files(path):
+        raise FeedbackError(f"prediction log {path}: no such file (nor rotated files {path}.N)")
+    try:
+        yield from read_events(path)
+    except PredictionLogError as exc:
+        raise FeedbackError(f"prediction log {exc}") from None
 
 
 def _placed(labels: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:

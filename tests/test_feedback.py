@@ -15,9 +15,11 @@ from sklearn.metrics import roc_auc_score
 from slipway.components.feedback import (
     FeedbackError,
     FeedbackPolicy,
+    judge_live_performance,
     live_performance,
     logged_scores,
     read_labels,
+    retrain_reason,
 )
 from slipway.components.model_artifact import load_model
 from slipway.serving.deploy import json_instances
@@ -139,3 +141,25 @@ def test_slipway_feedback_exits_1_on_a_drop_and_says_by_how_much(served, tmp_pat
                               "--labels", str(tmp_path / "nope.csv"), "--baseline-auc", "0.9"],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 3 and "nope.csv" in missing.stderr
+
+
+def test_either_critical_drift_or_a_live_auc_drop_is_reason_to_retrain(served, tmp_path) -> None:
+    baseline = roc_auc_score(served["outcomes"], served["scores"])
+    true_labels = labels_file(tmp_path / "true.csv", served["ids"], served["outcomes"])
+    flipped = served["outcomes"].copy()
+    flipped[:300] = 1 - flipped[:300]
+    worse_labels = labels_file(tmp_path / "worse.csv", served["ids"], flipped)
+    steady = judge_live_performance(str(served["log"]), str(true_labels), baseline)
+    dropped = judge_live_performance(str(served["log"]), str(worse_labels), baseline)
+    assert retrain_reason("none", steady) == "none"
+    assert retrain_reason("warning", steady) == "none"  # a warning is reported, not acted on
+    assert retrain_reason("critical", steady) == "critical drift"
+    assert retrain_reason("none", dropped) == "live AUC drop"
+    assert retrain_reason("critical", dropped) == "critical drift and live AUC drop"
+    assert retrain_reason("critical", None) == "critical drift"  # no labels: drift alone decides
+
+
+def test_a_missing_prediction_log_is_named(tmp_path) -> None:
+    labels = labels_file(tmp_path / "labels.csv", ["a"], np.array([1]))
+    with pytest.raises(FeedbackError, match=r"prediction log .*gone\.jsonl: no such file"):
+        judge_live_performance(str(tmp_path / "gone.jsonl"), str(labels), 0.9)
