@@ -193,20 +193,24 @@ def detect_drift(reference: Path, current: Path, numeric: Sequence[str], categor
         raise DriftInputError(f"a feature is named {PREDICTION!r}, the name of the model's scores' row: rename it")
     for path, side in ((reference, "reference"), (current, "current")):
         _check_schema(path, side, numeric, categorical)
-    if model is None:
-        return _measure(reference, current, numeric, categorical, [], config)
-    lacking = _lacking_columns(model, model_name, reference, current)
-    if lacking:
+    lacking = _lacking_columns(model, model_name, reference, current) if model is not None else ""
+    if model is None or lacking:
         report = _measure(reference, current, numeric, categorical, [], config)
-        return dataclasses.replace(report, features=report.features + (_unscored(lacking),), scored_by=model_name)
-    with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
-        scored = [_scored_copy(path, side, columns, model, model_name, Path(tmp) / f"{side}.parquet")
-                  for path, side in ((reference, "reference"), (current, "current"))]
-        report = _measure(*scored, numeric, categorical, [PREDICTION], config)
-    return dataclasses.replace(report, scored_by=model_name)
+    else:
+        with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
+            scored = [_scored_copy(path, side, columns, model, model_name, Path(tmp) / f"{side}.parquet")
+                      for path, side in ((reference, "reference"), (current, "current"))]
+            report = _measure(*scored, numeric, categorical, [PREDICTION], config)
+    if model is not None:
+        unscored = (_unscored(lacking),) if lacking else ()
+        report = dataclasses.replace(report, features=report.features + unscored, scored_by=model_name)
+    log.info("drift of %s against %s: %s (%d features%s; PSI %.2f s, tests and MMD %.2f s)", current, reference,
+             report.level, len(report.features), f", {PREDICTION} scored by {model_name}" if model else "",
+             report.seconds["psi"], report.seconds["tests"])
+    return report
 
 
-def model_columns(model: LoadedModel) -> list[str]:
+def _model_columns(model: LoadedModel) -> list[str]:
     """The columns the model reads: its numeric features, then its categorical ones."""
     return [*model.preprocessing.numeric, *model.preprocessing.categorical]
 
@@ -246,16 +250,13 @@ def _measure(reference: Path, current: Path, numeric: Sequence[str], categorical
     features = tuple(_feature(name, kinds[name], measured[name], features_tested.get(name, {}), corrected.get(name),
                               config) for name in columns)
     mmd = _mmd(tests["mmd"]) if tests["mmd"] is not None else None
-    report = DriftReport(features=features, config=config, reference_rows=len(ref_frame),
-                         current_rows=len(cur_frame), mmd=mmd, seconds=seconds)
-    log.info("drift of %s against %s: %s (%d features; PSI %.2f s, tests and MMD %.2f s)", current, reference,
-             report.level, len(features), seconds["psi"], seconds["tests"])
-    return report
+    return DriftReport(features=features, config=config, reference_rows=len(ref_frame), current_rows=len(cur_frame),
+                       mmd=mmd, seconds=seconds)
 
 
 def _lacking_columns(model: LoadedModel, model_name: str, reference: Path, current: Path) -> str:
     """Why the model cannot score both sides, naming the columns each lacks; "" when it can."""
-    needed = model_columns(model)
+    needed = _model_columns(model)
     lacking = {side: [c for c in needed if c not in pq.read_schema(path).names]
                for path, side in ((reference, "reference"), (current, "current"))}
     return "; ".join(f"{model_name} reads column(s) {names} that the {side} data lacks"
@@ -271,7 +272,7 @@ def _unscored(reason: str) -> FeatureDrift:
 
 def _scored_copy(path: Path, side: str, columns: list[str], model: LoadedModel, model_name: str, dest: Path) -> Path:
     """The file's feature `columns` and the model's score for each row (column `prediction`), written to `dest`."""
-    frame = pd.read_parquet(path, columns=list(dict.fromkeys(columns + model_columns(model))))
+    frame = pd.read_parquet(path, columns=list(dict.fromkeys(columns + _model_columns(model))))
     from slipway.components.preprocessing import FeatureInputError  # torch: imported with the model already
 
     try:
