@@ -771,15 +771,19 @@ class UnusableInputError(click.ClickException):
               help="Rows per side for the multivariate MMD test (0 skips it).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the HTML report here: the table, and each feature's shares per bin on both sides.")
+@click.option("--model", "model_ref", default=None, metavar="DIR|URI",
+              help="Also compare this model's scores on both sides (the `prediction` row): a model directory, s3:// "
+                   "or gs:// prefix, or models:/NAME@ALIAS. Both files need every column it reads (Feast's too).")
 def drift_command(reference_uri: str, current_uri: str, problem: str, bins: int, alpha: float, correction: str,
-                  min_rows: int, mmd_rows: int, report_path: Path | None) -> None:
+                  min_rows: int, mmd_rows: int, report_path: Path | None, model_ref: str | None) -> None:
     """Measure the drift of CURRENT from REFERENCE, feature by feature, and print a table, worst first.
 
     Per feature: PSI over the reference's bins, and alibi-detect's KS (numeric) or Chi-squared
     (categorical) test, its p-value corrected for the number of features. A feature's level is its PSI
     band (< 0.1 none, 0.1-0.2 warning, > 0.2 critical) when the test is significant, else none; the
-    overall level is the worst feature's. Exit codes: 0 none, 1 warning, 2 critical (Click also exits 2
-    on a usage error), 3 the two cannot be compared (named).
+    overall level is the worst feature's. With --model, that model's scores on both sides are one more
+    row, `prediction`, measured and counted the same way. Exit codes: 0 none, 1 warning, 2 critical
+    (Click also exits 2 on a usage error), 3 the two cannot be compared (named).
     """
     import tempfile
 
@@ -791,9 +795,12 @@ def drift_command(reference_uri: str, current_uri: str, problem: str, bins: int,
     try:
         loaded = load_problem(problem)
         with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
-            reference = drift_table(reference_uri, loaded, Path(tmp) / "reference.parquet", "reference")
-            current = drift_table(current_uri, loaded, Path(tmp) / "current.parquet", "current")
-            report = detect_drift(reference, current, loaded.features.numeric, loaded.features.categorical, config)
+            model = _drift_model(model_ref, Path(tmp) / "model") if model_ref else None
+            extra = model.preprocessing.numeric if model else []
+            reference = drift_table(reference_uri, loaded, Path(tmp) / "reference.parquet", "reference", extra)
+            current = drift_table(current_uri, loaded, Path(tmp) / "current.parquet", "current", extra)
+            report = detect_drift(reference, current, loaded.features.numeric, loaded.features.categorical, config,
+                                  model, f"model {model_ref}")
     except (ProblemError, DriftInputError) as exc:
         raise UnusableInputError(str(exc)) from None
     if report_path is not None:
@@ -809,6 +816,16 @@ def drift_command(reference_uri: str, current_uri: str, problem: str, bins: int,
                                                 if mmd.p_value is not None else mmd.reason))
     click.echo(f"\ndrift: {report.level}")
     raise SystemExit(LEVELS.index(report.level))
+
+
+def _drift_model(ref: str, workdir: Path) -> Any:
+    """`slipway drift --model`: the model that scores both sides, loaded (imports torch, so only when asked)."""
+    from slipway.components.model_artifact import ModelArtifactError, load_model
+
+    try:
+        return load_model(_model_dir(ref, "", workdir))
+    except ModelArtifactError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command("monitor")
