@@ -469,10 +469,11 @@ def champion(
     pipeline_root: str,
     reference: dsl.Output[dsl.Dataset],
     model: dsl.Output[dsl.Model],
-) -> NamedTuple("Champion", [("model_uri", str), ("schema_uri", str)]):
+) -> NamedTuple("Champion", [("model_uri", str), ("schema_uri", str), ("eval_auc", float)]):
     """The registry's champion: its model (the registered artifact's files) as a Model, which drift scores both
     sides with, and the training set it was fitted on (from its lineage tags) as a Dataset, the reference that drift
-    is measured against. `schema_uri` is the schema its data was validated against."""
+    is measured against. `schema_uri` is the schema its data was validated against, `eval_auc` its AUC on its eval
+    split when registered (0.0 when not recorded), the baseline its live AUC is judged against."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -493,7 +494,7 @@ def champion(
         shutil.copytree(registry.download(registry.resolve(lineage.model_uri), Path(tmp)), Path(model.path),
                         dirs_exist_ok=True)
     model.metadata.update({"model_uri": lineage.model_uri})
-    return (lineage.model_uri, lineage.schema_uri)
+    return (lineage.model_uri, lineage.schema_uri, lineage.eval_auc or 0.0)
 
 
 # On Kubeflow the drift step runs on the `drift` image (alibi-detect in-process); locally its body runs in core
@@ -538,6 +539,42 @@ def drift(
     write_drift_report(result, Path(report.path), f"Drift of {current_uri} from the champion's training data")
     logging.getLogger("slipway.drift").info("drift: %s\n%s", result.level, result.table())
     return result.level
+
+
+@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+def retrain_trigger(
+    drift_level: str,
+    retrain_at: str,
+    baseline_auc: float,
+    prediction_log: str,
+    labels_uri: str,
+    max_auc_drop_percent: float,
+    feedback: dsl.Output[dsl.Metrics],
+) -> str:
+    """Whether the continuous-training run retrains, and why: at `retrain_at` drift, or when the champion's live AUC
+    (late labels at `labels_uri` joined by request id to its `prediction_log`) fell more than `max_auc_drop_percent`
+    below `baseline_auc`, its eval AUC at registration. Returns `none`, or the reasons (`critical drift`, `live AUC
+    drop`) joined by ` and `. Without a log and labels, drift alone decides; the live AUC goes into `feedback`."""
+    import logging
+
+    from slipway import logs
+    from slipway.components.feedback import NO_RETRAINING, FeedbackPolicy, judge_live_performance, retrain_reason
+
+    logs.configure()
+    performance = None
+    if prediction_log and labels_uri:
+        if not baseline_auc:
+            raise ValueError("baseline_auc is 0: the champion's registry version records no eval AUC "
+                             "(slipway.eval.auc), so its live AUC has nothing to be judged against")
+        performance = judge_live_performance(prediction_log, labels_uri, baseline_auc,
+                                             FeedbackPolicy(max_drop_percent=max_auc_drop_percent))
+        for name, value in performance.metrics().items():
+            feedback.log_metric(name, value)
+        logging.getLogger("slipway.feedback").info("%s", performance.summary())
+    reason = retrain_reason(drift_level, performance, retrain_at)
+    feedback.log_metric("retrain", float(reason != NO_RETRAINING))
+    logging.getLogger("slipway.feedback").info("retrain: %s", reason)
+    return reason
 
 
 @dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)

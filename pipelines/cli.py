@@ -109,6 +109,7 @@ def _summary(run: Any, arguments: dict[str, Any], pipeline_root: Path) -> str:
     from kfp import dsl
 
     from slipway.components.blessing import BLESSED
+    from slipway.components.feedback import NO_RETRAINING
     from slipway.components.tracking import TrackingConfig
     from slipway.pipelines.local import DEFAULT_PIPELINE_ROOT
 
@@ -123,10 +124,17 @@ def _summary(run: Any, arguments: dict[str, Any], pipeline_root: Path) -> str:
             lines.append(f"  {name}: {artifact.path}")
         else:
             lines.append(f"  {name}: {artifact}")
-    if "model_uri" in run.outputs:
+    if run.outputs.get("retrain") == NO_RETRAINING:
+        lines.append("  not retrained: no critical drift" + (", and the live AUC held" if arguments.get("labels_uri")
+                                                              else "") + "; the champion stays")
+    elif "retrain" in run.outputs:
+        lines.append(f"  retrained: {run.outputs['retrain']}")
+    model_uri = run.outputs.get("model_uri") or _registered_uri(run.run_dir)
+    if model_uri:
         tracking = TrackingConfig.resolve(arguments.get("tracking_uri", ""), pipeline_root)
         lines.append(f"  MLflow tracking and registry: {tracking.tracking_uri}")
-        name, _, version = str(run.outputs["model_uri"]).removeprefix("models:/").rpartition("/")
+        lines.append(f"  registered: {model_uri}")
+        name, _, version = str(model_uri).removeprefix("models:/").rpartition("/")
         default = TrackingConfig.resolve("", DEFAULT_PIPELINE_ROOT).tracking_uri
         where = "" if tracking.tracking_uri == default else f" --tracking-uri {tracking.tracking_uri}"
         rollout = run.run_dir / "deploy" / "rollout" if run.run_dir else None
@@ -138,13 +146,31 @@ def _summary(run: Any, arguments: dict[str, Any], pipeline_root: Path) -> str:
             repo = Path(arguments.get("feature_repo") or pipeline_root / "feature_repo")
             features = f" --features {repo}" if (repo / "registry.db").is_file() else ""
             lines.append(f"  serve it: slipway serve --model models:/{name}@champion{features}{where}")
-        elif run.outputs.get("decision") == BLESSED:
+        elif run.outputs.get("decision", _decision(run.run_dir)) == BLESSED:
             lines.append(f"  the champion did not move: the canary was rolled back; to promote anyway: "
                          f"slipway promote --model {name} --version {version}{where}")
         else:
             lines.append(f"  the champion did not move; to promote anyway: "
                          f"slipway promote --model {name} --version {version}{where}")
     return "\n".join(lines)
+
+
+def _registered_uri(run_dir: Path | None) -> str:
+    """The model the run's `register` step registered ("" if it did not run): for pipelines that register inside a
+    condition, whose outputs cannot be the pipeline's."""
+    return _task_output(run_dir, "register", "model_uri")
+
+
+def _decision(run_dir: Path | None) -> str:
+    return _task_output(run_dir, "bless", "Output")
+
+
+def _task_output(run_dir: Path | None, task: str, name: str) -> str:
+    """An output parameter of a task of a kfp.local run, from the executor output it wrote."""
+    output = run_dir / task / "executor_output.json" if run_dir else None
+    if output is None or not output.is_file():
+        return ""
+    return str(json.loads(output.read_text()).get("parameterValues", {}).get(name, ""))
 
 
 def _number(value: Any) -> str:

@@ -1,15 +1,17 @@
-"""The `continuous_training` pipeline: retrain, bless and canary a new model only when the data has moved.
+"""The `continuous_training` pipeline: retrain, bless and canary a new model when the data has moved or the model
+got worse.
 
 A new batch arrives (a CSV/Parquet source by URI). `champion` finds the model now serving and, from
-its lineage in the registry, the training set it was fitted on and the schema its data passed.
-`ingest` types and time-splits the batch; `statistics`, `schema` (the champion's, pinned) and
-`validate` stop the run on anomalies; `drift` measures every feature of the batch against the
-champion's training data (PSI and a KS or Chi-squared test, DESIGN.md §6), and the champion's scores on
-both (its `prediction` row). Only at `critical` does
-the run go on, inside `dsl.If`, to the very steps of the `training` pipeline on the new batch
-(`pipelines/steps.py`: features, tune, train, evaluate, bless against the champion, register, and
-the canaried deploy of a blessed model). A `warning` is reported in the drift step's Metrics and
-HTML report, not acted on.
+its lineage in the registry, the training set it was fitted on, the schema its data passed and its
+eval AUC. `ingest` types and time-splits the batch; `statistics`, `schema` (the champion's, pinned)
+and `validate` stop the run on anomalies; `drift` measures every feature of the batch against the
+champion's training data (PSI and a KS or Chi-squared test, DESIGN.md §6), and the champion's scores
+on both (its `prediction` row). `retrain_trigger` decides: at `critical` drift, or when the
+champion's live AUC (late labels joined to its prediction log, components/feedback.py) fell more
+than `max_auc_drop_percent` below its eval AUC. Only then does the run go on, inside `dsl.If`, to
+the very steps of the `training` pipeline on the new batch (`pipelines/steps.py`: features, tune,
+train, evaluate, bless against the champion, register, and the canaried deploy of a blessed model).
+A `warning` is reported in the drift step's Metrics and HTML report, not acted on.
 """
 
 from typing import NamedTuple
@@ -17,8 +19,9 @@ from typing import NamedTuple
 from kfp import dsl
 
 from slipway.components.blessing import BlessingPolicy
-from slipway.components.catalog import champion, drift, ingest, schema, statistics, validate
+from slipway.components.catalog import champion, drift, ingest, retrain_trigger, schema, statistics, validate
 from slipway.components.drift_detection import DriftConfig
+from slipway.components.feedback import NO_RETRAINING, FeedbackPolicy
 from slipway.components.search_space import DEFAULT_SEARCH_SPACE
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
 from slipway.pipelines.steps import train_and_deploy
@@ -32,6 +35,8 @@ RETRAIN_AT = "critical"
 
 class ContinuousTrainingOutputs(NamedTuple):
     drift_level: str
+    retrain: str
+    feedback: dsl.Metrics
     drift_report: dsl.HTML
     drift_metrics: dsl.Metrics
     anomalies: dsl.Markdown
@@ -51,6 +56,9 @@ def continuous_training(
     feature_repo: str = "",
     drift_alpha: float = DriftConfig.alpha,
     drift_correction: str = DriftConfig.correction,
+    prediction_log: str = "",
+    labels_uri: str = "",
+    max_auc_drop_percent: float = FeedbackPolicy.max_drop_percent,
     tuner: str = "optuna",
     search_space: str = DEFAULT_SEARCH_SPACE,
     max_trials: int = 0,
@@ -76,7 +84,9 @@ def continuous_training(
 ) -> ContinuousTrainingOutputs:
     """`source_uri` is the new batch; `model_name` the registered model whose champion is compared and
     challenged (empty: the problem's name); `drift_alpha` and `drift_correction` (`bonferroni` or `fdr`) are
-    the drift tests' significance and correction. The other parameters are the `training` pipeline's."""
+    the drift tests' significance and correction. With `prediction_log` (the champion's, a local path or a URI)
+    and `labels_uri` (request ids and outcomes), a live AUC more than `max_auc_drop_percent` below the champion's
+    eval AUC also retrains. The other parameters are the `training` pipeline's."""
     registry = {"tracking_uri": tracking_uri, "pipeline_root": dsl.PIPELINE_ROOT_PLACEHOLDER}
     # The champion, like the batch behind a URI, can change between runs: never cached.
     serving = champion(problem=problem, model_name=model_name, **registry).set_caching_options(False)
@@ -89,7 +99,11 @@ def continuous_training(
     drifted = drift(reference=serving.outputs["reference"], model=serving.outputs["model"], current_uri=source_uri,
                     problem=problem, alpha=drift_alpha,
                     correction=drift_correction).after(validated).set_caching_options(False)
-    with dsl.If(drifted.outputs["Output"] == RETRAIN_AT, name="critical-drift"):
+    trigger = retrain_trigger(drift_level=drifted.outputs["Output"], retrain_at=RETRAIN_AT,
+                              baseline_auc=serving.outputs["eval_auc"], prediction_log=prediction_log,
+                              labels_uri=labels_uri, max_auc_drop_percent=max_auc_drop_percent
+                              ).set_caching_options(False)  # the labels file grows behind the same URI
+    with dsl.If(trigger.outputs["Output"] != NO_RETRAINING, name="retrain"):
         train_and_deploy(
             ingested=ingested, inferred=inferred, validated=validated, problem=problem, tuner=tuner,
             search_space=search_space, max_trials=max_trials, architecture=architecture, hidden_units=hidden_units,
@@ -99,5 +113,6 @@ def continuous_training(
             feature_repo=feature_repo, threshold=threshold, model_name=model_name, min_auc=min_auc,
             max_auc_drop=max_auc_drop, canary_steps=canary_steps, canary_min_requests=canary_min_requests,
             traffic_rps=traffic_rps)
-    return ContinuousTrainingOutputs(drift_level=drifted.outputs["Output"], drift_report=drifted.outputs["report"],
+    return ContinuousTrainingOutputs(drift_level=drifted.outputs["Output"], retrain=trigger.outputs["Output"],
+                                     feedback=trigger.outputs["feedback"], drift_report=drifted.outputs["report"],
                                      drift_metrics=drifted.outputs["metrics"], anomalies=validated.outputs["summary"])

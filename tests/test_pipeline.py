@@ -17,6 +17,8 @@ from slipway.components.tracking import TrackingConfig
 from slipway.pipelines.compile import compile_pipelines
 from slipway.pipelines.local import LocalRun, run_local
 from slipway.sample_data import SAMPLE_FILES
+from slipway.serving.deploy import json_instances
+from slipway.serving.prediction_log import PredictionLogConfig, PredictionLogger
 
 
 @pytest.fixture(scope="module")
@@ -249,14 +251,19 @@ def continuous(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_continuous_training_retrains_only_inside_the_critical_drift_branch(continuous: Path) -> None:
     spec = json_format.ParseDict(yaml.safe_load(continuous.read_text()), pipeline_spec_pb2.PipelineSpec())
     tasks = spec.root.dag.tasks
-    assert set(tasks) == {"champion", "ingest", "statistics", "schema", "validate", "drift", "condition-1"}
+    assert set(tasks) == {"champion", "ingest", "statistics", "schema", "validate", "drift", "retrain-trigger",
+                          "condition-1"}
     # The batch is validated against the champion's own schema, and measured against its training data.
     assert tasks["schema"].inputs.parameters["pinned_schema"].task_output_parameter.producer_task == "champion"
     assert tasks["drift"].inputs.artifacts["reference"].task_output_artifact.producer_task == "champion"
     assert set(tasks["drift"].dependent_tasks) == {"champion", "validate"}
+    # Critical drift or the champion's live AUC below its own eval AUC decides; the branch runs on either.
+    trigger = tasks["retrain-trigger"].inputs.parameters
+    assert trigger["drift_level"].task_output_parameter.producer_task == "drift"
+    assert trigger["baseline_auc"].task_output_parameter.output_parameter_key == "eval_auc"
     critical = tasks["condition-1"]
     assert critical.trigger_policy.condition == (
-        "inputs.parameter_values['pipelinechannel--drift-Output'] == 'critical'")
+        "inputs.parameter_values['pipelinechannel--retrain-trigger-Output'] != 'none'")
     retraining = spec.components[critical.component_ref.name].dag.tasks
     assert {"tune", "train", "evaluate", "bless", "register"} <= set(retraining)
     blessed = [t for name, t in retraining.items() if name.startswith("condition-")]
@@ -269,14 +276,37 @@ def test_continuous_training_retrains_only_inside_the_critical_drift_branch(cont
 def test_an_unshifted_batch_stops_at_drift_and_the_champion_stays(
     first_run: LocalRun, continuous: Path, taxi_csv: Path, pipeline_root: Path, tmp_path: Path
 ) -> None:
-    """A resample of the champion's own source: drift `none`, so nothing is trained, registered or deployed."""
+    """A resample of the champion's own source: drift `none`, and the champion's live AUC on labelled traffic (its
+    own eval rows, served and logged, with their true outcomes) is its registered eval AUC: nothing is trained,
+    registered or deployed."""
     batch = tmp_path / "batch.csv"
     pd.read_csv(taxi_csv).sample(frac=1.0, replace=True, random_state=3).to_csv(batch, index=False)
-    champion_before = registry_client(pipeline_root).get_model_version_by_alias("chicago_taxi", "champion").version
-    run = run_local(components.load_component_from_file(str(continuous)), {"source_uri": str(batch)}, pipeline_root)
+    version = registry_client(pipeline_root).get_model_version_by_alias("chicago_taxi", "champion")
+    prediction_log, labels = served_with_outcomes(first_run.run_dir / "train" / "model",
+                                                  Path(version.tags["slipway.eval_data"]), tmp_path)
+    run = run_local(components.load_component_from_file(str(continuous)),
+                    {"source_uri": str(batch), "prediction_log": str(prediction_log), "labels_uri": str(labels)},
+                    pipeline_root)
     assert run.outputs["drift_level"] == "none"
+    assert run.outputs["retrain"] == "none"
+    feedback = run.outputs["feedback"].metadata
+    assert feedback["live_auc"] == pytest.approx(float(version.tags["slipway.eval.auc"]), abs=1e-5)
+    assert feedback["performance_dropped"] == 0 and feedback["retrain"] == 0
     assert run.outputs["drift_metrics"].metadata["drift_level"] == 0
     assert "<strong>Drift: none</strong>" in Path(run.outputs["drift_report"].path).read_text()
     assert not (run.run_dir / "train").exists() and not (run.run_dir / "register").exists()
     champion_after = registry_client(pipeline_root).get_model_version_by_alias("chicago_taxi", "champion").version
-    assert champion_after == champion_before
+    assert champion_after == version.version
+
+
+def served_with_outcomes(model_dir: Path, eval_set: Path, out: Path) -> tuple[Path, Path]:
+    """The model's answers to its eval rows, one request each, in a prediction log (the real logger), and the rows'
+    true outcomes as a labels file: traffic whose live AUC is the model's eval AUC."""
+    rows = pd.read_parquet(eval_set)
+    scores = load_model(model_dir).predict_proba(rows)
+    ids = [f"request-{index}" for index in range(len(rows))]
+    with PredictionLogger(PredictionLogConfig(path=out / "predictions.jsonl", inference_service="taxi")) as logger:
+        for request_id, row, score in zip(ids, json_instances(rows), scores, strict=True):
+            logger.log(request_id, "chicago_taxi", {"instances": [row]}, {"predictions": [float(score)]})
+    pd.DataFrame({"request_id": ids, "outcome": rows["tip_over_20pct"]}).to_csv(out / "labels.csv", index=False)
+    return out / "predictions.jsonl", out / "labels.csv"
