@@ -19,6 +19,13 @@ degrees of freedom (slipway/psi.py), and a feature whose PSI is within what nois
 `none` whatever its band. That matters for a feature with many categories: at 1,000 rows, noise alone
 puts `company`'s PSI near the warning band.
 
+With `model` configured (a model directory, or an s3://, gs:// or models:/ URI), the window also has
+a `prediction` row: the scores the model answered (its logged responses, degraded ones left out)
+against its own scores on the reference, as the batch step's `prediction` row. The reference is the
+training set the pipeline registered, which holds the point-in-time Feast features the model reads,
+so this works where the batch step's row cannot (a raw batch has no Feast features): the served
+model's answers had them.
+
 `alert_level` (config) is the level at which `slipway_drift_alert` turns 1: the series an alerting rule
 watches. With `labels` and `baseline_auc` configured, each closed window also re-reads the labels file
 and joins it to the scores of the requests seen so far (components/feedback.py), exposing the live AUC
@@ -44,7 +51,7 @@ from cloudevents.http import CloudEvent
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from scipy.stats import chi2
 
-from slipway.components.drift_detection import INSUFFICIENT, LEVELS, DriftConfig, feature_psi
+from slipway.components.drift_detection import INSUFFICIENT, LEVELS, PREDICTION, DriftConfig, feature_psi
 from slipway.components.feedback import (
     INSTANCE,
     REQUEST_ID,
@@ -86,6 +93,8 @@ class MonitorConfig:
     max_drop_percent: float = FeedbackPolicy.max_drop_percent
     min_labels: int = FeedbackPolicy.min_labels
     max_tracked_requests: int = 100_000  # the newest requests whose scores are kept for late labels
+    model: str = ""  # the served model (a folder, s3://, gs:// or models:/ URI): adds the `prediction` row
+    tracking_uri: str = ""  # the MLflow registry of a models:/ `model` (default: MLFLOW_TRACKING_URI, else local)
 
     def __post_init__(self) -> None:
         if not self.reference:
@@ -184,11 +193,14 @@ class DriftMonitor:
     Prometheus registry (`registry`), so several monitors (tests, one per model) never clash.
     """
 
-    def __init__(self, config: MonitorConfig, reference: pd.DataFrame | None = None) -> None:
+    def __init__(self, config: MonitorConfig) -> None:
         self.config = config
         self.problem = load_problem(config.problem)
         self.features = list(self.problem.features.all)
-        self.reference = reference if reference is not None else load_reference(config.reference, self.problem)
+        raw = read_reference(config.reference)
+        self.reference = reference_features(raw, config.reference, self.problem)
+        self.reference_scores = reference_scores(raw, config) if config.model else None
+        self._window_scores: list[float] = []
         self.latest: Window | None = None
         self.performance: LivePerformance | None = None
         self._lock = threading.Lock()
@@ -227,21 +239,28 @@ class DriftMonitor:
             self._times.append(event.get("time") or "")
             if self._rows < self.config.window_rows:
                 return None
-            frame, times = pd.DataFrame(self._columns), self._times
+            frame, times, scores = pd.DataFrame(self._columns), self._times, self._window_scores
             self._columns, self._rows, self._times = {name: [] for name in self.features}, 0, []
+            self._window_scores = []
             self._windows += 1
-            window = self._measure(self._windows, frame, times)
+            window = self._measure(self._windows, frame, times, scores)
             self.latest = window
             if self.config.labels:
                 self.performance = self._judge_performance()
         log.info("%s", window.line())
         return window
 
-    def _measure(self, number: int, frame: pd.DataFrame, times: list[str]) -> Window:
+    def _measure(self, number: int, frame: pd.DataFrame, times: list[str], scores: list[float]) -> Window:
         current = typed_like(frame, self.reference)
         numeric, categorical = self.problem.features.numeric, self.problem.features.categorical
-        measured = feature_psi(self.reference, current, numeric, categorical, self.config.drift_config())
+        config = self.config.drift_config()
+        measured = feature_psi(self.reference, current, numeric, categorical, config)
         features = tuple(self._feature(name, measured[name]) for name in self.features)
+        if self.reference_scores is not None:
+            # The responses of the window's requests, give or take the few answered as the window closed.
+            scored = feature_psi(pd.DataFrame({PREDICTION: self.reference_scores}),
+                                 pd.DataFrame({PREDICTION: np.asarray(scores, dtype=float)}), [PREDICTION], [], config)
+            features += (self._feature(PREDICTION, scored[PREDICTION]),)
         window = Window(number=number, rows=len(frame), first_time=times[0], last_time=times[-1], features=features,
                         alert_level=self.config.alert_level)
         self._metrics.record(window)
@@ -251,19 +270,25 @@ class DriftMonitor:
         if "reason" in measured:
             return WindowFeature(name, psi=None, noise_psi=None, level=INSUFFICIENT, reason=measured["reason"])
         bins = (self.reference[name].nunique() + 1 if name in self.problem.features.categorical
-                else len(measured["bins"]))
+                else len(measured["bins"]))  # numeric and the prediction row: every bin is labelled
         n_ref, n_cur = measured["reference_rows"], measured["current_rows"]
         noise = float(chi2.ppf(1 - self.config.alpha, bins - 1)) * (n_ref + n_cur) / (n_ref * n_cur)
         value = measured["psi"]
         return WindowFeature(name, psi=value, noise_psi=noise, level=psi_level(value) if value > noise else "none")
 
     def _track(self, event: CloudEvent) -> None:
-        """Keeps the response's scores under its request id, for labels that arrive later."""
-        if not self.config.labels:
+        """Keeps the response's scores: for the window's `prediction` row, and under the request id for labels that
+        arrive later."""
+        if self.reference_scores is None and not self.config.labels:
             return
         scores = response_scores(event.data)
+        degraded = event.get(DEGRADED_ATTR) is not None
         with self._lock:
-            self._scores[event["id"]] = (scores, event.get(DEGRADED_ATTR) is not None)
+            if self.reference_scores is not None and not degraded:
+                self._window_scores.extend(scores)
+            if not self.config.labels:
+                return
+            self._scores[event["id"]] = (scores, degraded)
             self._scores.move_to_end(event["id"])
             while len(self._scores) > self.config.max_tracked_requests:
                 self._scores.popitem(last=False)
@@ -334,22 +359,52 @@ class _Metrics:
         self.auc_dropped.set(int(result.dropped))
 
 
-def load_reference(uri: str, problem: Problem) -> pd.DataFrame:
-    """The problem's features of the reference data at `uri` (CSV or Parquet, any storage), typed."""
-    columns = list(problem.features.all)
+def read_reference(uri: str) -> pd.DataFrame:
+    """The reference data at `uri` (CSV or Parquet, a path or any storage URI), every column."""
     with tempfile.TemporaryDirectory(prefix="slipway-monitor-") as tmp:
         local = Path(tmp) / (Path(uri.split("?")[0]).name or "reference")
         try:
             download(uri, local)
-            raw = read_table(local, uri)
-            missing = [c for c in columns if c not in raw.columns]
-            if missing:
-                raise MonitorConfigError(f"reference {uri}: no column(s) {missing}; expected every feature of the "
-                                         f"problem {problem.name!r}")
-            subset = dataclasses.replace(problem, columns={c: problem.columns[c] for c in columns})
-            return enforce_types(raw[columns], subset, uri)
+            return read_table(local, uri)
         except (IngestError, StorageError, OSError) as exc:
             raise MonitorConfigError(f"reference {uri}: {exc}") from None
+
+
+def reference_features(raw: pd.DataFrame, uri: str, problem: Problem) -> pd.DataFrame:
+    """The problem's features of the reference, typed as the problem declares them."""
+    columns = list(problem.features.all)
+    missing = [c for c in columns if c not in raw.columns]
+    if missing:
+        raise MonitorConfigError(f"reference {uri}: no column(s) {missing}; expected every feature of the problem "
+                                 f"{problem.name!r}")
+    try:
+        return enforce_types(raw[columns], dataclasses.replace(problem, columns={c: problem.columns[c]
+                                                                                 for c in columns}), uri)
+    except IngestError as exc:
+        raise MonitorConfigError(f"reference {uri}: {exc}") from None
+
+
+def reference_scores(raw: pd.DataFrame, config: MonitorConfig) -> np.ndarray:
+    """The configured model's scores on every reference row: what its live scores are compared with."""
+    from slipway.components.model_artifact import ModelArtifactError, load_model  # torch: only with a model
+    from slipway.components.preprocessing import FeatureInputError
+    from slipway.components.registry import RegistryError
+    from slipway.serving.model_source import fetch_model
+
+    with tempfile.TemporaryDirectory(prefix="slipway-monitor-model-") as tmp:
+        try:
+            model = load_model(fetch_model(config.model, Path(tmp), config.tracking_uri).path)
+        except (ModelArtifactError, RegistryError, StorageError, OSError) as exc:
+            raise MonitorConfigError(f"model {config.model}: {exc}") from None
+    needed = [*model.preprocessing.numeric, *model.preprocessing.categorical]
+    lacking = [c for c in needed if c not in raw.columns]
+    if lacking:
+        raise MonitorConfigError(f"model {config.model} reads column(s) {lacking} that the reference "
+                                 f"{config.reference} lacks: give the training set the model was fitted on")
+    try:
+        return model.predict_proba(raw)
+    except FeatureInputError as exc:
+        raise MonitorConfigError(f"model {config.model} cannot score the reference {config.reference}: {exc}") from None
 
 
 def request_columns(body: Any, features: list[str]) -> dict[str, list[Any]] | None:

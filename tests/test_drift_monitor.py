@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from slipway.components.ingestion import enforce_types, read_table
+from slipway.components.model_artifact import load_model
 from slipway.problem import load_problem
 from slipway.serving.deploy import json_instances
 from slipway.serving.drift_monitor import DriftMonitor, MonitorConfig, MonitorConfigError, request_columns
@@ -252,3 +253,32 @@ def test_slipway_monitor_replay_prints_every_window_and_exits_with_the_worst(con
     assert lines[0].startswith("window 1: 500 rows") and lines[0].endswith(": none")
     assert lines[1].startswith("window 2: 500 rows") and "fare" in lines[1] and "critical ALERT" in lines[1]
     assert lines[-1] == "2 window(s) of 500 rows; worst: critical"
+
+
+def test_the_models_live_scores_are_a_prediction_row_against_its_scores_on_the_reference(
+    taxi_model: Path, taxi_training_sets: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # The reference is the training set the pipeline registers: it holds the Feast features the model reads.
+    config = MonitorConfig(reference=str(taxi_training_sets[0]), model=str(taxi_model), window_rows=1000)
+    rows = pd.read_parquet(taxi_training_sets[0]).sample(2000, random_state=4)
+    scores = load_model(taxi_model).predict_proba(rows)
+    # Window 1: the model's own answers. Window 2: the same requests answered as if the serving path had lost a
+    # feature (every score pulled to the middle): the inputs did not move, the answers did.
+    log = tmp_path / "log.jsonl"
+    with PredictionLogger(PredictionLogConfig(path=log, inference_service="taxi")) as logger:
+        for index, (row, score) in enumerate(zip(json_instances(rows[FEATURES]), scores, strict=True)):
+            answered = score if index < 1000 else 0.5 + (score - 0.5) * 0.3
+            logger.log(f"r{index}", "chicago_taxi", {"instances": [row]}, {"predictions": [float(answered)]})
+            logger.log(f"degraded{index}", "chicago_taxi", {"instances": []}, {"predictions": [0.99]},
+                       degraded="model-error")  # the fallback's answers are not the model's: left out
+    monitor = DriftMonitor(config)
+    first, second = feed(monitor, read_events(log))
+    assert first.features[-1].feature == "prediction" and first.level == "none"
+    prediction = second.features[-1]
+    assert prediction.level == "critical" and second.level == "critical"
+    assert {f.feature for f in second.features if f.level != "none"} == {"prediction"}
+
+
+def test_a_model_that_reads_columns_the_reference_lacks_is_named(taxi_model: Path, taxi_splits, tmp_path) -> None:
+    with pytest.raises(MonitorConfigError, match=r"reads column\(s\) \['pickup_community_area_stats__"):
+        DriftMonitor(MonitorConfig(reference=str(taxi_splits[0]), model=str(taxi_model)))
