@@ -51,6 +51,7 @@ bench: $(TEST_STAMP) $(TFDV_STAMP) $(DRIFT_STAMP) data  ## run the benchmarks; f
 	$(PY) bench/validation.py
 	$(PY) bench/tuning.py
 	$(PY) bench/drift.py
+	$(PY) bench/drift_monitor.py
 
 compile: env  ## compile every pipeline to KFP IR in dist/
 	$(SLIPWAY) compile --output-dir dist

@@ -97,16 +97,17 @@ class LivePerformance:
     def summary(self) -> str:
         if self.auc is None:
             return f"live AUC: not judged ({self.reason}); baseline {self.baseline_auc:.4f}"
+        drop = self.drop_percent or 0.0
         verdict = "dropped: retrain" if self.dropped else "within the allowed drop"
-        return (f"live AUC {self.auc:.4f} on {self.labelled} labelled rows ({self.positives} positive) vs baseline "
-                f"{self.baseline_auc:.4f}: {self.drop_percent:+.1f}% ({verdict}, limit "
-                f"{self.policy.max_drop_percent:g}%)")
+        return (f"live AUC {self.auc:.4f} on {self.labelled} labelled rows ({self.positives} positive): "
+                f"{abs(drop):.1f}% {'below' if drop > 0 else 'above'} the baseline {self.baseline_auc:.4f} "
+                f"({verdict}, limit {self.policy.max_drop_percent:g}%)")
 
     def metrics(self) -> dict[str, float]:
         values = {"baseline_auc": self.baseline_auc, "labelled_rows": float(self.labelled),
                   "unmatched_labels": float(self.unmatched_labels), "performance_dropped": float(self.dropped)}
         if self.auc is not None:
-            values |= {"live_auc": self.auc, "auc_drop_percent": float(self.drop_percent or 0.0)}
+            values |= {"live_auc": self.auc, "auc_drop_percent": round(self.drop_percent or 0.0, 4) + 0.0}  # no -0
         return values
 
 

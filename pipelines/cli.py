@@ -861,8 +861,9 @@ def _drift_model(ref: str, workdir: Path) -> Any:
 @click.option("--prediction-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Follow this prediction log (`slipway serve --prediction-log`) instead of waiting for KServe's "
                    "logger to POST events.")
-@click.option("--replay", is_flag=True, help="Read the whole --prediction-log once, print every window, and exit "
-                                            "with the worst window's level (0 none, 1 warning, 2 critical).")
+@click.option("--replay", is_flag=True, help="Read the whole --prediction-log once, print every window (the last "
+                                            "one partial if it holds min_rows rows), and exit with the worst "
+                                            "window's level (0 none, 1 warning, 2 critical; 3 no window).")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to serve on.")
 @click.option("--port", type=int, default=MONITOR_PORT, show_default=True,
               help="POST / takes CloudEvents (the InferenceService logger's url); GET /metrics, /drift, /healthz.")
@@ -894,6 +895,10 @@ def monitor_command(config_path: Path, prediction_log: Path | None, replay: bool
         windows = feed(monitor, read_events(prediction_log))
     except PredictionLogError as exc:
         raise UnusableInputError(str(exc)) from None
+    windows += [last] if (last := monitor.flush()) else []
+    if not windows:
+        raise UnusableInputError(f"{prediction_log}: fewer than min_rows ({monitor.config.min_rows}) request rows "
+                                 "of the monitored features: insufficient data, no window to measure")
     for window in windows:
         click.echo(window.line())
     if monitor.performance is not None:

@@ -239,15 +239,30 @@ class DriftMonitor:
             self._times.append(event.get("time") or "")
             if self._rows < self.config.window_rows:
                 return None
-            frame, times, scores = pd.DataFrame(self._columns), self._times, self._window_scores
-            self._columns, self._rows, self._times = {name: [] for name in self.features}, 0, []
-            self._window_scores = []
-            self._windows += 1
-            window = self._measure(self._windows, frame, times, scores)
-            self.latest = window
-            if self.config.labels:
-                self.performance = self._judge_performance()
+            window = self._close()
         log.info("%s", window.line())
+        return window
+
+    def flush(self) -> Window | None:
+        """Closes the open window early, if it holds at least `min_rows` rows (fewer could not be measured): the last
+        part of a replayed log. Returns it, or None."""
+        with self._lock:
+            if self._rows < self.config.min_rows:
+                return None
+            window = self._close()
+        log.info("%s", window.line())
+        return window
+
+    def _close(self) -> Window:
+        """Measures the open window and starts the next; the caller holds the lock."""
+        frame, times, scores = pd.DataFrame(self._columns), self._times, self._window_scores
+        self._columns, self._rows, self._times = {name: [] for name in self.features}, 0, []
+        self._window_scores = []
+        self._windows += 1
+        window = self._measure(self._windows, frame, times, scores)
+        self.latest = window
+        if self.config.labels:
+            self.performance = self._judge_performance()
         return window
 
     def _measure(self, number: int, frame: pd.DataFrame, times: list[str], scores: list[float]) -> Window:

@@ -243,7 +243,8 @@ def test_slipway_monitor_follows_a_servers_log_and_alerts_on_prometheus(monitor_
 
 def test_slipway_monitor_replay_prints_every_window_and_exits_with_the_worst(config, train, tmp_path) -> None:
     write_log(tmp_path / "log.jsonl", pd.concat([train.sample(500, random_state=1),
-                                                 train.sample(500, random_state=2).assign(fare=lambda f: f.fare * 2)]))
+                                                 train.sample(500, random_state=2).assign(fare=lambda f: f.fare * 2),
+                                                 train.sample(150, random_state=3)]))
     (tmp_path / "monitor.yaml").write_text(f"reference: {config.reference}\nwindow_rows: 500\n")
     done = subprocess.run([sys.executable, "-m", "slipway", "monitor", "--config", str(tmp_path / "monitor.yaml"),
                            "--prediction-log", str(tmp_path / "log.jsonl"), "--replay"],
@@ -252,7 +253,17 @@ def test_slipway_monitor_replay_prints_every_window_and_exits_with_the_worst(con
     lines = done.stdout.splitlines()
     assert lines[0].startswith("window 1: 500 rows") and lines[0].endswith(": none")
     assert lines[1].startswith("window 2: 500 rows") and "fare" in lines[1] and "critical ALERT" in lines[1]
-    assert lines[-1] == "2 window(s) of 500 rows; worst: critical"
+    assert lines[2].startswith("window 3: 150 rows")  # the rest of the log, enough rows to measure
+    assert lines[-1] == "3 window(s) of 500 rows; worst: critical"
+
+
+def test_slipway_monitor_replay_of_too_short_a_log_says_there_is_no_window(config, train, tmp_path) -> None:
+    write_log(tmp_path / "log.jsonl", train.head(20))
+    (tmp_path / "monitor.yaml").write_text(f"reference: {config.reference}\n")
+    done = subprocess.run([sys.executable, "-m", "slipway", "monitor", "--config", str(tmp_path / "monitor.yaml"),
+                           "--prediction-log", str(tmp_path / "log.jsonl"), "--replay"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and "fewer than min_rows (100) request rows" in done.stderr
 
 
 def test_the_models_live_scores_are_a_prediction_row_against_its_scores_on_the_reference(
