@@ -44,13 +44,17 @@ def main() -> None:
         rows = pd.read_parquet(workdir / "train.parquet").sample(args.requests, replace=True, random_state=0)
         instances = json_instances(rows[list(problem.features.all)])
         log = workdir / "predictions.jsonl"
-        with PredictionLogger(PredictionLogConfig(path=log, inference_service="taxi", max_bytes=2**30)) as logger:
+        # A queue as long as the run: the logger drops pairs when its writer falls behind, which a burst this fast does.
+        settings = PredictionLogConfig(path=log, inference_service="taxi", max_bytes=2**30, queue_size=args.requests)
+        with PredictionLogger(settings) as logger:
             for index, instance in enumerate(instances):
                 logger.log(f"r{index}", "chicago_taxi", {"instances": [instance]}, {"predictions": [0.3]})
         reads, observes, windows = [], [], 0
         for _ in range(args.repeats):
             started = time.perf_counter()
             events = list(read_events(log))
+            if len(events) != 2 * args.requests:
+                raise RuntimeError(f"{len(events)} events logged for {args.requests} requests: some were dropped")
             reads.append(time.perf_counter() - started)
             monitor = DriftMonitor(MonitorConfig(reference=str(workdir / "train.parquet"), window_rows=WINDOW_ROWS))
             started = time.perf_counter()
