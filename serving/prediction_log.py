@@ -329,41 +329,84 @@ def follow_events(path: Path | str, stop: threading.Event, poll_seconds: float =
 
     What the drift monitor reads locally in place of KServe's logger. It starts at the end of the file (the
     monitor watches what comes, not the past; `read_events` replays the past), or at the start of a file
-    that does not exist yet. It follows rotation: when `path` names a new file, the rest of the old one is
-    read, then any backups rotated after it (the log may rotate several times between two polls), then the
-    new file, so no event is lost unless the log rotates more than `backups` times between two polls.
+    that does not exist yet. It follows rotation file by file: when `path` names another file than the one
+    being read, that one is read to its end, then the file rotated right after it, found by its inode
+    wherever renames have moved it since (the log may rotate several times between two polls). No event
+    is lost unless the log rotates more than `backups` times while one file is being read.
     """
     path = Path(path)
     handle = None
+    source = path  # the name the file being read had when it was opened, for errors
     pending = b""
     number = 0
-    past = True  # whether the file `path` names next holds the past (at the start) or only new events
     while not stop.is_set():
         if handle is None:
             try:
                 handle = path.open("rb")
             except FileNotFoundError:
-                past = False  # the file the logger creates next holds only new events
-                stop.wait(poll_seconds)
+                handle = _wait_for_new(path, stop, poll_seconds)  # the file the logger creates holds only new events
                 continue
-            number, pending = _skip_written(handle) if past else (0, b"")
-        replaced = _replaced(path, handle.fileno())  # before reading: what the old file holds then is all it gets
+            source = path
+            number, pending = _skip_written(handle)
+        replaced = _replaced(path, handle.fileno())  # before reading: what a rotated file holds then is all it gets
         chunk = handle.read()
         if chunk:
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
                 number += 1
-                yield _parse(line + b"\n", path, number)
+                yield _parse(line + b"\n", source, number)
         if replaced:
-            rotated = _rotated_after(path, os.fstat(handle.fileno()).st_ino)
+            successor = _successor(path, os.fstat(handle.fileno()).st_ino, stop)
             handle.close()
-            for backup in rotated:
-                yield from read_events_of(backup)
-            handle, past = None, False
+            if successor is None:
+                if stop.is_set():
+                    return
+                log.warning("prediction log %s: rotated more than `backups` times while %s was read; following the "
+                            "newest file, the events in between are missed", path, source)
+                successor = (_wait_for_new(path, stop, 0.0), path)
+            handle, source = successor
+            pending, number = b"", 0
         elif not chunk:
             stop.wait(poll_seconds)
     if handle is not None:
         handle.close()
+
+
+def _wait_for_new(path: Path, stop: threading.Event, poll_seconds: float) -> Any:
+    """`path` opened at its start as soon as the logger has created it, or None when `stop` is set first."""
+    while not stop.is_set():
+        try:
+            return path.open("rb")
+        except FileNotFoundError:
+            stop.wait(poll_seconds or 0.001)
+    return None
+
+
+def _successor(path: Path, inode: int, stop: threading.Event) -> tuple[Any, Path] | None:
+    """The file of the log rotated right after the one with `inode`, opened, with its name: a backup or `path`
+    itself. None when `inode` is no longer among the log's files (deleted by rotation), or `stop` is set. Renames
+    can happen between listing the files and opening one, so the opened file's inode is checked, and the listing
+    retried."""
+    while not stop.is_set():
+        files = log_files(path)
+        try:
+            inodes = [file.stat().st_ino for file in files]
+        except FileNotFoundError:
+            continue  # renamed while listed
+        if inode not in inodes:
+            return None
+        index = inodes.index(inode) + 1
+        if index == len(files):
+            stop.wait(0.001)  # `path` is between its rename and its re-creation
+            continue
+        try:
+            handle = files[index].open("rb")
+        except FileNotFoundError:
+            continue
+        if os.fstat(handle.fileno()).st_ino == inodes[index]:
+            return handle, files[index]
+        handle.close()
+    return None
 
 
 def read_events_of(file: Path) -> Iterator[CloudEvent]:
@@ -392,13 +435,6 @@ def _replaced(path: Path, fd: int) -> bool:
         return path.stat().st_ino != os.fstat(fd).st_ino
     except FileNotFoundError:
         return False
-
-
-def _rotated_after(path: Path, inode: int) -> list[Path]:
-    """The backups rotated after the file with `inode` (now path.K): path.K-1, ..., path.1, oldest first."""
-    backups = log_files(path)[:-1] if path.exists() else log_files(path)
-    inodes = [backup.stat().st_ino for backup in backups]
-    return backups[inodes.index(inode) + 1:] if inode in inodes else []
 
 
 def _parse(line: bytes, file: Path, number: int) -> CloudEvent:

@@ -197,12 +197,17 @@ def test_a_reference_without_the_problems_features_is_named(tmp_path) -> None:
 
 def test_following_the_log_sees_every_new_event_once_across_rotations(train, tmp_path) -> None:
     log = tmp_path / "log.jsonl"
-    write_log(log, train.head(3))  # the past: not followed
+    past = write_log(log, train.head(3))  # written before the follower starts: not followed
     stop = threading.Event()
     seen: list[str] = []
     follower = threading.Thread(target=lambda: seen.extend(e["id"] for e in follow_events(log, stop, 0.01)))
     follower.start()
-    time.sleep(0.3)
+    while not seen:  # until the follower is at the end of the file: a request logged now is one it sees
+        write_log(log, train.head(1))
+        time.sleep(0.2)
+    time.sleep(0.2)
+    assert seen and not set(past) & set(seen)
+    seen.clear()
     ids = write_log(log, train.head(60), max_bytes=20_000, backups=20)  # rotates every few requests
     deadline = time.monotonic() + 10
     while len(seen) < 2 * len(ids) and time.monotonic() < deadline:
