@@ -7,8 +7,9 @@
    data.csv and a current batch resampled from its shifted copy. `components.drift_detection.detect_drift`
    (PSI in core, KS/Chi-squared per feature from alibi-detect in the drift runtime, MMD off) is
    timed by part: PSI (computed in core while the runtime starts), the Parquet read and the tests
-   inside the runtime, the runtime's import of alibi-detect (and the torch and transformers it
-   pulls in), and the whole call; the call less that import is what PSI + KS/Chi-squared cost.
+   inside the runtime, the runtime's import of alibi-detect (and
+   the torch and transformers it pulls in), and the whole call. What PSI + KS/Chi-squared cost is the
+   whole call less the same call on 1,000 rows a side: the start-up every call pays, whatever the data.
 3. The baseline: alibi-detect's `TabularDrift` alone over all 14 columns (complete rows, categorical
    codes), fit and predict, in the drift environment (bench/drift_tabular_baseline.py).
 4. MMD, separately, on samples of 1,000 and 5,000 rows a side (100 permutations).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import tempfile
 import time
@@ -75,6 +77,17 @@ def main() -> None:
         big_ref = _write(base.sample(n=args.rows, replace=True, random_state=10), workdir / "ref-1m.parquet")
         big_cur = _write(shifted(base, 11).sample(n=args.rows, replace=True, random_state=11),
                          workdir / "cur-1m.parquet")
+        # The fixed cost of a call, whatever the data: the drift runtime starting and importing alibi-detect, timed
+        # as a whole call on 1,000 rows a side. What 1M rows cost is the difference.
+        small_ref = _write(base.sample(n=1000, random_state=12), workdir / "ref-1k.parquet")
+        small_cur = _write(shifted(base, 13).sample(n=1000, random_state=13), workdir / "cur-1k.parquet")
+        startups = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            detect_drift(small_ref, small_cur, numeric, categorical, DriftConfig(mmd_sample_rows=0))
+            startups.append(time.perf_counter() - started)
+        startup = statistics.median(startups)
+        results["startup"] = summary(startups)
         runs = []
         for _ in range(args.repeats):
             started = time.perf_counter()
@@ -82,7 +95,7 @@ def main() -> None:
             wall = time.perf_counter() - started
             s = report.seconds
             runs.append({"psi": s["psi"], "tests_read": s["tests_read"], "tests_univariate": s["tests_univariate"],
-                         "import": s["tests_import"], "after_import": wall - s["tests_import"],
+                         "import": s["tests_import"], "after_startup": wall - startup,
                          "boundary": s["tests"], "wall": wall, "level": report.level})
         results["slipway"] = {key: summary([r[key] for r in runs]) for key in runs[0] if key != "level"}
         results["slipway"]["level"] = runs[0]["level"]
@@ -136,10 +149,12 @@ def markdown(results: dict) -> str:
         lines.append(f"| {name} | {r['rows']:,} | **{r['level']}** | {top} | {r['mmd_p_value']:.3g} |")
     lines += [
         "", f"## {rows:,} rows a side, 14 features (median and range of {len(ours['wall']['runs'])} runs)", "",
-        f"- **PSI + KS/Chi-squared, the whole call less alibi-detect's import: {span(ours['after_import'])}** "
-        f"(goal: 2 s). Its parts: PSI of every feature in core {span(ours['psi'])}, computed while the drift "
-        f"runtime starts; in the runtime, reading the two Parquet files {span(ours['tests_read'])} and the "
-        f"KS/Chi-squared tests of every feature, two at a time {span(ours['tests_univariate'])}.",
+        f"- **PSI + KS/Chi-squared, what 1M rows a side cost beyond a call's start-up: {span(ours['after_startup'])}"
+        f"** (goal: 2 s): the whole call on 1M rows less the whole call on 1,000 rows ({span(results['startup'])}, "
+        f"the drift runtime starting and importing alibi-detect). Its parts: PSI of every feature in core "
+        f"{span(ours['psi'])}, computed while the drift runtime starts; in the runtime, reading the two Parquet "
+        f"files {span(ours['tests_read'])} and the KS/Chi-squared tests of every feature, two at a time "
+        f"{span(ours['tests_univariate'])}.",
         f"- The whole `detect_drift` call: {span(ours['wall'])}, of which the drift runtime importing alibi-detect "
         f"(and the torch and transformers it pulls in) {span(ours['import'])}: paid once per call (per pipeline "
         f"step), and once per process in a long-running service. Level: {ours['level']}.",
