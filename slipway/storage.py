@@ -18,11 +18,44 @@ Guarantees that the callers rely on:
 - Every failure is a `StorageError` whose message names the URI and says what went wrong.
 
 Client libraries are imported on first use of their scheme, so a step that only touches
-local files neither pays for nor needs google-cloud-storage or minio. gs:// takes its
-endpoint and credentials from the environment the way google-cloud-storage does
-(Application Default Credentials, or `STORAGE_EMULATOR_HOST` for an emulator, where the
-library itself switches to anonymous credentials and no project); s3:// takes them from a
-`StorageConfig`, read from the usual AWS variables unless one is passed.
+local files neither pays for nor needs google-cloud-storage or minio.
+
+Credentials on a cluster
+------------------------
+
+s3:// (MinIO, SeaweedFS, AWS) takes its endpoint and credentials from a `StorageConfig`;
+`StorageConfig.from_env`, used whenever none is passed, reads them in this order:
+
+1. The environment: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (both or neither), and
+   `AWS_SESSION_TOKEN` if the keys are temporary. This is what `kfp.kubernetes.use_secret_as_env`
+   or a pod's `envFrom: secretRef` gives.
+2. Else a mounted Secret: `SLIPWAY_STORAGE_SECRET_DIR` names the folder where the Secret is
+   mounted as files (`kfp.kubernetes.use_secret_as_volume`, or a `secret` volume). Each file is
+   one of the Secret's keys: either `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and an
+   optional `AWS_SESSION_TOKEN`), or `accesskey` and `secretkey`, the keys of KFP's own
+   `mlpipeline-minio-artifact` Secret, which can therefore be mounted as it is. The folder may
+   also hold `AWS_ENDPOINT_URL`, used when the environment names no endpoint. A trailing
+   newline in a file is ignored. The files are read at each call, so a rotated Secret is
+   picked up without a restart.
+3. Else no credentials: anonymous requests (public buckets only).
+
+The endpoint comes from `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, KServe's `S3_ENDPOINT`
+(+ `S3_USE_HTTPS`), then the secret folder's `AWS_ENDPOINT_URL`, else AWS S3 itself; the region
+from `AWS_REGION` or `AWS_DEFAULT_REGION`. The two sources are never mixed: with one of the key
+variables set in the environment, the secret folder is not read, and a half-set pair (or a
+folder holding only one of its two files) is an error that names what is missing. Secret values
+never appear in a message or a repr.
+
+Libraries that reach S3 through boto3 themselves (Feast's S3 registry, MLflow's S3 artifact
+store) know nothing of the secret folder or of `S3_ENDPOINT`; `boto3_environment()` sets the
+standard AWS variables from the same `StorageConfig` around such a call.
+
+gs:// takes endpoint and credentials from the environment the way google-cloud-storage does:
+Application Default Credentials, which on a cluster is `GOOGLE_APPLICATION_CREDENTIALS` naming
+a mounted service account key file (or Workload Identity with no file at all), or
+`STORAGE_EMULATOR_HOST` for an emulator, where the library itself switches to anonymous
+credentials and no project. A key file that is missing or unusable is a `StorageError` naming
+the variable and the path.
 """
 
 from __future__ import annotations
@@ -63,23 +96,26 @@ class StorageConfig:
     """Where and as whom to reach the S3 API (gs:// and http(s):// need no configuration here).
 
     `s3_endpoint` is a URL (`http://minio-service.kubeflow:9000`); its scheme decides TLS.
-    None means AWS S3 itself. The secret key is left out of the repr so that logging a
-    config never prints it.
+    None means AWS S3 itself. The secret key and the session token are left out of the repr
+    so that logging a config never prints them.
     """
 
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: str | None = dataclasses.field(default=None, repr=False)
     s3_region: str | None = None
+    s3_session_token: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StorageConfig:
-        """Read the variables that KFP, KServe and the AWS tools already set in pods.
+        """Read the variables that KFP, KServe and the AWS tools already set in pods, else the secret folder.
 
-        The endpoint is `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (the AWS SDKs' names, the
-        S3-specific one first as they do), else KServe's `S3_ENDPOINT`, which carries no scheme
+        The order is the module docstring's ("Credentials on a cluster"). The endpoint is
+        `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (the AWS SDKs' names, the S3-specific one
+        first as they do), else KServe's `S3_ENDPOINT`, which carries no scheme
         (`minio-service.kubeflow:9000`) and takes TLS from `S3_USE_HTTPS` ("0" means plain
-        http, the default is https). Empty values count as unset.
+        http, the default is https), else `AWS_ENDPOINT_URL` in the secret folder. Empty values
+        count as unset. A misconfigured source raises `StorageError` naming the variable or file.
         """
         env = os.environ if env is None else env
 
@@ -92,12 +128,115 @@ class StorageConfig:
             if endpoint is not None and "://" not in endpoint:
                 use_https = (get("S3_USE_HTTPS") or "1").lower() not in ("0", "false", "no")
                 endpoint = ("https://" if use_https else "http://") + endpoint
+        region = get("AWS_REGION") or get("AWS_DEFAULT_REGION")
+
+        access_key, secret_key = get(ENV_ACCESS_KEY), get(ENV_SECRET_KEY)
+        if access_key or secret_key:
+            if not (access_key and secret_key):
+                have, lack = (ENV_ACCESS_KEY, ENV_SECRET_KEY) if access_key else (ENV_SECRET_KEY, ENV_ACCESS_KEY)
+                raise StorageError(
+                    f"S3 credentials: {have} is set but {lack} is not: set both, or neither and mount the "
+                    f"storage Secret at the folder that {ENV_SECRET_DIR} names"
+                )
+            return cls(endpoint, access_key, secret_key, region, get(ENV_SESSION_TOKEN))
+        secret_dir = get(ENV_SECRET_DIR)
+        if secret_dir is None:
+            return cls(s3_endpoint=endpoint, s3_region=region)
+        secret = _read_secret_dir(pathlib.Path(secret_dir))
         return cls(
-            s3_endpoint=endpoint,
-            s3_access_key=get("AWS_ACCESS_KEY_ID"),
-            s3_secret_key=get("AWS_SECRET_ACCESS_KEY"),
-            s3_region=get("AWS_REGION") or get("AWS_DEFAULT_REGION"),
+            s3_endpoint=endpoint or secret.get(SECRET_ENDPOINT_FILE),
+            s3_access_key=secret["access_key"],
+            s3_secret_key=secret["secret_key"],
+            s3_region=region,
+            s3_session_token=secret.get("session_token"),
         )
+
+
+# The environment variables and secret files that `StorageConfig.from_env` reads.
+ENV_ACCESS_KEY = "AWS_ACCESS_KEY_ID"
+ENV_SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
+ENV_SESSION_TOKEN = "AWS_SESSION_TOKEN"
+ENV_SECRET_DIR = "SLIPWAY_STORAGE_SECRET_DIR"
+# The key pairs a mounted Secret may hold, in the order they are looked for: the AWS names, then
+# those of KFP's `mlpipeline-minio-artifact` Secret.
+SECRET_KEY_FILES = ((ENV_ACCESS_KEY, ENV_SECRET_KEY), ("accesskey", "secretkey"))
+SECRET_ENDPOINT_FILE = "AWS_ENDPOINT_URL"
+
+
+def _read_secret_dir(folder: pathlib.Path) -> dict[str, str]:
+    """The credentials (and optional endpoint) in a mounted Secret's folder; every problem names the file."""
+    expected = " or ".join(f"{access} and {secret}" for access, secret in SECRET_KEY_FILES)
+    if not folder.is_dir():
+        raise StorageError(
+            f"S3 credentials: {ENV_SECRET_DIR} names {folder}, which is not a folder: mount the storage "
+            f"Secret there (files {expected}), or unset {ENV_SECRET_DIR}"
+        )
+
+    def read(name: str) -> str | None:
+        path = folder / name
+        if not path.is_file():  # follows the symlinks a Kubernetes secret volume is made of
+            return None
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StorageError(f"S3 credentials: cannot read {path} (from {ENV_SECRET_DIR}): {_reason(exc)}") from exc
+        if not value:
+            raise StorageError(f"S3 credentials: {path} (from {ENV_SECRET_DIR}) is empty")
+        return value
+
+    for access_name, secret_name in SECRET_KEY_FILES:
+        access_key, secret_key = read(access_name), read(secret_name)
+        if access_key and secret_key:
+            found = {"access_key": access_key, "secret_key": secret_key}
+            if access_name == ENV_ACCESS_KEY and (token := read(ENV_SESSION_TOKEN)):
+                found["session_token"] = token
+            if endpoint := read(SECRET_ENDPOINT_FILE):
+                found[SECRET_ENDPOINT_FILE] = endpoint
+            return found
+        if access_key or secret_key:
+            have, lack = (access_name, secret_name) if access_key else (secret_name, access_name)
+            raise StorageError(
+                f"S3 credentials: {folder} (from {ENV_SECRET_DIR}) has {have} but no {lack}: the Secret "
+                f"needs both keys"
+            )
+    # Kubernetes keeps its bookkeeping in hidden entries (..data, ..2026_11_24_…): list only the keys.
+    names = sorted(path.name for path in folder.iterdir() if not path.name.startswith("."))
+    raise StorageError(
+        f"S3 credentials: {folder} (from {ENV_SECRET_DIR}) holds no S3 credentials: expected files {expected} "
+        f"(the keys of the mounted Secret); found {', '.join(names) if names else 'nothing'}"
+    )
+
+
+@contextlib.contextmanager
+def boto3_environment(config: StorageConfig | None = None) -> Iterator[None]:
+    """Set the AWS variables that boto3 reads from `config` for the block, then restore them.
+
+    For Feast's S3 registry and MLflow's S3 artifact store, which build their own boto3 clients:
+    what the environment already sets is kept (it came first in `from_env` anyway), what the
+    secret folder or KServe's `S3_ENDPOINT` supplied is added. The endpoint goes to
+    `AWS_ENDPOINT_URL_S3`, which boto3 honours for S3 only. `config` None means `from_env()`.
+    """
+    config = StorageConfig.from_env() if config is None else config
+    wanted = {
+        ENV_ACCESS_KEY: config.s3_access_key,
+        ENV_SECRET_KEY: config.s3_secret_key,
+        ENV_SESSION_TOKEN: config.s3_session_token,
+        "AWS_ENDPOINT_URL_S3": config.s3_endpoint,
+    }
+    if any(os.environ.get(name, "").strip() for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")):
+        del wanted["AWS_ENDPOINT_URL_S3"]
+    added = [name for name, value in wanted.items() if value and not os.environ.get(name, "").strip()]
+    previous = {name: os.environ.get(name) for name in added}
+    for name in added:
+        os.environ[name] = wanted[name]  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def scheme_of(uri: str) -> str:
@@ -281,6 +420,8 @@ def _fetch_http(uri: str, sink: _HashingWriter, config: StorageConfig | None) ->
 
 # --- gs:// ---------------------------------------------------------------------------------
 
+ENV_GOOGLE_CREDENTIALS = "GOOGLE_APPLICATION_CREDENTIALS"
+
 
 @contextlib.contextmanager
 def _gcs_bucket(uri: str, bucket_name: str) -> Iterator[object]:
@@ -292,9 +433,22 @@ def _gcs_bucket(uri: str, bucket_name: str) -> Iterator[object]:
     import google.auth.exceptions
     from google.cloud import storage as gcs
 
+    key_file = os.environ.get(ENV_GOOGLE_CREDENTIALS, "").strip()
+    uses_key_file = bool(key_file) and not os.environ.get("STORAGE_EMULATOR_HOST", "").strip()
+    if uses_key_file and not pathlib.Path(key_file).is_file():
+        raise StorageError(
+            f"cannot reach {uri}: {ENV_GOOGLE_CREDENTIALS} names {key_file}, which does not exist: mount the "
+            "service account key file there, or unset the variable to use the node's or Workload Identity's "
+            "credentials"
+        )
     try:
         client = gcs.Client()
-    except (google.auth.exceptions.GoogleAuthError, OSError) as exc:
+    except (google.auth.exceptions.GoogleAuthError, OSError, ValueError) as exc:
+        if uses_key_file:
+            raise StorageError(
+                f"cannot reach {uri}: {ENV_GOOGLE_CREDENTIALS} names {key_file}, which is not a usable "
+                f"Google Cloud credentials file (a service account key JSON is expected): {exc}"
+            ) from exc
         raise StorageError(
             f"cannot reach {uri}: no Google Cloud credentials ({exc}); set "
             "GOOGLE_APPLICATION_CREDENTIALS, or STORAGE_EMULATOR_HOST for an emulator"
@@ -367,6 +521,7 @@ def _minio_client(uri: str, config: StorageConfig | None) -> object:
             parts.netloc,
             access_key=config.s3_access_key,
             secret_key=config.s3_secret_key,
+            session_token=config.s3_session_token,
             secure=parts.scheme == "https",
             region=config.s3_region,
         )

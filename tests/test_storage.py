@@ -110,8 +110,10 @@ def test_from_env_reads_the_process_environment_by_default(
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-the-process")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-from-the-process")
     assert StorageConfig.from_env().s3_endpoint == "http://127.0.0.1:9000"
     assert StorageConfig.from_env().s3_access_key == "from-the-process"
+    assert StorageConfig.from_env().s3_secret_key == "secret-from-the-process"
 
 
 def test_a_config_never_prints_its_secret_key() -> None:
