@@ -127,13 +127,14 @@ def validate(
 @dsl.component(
     base_image=runtimes.CORE_IMAGE,
     install_kfp_package=False,
-    # Resources, tolerations and node selector set on the task (`.set_accelerator_limit(1)`, ...) reach
-    # the body, which gives them to a TrainJob/PyTorchJob's nodes; they also apply to the task's own pod,
-    # where the default `torchrun` launcher trains.
+    # Resources, tolerations and node selector set on the task (`.set_accelerator_limit(1)`, ...) reach the
+    # body, which gives them to each node of the TrainJob/PyTorchJob, not to the task's own pod: that pod only
+    # submits and waits, and a GPU held by it would sit idle. Env set on the task reaches both.
     task_config_passthroughs=[
-        dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.RESOURCES, apply_to_task=True),
-        dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.KUBERNETES_TOLERATIONS, apply_to_task=True),
-        dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR, apply_to_task=True),
+        dsl.TaskConfigField.RESOURCES,
+        dsl.TaskConfigField.KUBERNETES_TOLERATIONS,
+        dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR,
+        dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.ENV, apply_to_task=True),
     ],
 )
 def train(
@@ -164,14 +165,16 @@ def train(
 
     `launcher`: `torchrun` runs `processes` processes in this task; `trainjob`, `pytorchjob` or `auto`
     submit a Kubeflow Trainer TrainJob / Training Operator PyTorchJob of `num_nodes` nodes that reads
-    and writes the artifacts by URI (`credentials_secret` names the object-storage Secret). An empty
-    `tracking_uri` means MLFLOW_TRACKING_URI, else an embedded SQLite store under the pipeline root.
+    and writes the artifacts by URI, on the train-gpu image when the task asks for GPUs (they go to each
+    node), with the cluster's settings and the task's env (`credentials_secret` names the object-storage
+    Secret, default `slipway-storage`). An empty `tracking_uri` means MLFLOW_TRACKING_URI, else an
+    embedded SQLite store under the pipeline root.
     """
     from pathlib import Path
 
-    from slipway import logs, runtimes
-    from slipway.components import custom_objects, training_jobs
-    from slipway.components.launcher import cluster_trainer_command, run_cluster_training, run_local_training
+    from slipway import logs
+    from slipway.components import training_jobs
+    from slipway.components.launcher import cluster_job_spec, run_cluster_training, run_local_training
     from slipway.components.tracking import TrackingConfig
     from slipway.components.train_config import TrainConfig
     from slipway.components.trainer import Lineage, trainer_arguments
@@ -184,6 +187,9 @@ def train(
     lineage = Lineage(data_sha256=train_data.metadata.get("sha256"), pipeline_run_id=pipeline_run_id,
                       train_data=train_data.uri)
     if launcher == "torchrun":
+        if training_jobs.resources_from_task_config(task_config).gpus:
+            raise ValueError("the task asks for GPUs, which go to a TrainJob/PyTorchJob's nodes: set launcher to "
+                             "trainjob, pytorchjob or auto (torchrun trains in this task's pod, on CPU)")
         checkpoints = Path(model.path).parent / "checkpoints"
         result = run_local_training(trainer_arguments(train_data.path, eval_data.path, model.path, str(checkpoints),
                                                       problem, config, tracking, lineage), processes)
@@ -191,12 +197,9 @@ def train(
         result_uri = f"{model.uri}.result.json"
         args = trainer_arguments(train_data.uri, eval_data.uri, model.uri, "/tmp/slipway-checkpoints", problem,
                                  config, tracking, lineage)
-        spec = training_jobs.DistributedJobSpec(
-            name=training_jobs.job_name("slipway-train", f"{pipeline_run_id}/{model.uri}"),
-            namespace=custom_objects.pod_namespace(), image=runtimes.CORE_IMAGE,
-            command=cluster_trainer_command(args, result_uri), num_nodes=num_nodes, nproc_per_node=processes,
-            resources=training_jobs.resources_from_task_config(task_config),
-            env={"MLFLOW_TRACKING_URI": tracking.tracking_uri}, credentials_secret=credentials_secret or None)
+        spec = cluster_job_spec(training_jobs.job_name("slipway-train", f"{pipeline_run_id}/{model.uri}"), args,
+                                result_uri, num_nodes=num_nodes, processes=processes, task_config=task_config,
+                                tracking_uri=tracking.tracking_uri, credentials_secret=credentials_secret)
         result = run_cluster_training(launcher, spec, result_uri)
     model.metadata.update({"framework": "pytorch", "format": "safetensors", "architecture": architecture,
                            "mlflow_run_id": result.mlflow_run_id, "mlflow_tracking_uri": tracking.tracking_uri})
@@ -428,10 +431,13 @@ def deploy(
     pipeline_root: str,
     report: dsl.Output[dsl.Markdown],
     rollout: dsl.Output[dsl.Artifact],
+    serving_target: str = "local",
 ) -> str:
-    """Serves registered `version` in a real KServe model server, smoke-tests it, then canaries it against the
-    champion on replayed eval traffic (`canary_steps` percent, at least `canary_min_requests` canary requests
-    a step) and promotes it to champion only if every step passes. Returns `promoted` or `rolled_back`."""
+    """Deploys registered `version` on `serving_target`: "local", a real KServe model server in this task, or
+    "kserve", a KServe InferenceService in this pod's namespace (serving/cluster_deploy.py). Either way it
+    smoke-tests the model, canaries it against the champion on replayed eval traffic (`canary_steps` percent, at
+    least `canary_min_requests` canary requests a step) and promotes it to champion only if every step passes.
+    Returns `promoted` or `rolled_back`."""
     import json
     import tempfile
     from pathlib import Path
@@ -444,15 +450,18 @@ def deploy(
     from slipway.components.tracking import TrackingConfig
     from slipway.problem import load_problem
     from slipway.serving.canary import AnalysisPolicy
-    from slipway.serving.deploy import LocalDeployConfig, deploy_registered
+    from slipway.serving.cluster_deploy import checked_serving_target, deploy_to
+    from slipway.serving.deploy import LocalDeployConfig
 
     logs.configure()
+    checked_serving_target(serving_target)
     name = registered_model_name(model_name, load_problem(problem))
     registry = ModelRegistry.connect(TrackingConfig.resolve(tracking_uri, pipeline_root).tracking_uri)
     config = LocalDeployConfig(name=name, steps=tuple(int(p) for p in canary_steps), traffic_rps=traffic_rps,
                                policy=AnalysisPolicy(min_requests=canary_min_requests))
     with tempfile.TemporaryDirectory(prefix="slipway-deploy-") as workdir:
-        result = deploy_registered(registry, name, version, pd.read_parquet(eval_data.path), config, Path(workdir))
+        result = deploy_to(serving_target, registry, name, version, pd.read_parquet(eval_data.path), config,
+                           Path(workdir))
     Path(report.path).write_text(result.markdown())
     Path(rollout.path).write_text(json.dumps({"outcome": result.outcome, "model_uri": f"models:/{name}/{version}",
                                               "canary": result.rollout.to_dict() if result.rollout else None},

@@ -25,6 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from slipway import cluster, runtimes
 from slipway.child_process import last_error_line, stream
 from slipway.components import custom_objects, training_jobs
 from slipway.components.trainer import TrainResult
@@ -72,6 +73,33 @@ def run_local_training(trainer_args: list[str], processes: int) -> TrainResult:
 def cluster_trainer_command(trainer_args: list[str], result_uri: str) -> list[str]:
     """A cluster job's argv after `torchrun`: the trainer, reporting its result to `result_uri`."""
     return ["-m", TRAINER_MODULE, *trainer_args, "--result-file", result_uri]
+
+
+def cluster_job_spec(
+    name: str,
+    trainer_args: list[str],
+    result_uri: str,
+    *,
+    num_nodes: int,
+    processes: int,
+    task_config: object,
+    tracking_uri: str,
+    credentials_secret: str = "",
+) -> training_jobs.DistributedJobSpec:
+    """The job the `train` component submits on Kubeflow, from what its KFP task carries.
+
+    The GPUs, CPU, memory, tolerations and node selector set on the task (its `dsl.TaskConfig`) go to
+    every node, which runs the train-gpu image when it has GPUs; the cluster's settings (`slipway-config`,
+    as this pod has them), the task's own env and the storage Secret (`credentials_secret`, default
+    `slipway-storage`) go to every node's env.
+    """
+    resources = training_jobs.resources_from_task_config(task_config)
+    return training_jobs.DistributedJobSpec(
+        name=name, namespace=custom_objects.pod_namespace(), image=runtimes.training_image(resources.gpus),
+        command=cluster_trainer_command(trainer_args, result_uri), num_nodes=num_nodes, nproc_per_node=processes,
+        resources=resources, env=training_jobs.cluster_env(tracking_uri),
+        task_env=training_jobs.env_from_task_config(task_config),
+        credentials_secret=credentials_secret or cluster.STORAGE_SECRET)
 
 
 def run_cluster_training(

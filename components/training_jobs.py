@@ -48,6 +48,7 @@ import functools
 import hashlib
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -58,6 +59,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
 
+from slipway import cluster
 from slipway.components import custom_objects
 from slipway.components.custom_objects import CustomResource
 from slipway.quantities import is_positive_quantity, parse_quantity
@@ -191,10 +193,14 @@ class DistributedJobSpec:
     per GPU, or per whole CPU core requested when there is no GPU (as the Trainer's Torch plugin does;
     torchrun's own "auto" would count the host's cores, not the container's).
 
-    Object-storage credentials come from the Secret `credentials_secret`, one `secretKeyRef` per entry of
-    `credentials_keys` (env name -> key in the Secret), never as values in the job: the TrainJob's
+    Object-storage credentials come from the Secret `credentials_secret`, one optional `secretKeyRef` per
+    entry of `credentials_keys` (env name -> key in the Secret), never as values in the job: the TrainJob's
     trainer has no `envFrom`, so both kinds use the same explicit list, which also lets a Secret with
-    other key names (KFP's `mlpipeline-minio-artifact` has `accesskey`/`secretkey`) serve.
+    other key names (KFP's `mlpipeline-minio-artifact` has `accesskey`/`secretkey`) serve. Optional, as
+    the KFP task's own: on Workload Identity there is no Secret and the pods start without one.
+
+    `task_env` is the env the KFP task forwarded (`env_from_task_config`), Kubernetes EnvVar dicts with a
+    `value` or a `valueFrom`; a name that `env` or the credentials also set keeps their value.
     """
 
     name: str
@@ -207,12 +213,14 @@ class DistributedJobSpec:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     credentials_secret: str | None = None
     credentials_keys: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_CREDENTIALS_KEYS))
+    task_env: Sequence[Mapping[str, Any]] = ()
     service_account: str | None = None
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for field, kind in (("command", tuple), ("env", dict), ("credentials_keys", dict), ("labels", dict)):
             object.__setattr__(self, field, kind(getattr(self, field)))
+        object.__setattr__(self, "task_env", tuple(dict(variable) for variable in self.task_env))
         if not isinstance(self.name, str) or len(self.name) > MAX_HOSTNAME or not _RFC1035_LABEL.fullmatch(self.name):
             raise JobSpecError(f"DistributedJobSpec.name: {self.name!r} is not a valid job name: use at most 63 "
                                "lowercase letters, digits and '-', starting with a letter and ending with a letter "
@@ -252,6 +260,11 @@ class DistributedJobSpec:
                 if not isinstance(key, str) or not _SECRET_KEY.fullmatch(key):
                     raise JobSpecError(f"DistributedJobSpec.credentials_keys[{name!r}]: {key!r} is not a Secret "
                                        "key ([-._a-zA-Z0-9]+)")
+        for index, variable in enumerate(self.task_env):
+            where = f"DistributedJobSpec.task_env[{index}]"
+            _check_env_name(variable.get("name"), where)
+            if not isinstance(variable.get("value", ""), str) or not isinstance(variable.get("valueFrom", {}), dict):
+                raise JobSpecError(f"{where}: {variable!r} is not a Kubernetes EnvVar (a string value or a valueFrom)")
         if self.service_account is not None and not _is_dns1123_subdomain(self.service_account):
             raise JobSpecError(f"DistributedJobSpec.service_account: {self.service_account!r} is not a "
                                "ServiceAccount name (a DNS-1123 subdomain)")
@@ -352,10 +365,7 @@ def build_pytorchjob(spec: DistributedJobSpec) -> dict[str, Any]:
         # The operator sets MASTER_ADDR/MASTER_PORT (not PET_MASTER_*): hand them to torchrun.
         command=[TORCHRUN, "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)"],
         args=list(spec.command),
-        env=[client.V1EnvVar(
-            name=v["name"], value=v.get("value"),
-            value_from=client.V1EnvVarSource(secret_key_ref=client.V1SecretKeySelector(**v["valueFrom"]["secretKeyRef"]))
-            if "valueFrom" in v else None) for v in _env(spec)] or None,
+        env=[_v1_env_var(variable) for variable in _env(spec)] or None,
         resources=client.V1ResourceRequirements(requests=dict(quantities), limits=dict(quantities)),
         ports=[client.V1ContainerPort(name=PYTORCH_PORT_NAME, container_port=PYTORCH_PORT)],
     )
@@ -405,16 +415,56 @@ def _serializer() -> client.ApiClient:
 
 
 def _env(spec: DistributedJobSpec) -> list[dict[str, Any]]:
-    """The trainer container's env (Kubernetes JSON shape): the plain values, then the Secret's keys."""
+    """The trainer container's env (Kubernetes JSON shape): the plain values, the task's, then the Secret's keys."""
     variables: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in spec.env.items()]
-    if spec.credentials_secret:
-        variables += credential_env(spec.credentials_secret, spec.credentials_keys)
-    return variables
+    credentials = credential_env(spec.credentials_secret, spec.credentials_keys) if spec.credentials_secret else []
+    taken = set(spec.env) | {variable["name"] for variable in credentials}
+    variables += [variable for variable in spec.task_env if variable["name"] not in taken]
+    return variables + credentials
 
 
 def credential_env(secret: str, keys: Mapping[str, str] = DEFAULT_CREDENTIALS_KEYS) -> list[dict[str, Any]]:
-    """Object-storage credentials as container env read from a Secret (env name -> key), never as values."""
-    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for name, key in keys.items()]
+    """Object-storage credentials as container env read from a Secret (env name -> key), never as values.
+
+    Optional, so that a cluster whose pods reach storage without keys (Workload Identity) needs no Secret.
+    """
+    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+            for name, key in keys.items()]
+
+
+def cluster_env(tracking_uri: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The plain settings a training job needs from the cluster (`slipway.cluster.CONFIG_KEYS`, as this pod has
+    them from the `slipway-config` ConfigMap), with the tracking URI the task resolved."""
+    environ = os.environ if environ is None else environ
+    settings = {key: environ[key] for key in cluster.CONFIG_KEYS if environ.get(key, "").strip()}
+    return {**settings, "MLFLOW_TRACKING_URI": tracking_uri}
+
+
+def env_from_task_config(task_config: Any) -> tuple[dict[str, Any], ...]:
+    """The env a KFP task forwarded through `dsl.TaskConfig` (EnvVar dicts), empty under kfp.local."""
+    return tuple(dict(variable) for variable in getattr(task_config, "env", None) or ())
+
+
+# Each EnvVarSource field and the V1 model of its selector.
+_ENV_SOURCES = {"secretKeyRef": ("secret_key_ref", client.V1SecretKeySelector),
+                "configMapKeyRef": ("config_map_key_ref", client.V1ConfigMapKeySelector),
+                "fieldRef": ("field_ref", client.V1ObjectFieldSelector),
+                "resourceFieldRef": ("resource_field_ref", client.V1ResourceFieldSelector)}
+_SELECTOR_FIELDS = {"fieldPath": "field_path", "apiVersion": "api_version", "containerName": "container_name"}
+
+
+def _v1_env_var(variable: Mapping[str, Any]) -> client.V1EnvVar:
+    """An EnvVar in Kubernetes JSON shape as the `kubernetes` client's V1 model."""
+    source = variable.get("valueFrom")
+    if not source:
+        return client.V1EnvVar(name=variable["name"], value=variable.get("value"))
+    unknown = set(source) - set(_ENV_SOURCES)
+    if unknown or len(source) != 1:
+        raise JobSpecError(f"env {variable['name']}: valueFrom {source!r} is not one of {sorted(_ENV_SOURCES)}")
+    [(kind, selector)] = source.items()
+    field, model = _ENV_SOURCES[kind]
+    selector = model(**{_SELECTOR_FIELDS.get(key, key): value for key, value in selector.items()})
+    return client.V1EnvVar(name=variable["name"], value_from=client.V1EnvVarSource(**{field: selector}))
 
 
 # --- KFP task config -------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from slipway.components.drift_detection import DriftConfig
 from slipway.components.feedback import NO_RETRAINING, FeedbackPolicy
 from slipway.components.search_space import DEFAULT_SEARCH_SPACE
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
+from slipway.pipelines.cluster_config import attach_cluster_config
 from slipway.pipelines.steps import train_and_deploy
 from slipway.pipelines.training import CANARY_STEPS, DEFAULT_THRESHOLD
 from slipway.problem import DEFAULT_PROBLEM
@@ -74,6 +75,7 @@ def continuous_training(
     processes: int = DEFAULT_PROCESSES,
     launcher: str = "torchrun",
     num_nodes: int = 1,
+    gpus_per_node: int = 0,
     credentials_secret: str = "",
     threshold: float = DEFAULT_THRESHOLD,
     min_auc: float = BlessingPolicy.min_auc,
@@ -109,10 +111,12 @@ def continuous_training(
             search_space=search_space, max_trials=max_trials, architecture=architecture, hidden_units=hidden_units,
             dropout=dropout, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
             weight_decay=weight_decay, patience=patience, seed=seed, processes=processes, launcher=launcher,
-            num_nodes=num_nodes, credentials_secret=credentials_secret, tracking_uri=tracking_uri,
+            num_nodes=num_nodes, gpus_per_node=gpus_per_node, credentials_secret=credentials_secret,
+            tracking_uri=tracking_uri,
             feature_repo=feature_repo, threshold=threshold, model_name=model_name, min_auc=min_auc,
             max_auc_drop=max_auc_drop, canary_steps=canary_steps, canary_min_requests=canary_min_requests,
             traffic_rps=traffic_rps)
+    attach_cluster_config()
     return ContinuousTrainingOutputs(drift_level=drifted.outputs["Output"], retrain=trigger.outputs["Output"],
                                      feedback=trigger.outputs["feedback"], drift_report=drifted.outputs["report"],
                                      drift_metrics=drifted.outputs["metrics"], anomalies=validated.outputs["summary"])

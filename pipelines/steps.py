@@ -26,6 +26,7 @@ from slipway.components.catalog import (
     training_set,
     tune,
 )
+from slipway.components.training_jobs import JobResources
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,7 @@ def train_and_deploy(
     processes: Any,
     launcher: Any,
     num_nodes: Any,
+    gpus_per_node: Any,
     credentials_secret: Any,
     tracking_uri: Any,
     feature_repo: Any,
@@ -109,6 +111,8 @@ def train_and_deploy(
         pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER,
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     )
+    # GPUs for each node of the TrainJob/PyTorchJob the task submits (its TaskConfig), not for the task's own pod.
+    trained.set_accelerator_type(JobResources.gpu_resource).set_accelerator_limit(gpus_per_node)
     evaluated = evaluate(
         model=trained.outputs["model"],
         eval_data=eval_data,

@@ -23,6 +23,7 @@ from slipway.components.blessing import BlessingPolicy
 from slipway.components.catalog import ingest, schema, statistics, validate
 from slipway.components.search_space import DEFAULT_SEARCH_SPACE
 from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
+from slipway.pipelines.cluster_config import attach_cluster_config
 from slipway.pipelines.steps import train_and_deploy
 from slipway.problem import DEFAULT_PROBLEM
 from slipway.serving.canary import AnalysisPolicy
@@ -73,6 +74,7 @@ def training(
     processes: int = DEFAULT_PROCESSES,
     launcher: str = "torchrun",
     num_nodes: int = 1,
+    gpus_per_node: int = 0,
     credentials_secret: str = "",
     tracking_uri: str = "",
     feature_repo: str = "",
@@ -85,13 +87,15 @@ def training(
     traffic_rps: float = LocalDeployConfig.traffic_rps,
 ) -> TrainingOutputs:
     """`pinned_schema` is a reviewed schema.pbtxt (path or URI) to validate against instead of the one inferred from
-    the train split; `tuner` is `optuna` (a study in the task), `katib` (a Katib Experiment) or `off`,
-    searching `search_space` (a packaged name or a YAML path) within `max_trials` (0: the space's budget), the
-    other hyperparameters being the base that unsearched fields keep; `feature_repo` is the Feast store's
-    folder (empty: SLIPWAY_FEAST_* from the environment, else an embedded store under the pipeline root,
-    shared by runs like the MLflow registry); `model_name` is the registered model (empty: the problem's
-    name); `min_auc` and `max_auc_drop` are the blessing gate's minimum AUC and the AUC drop from the champion
-    it tolerates; `canary_steps` are the percentages of traffic the canary takes in turn, each judged on at
+    the train split; `tuner` is `optuna` (a study in the task), `katib` (a Katib Experiment) or `off`, searching
+    `search_space` (a packaged name or a YAML path) within `max_trials` (0: the space's budget), the other
+    hyperparameters being the base that unsearched fields keep; `launcher` is `torchrun` (in the task) or, on
+    Kubeflow, `trainjob`, `pytorchjob` or `auto`: a job of `num_nodes` nodes with `gpus_per_node` GPUs each, which
+    reads object storage with the keys of the Secret `credentials_secret` (empty: `slipway-storage`); `feature_repo`
+    is the Feast store's folder (empty: SLIPWAY_FEAST_* from the environment, else an embedded store under the
+    pipeline root, shared by runs like the MLflow registry); `model_name` is the registered model (empty: the
+    problem's name); `min_auc` and `max_auc_drop` are the blessing gate's minimum AUC and the AUC drop from the
+    champion it tolerates; `canary_steps` are the percentages of traffic the canary takes in turn, each judged on at
     least `canary_min_requests` canary requests of eval rows replayed at `traffic_rps`."""
     ingested = ingest(source_uri=source_uri, problem=problem)
     # The source behind a URI can change while the URI stays the same (`latest.csv`): never
@@ -107,10 +111,12 @@ def training(
         search_space=search_space, max_trials=max_trials, architecture=architecture, hidden_units=hidden_units,
         dropout=dropout, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
         weight_decay=weight_decay, patience=patience, seed=seed, processes=processes, launcher=launcher,
-        num_nodes=num_nodes, credentials_secret=credentials_secret, tracking_uri=tracking_uri,
+        num_nodes=num_nodes, gpus_per_node=gpus_per_node, credentials_secret=credentials_secret,
+        tracking_uri=tracking_uri,
         feature_repo=feature_repo, threshold=threshold, model_name=model_name, min_auc=min_auc,
         max_auc_drop=max_auc_drop, canary_steps=canary_steps, canary_min_requests=canary_min_requests,
         traffic_rps=traffic_rps)
+    attach_cluster_config()
     return TrainingOutputs(
         statistics_report=stats.outputs["report"],
         anomalies=validated.outputs["summary"],

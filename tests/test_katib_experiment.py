@@ -104,8 +104,9 @@ def test_each_trial_runs_the_trainer_with_exactly_the_assigned_values() -> None:
 def test_the_trial_reads_object_storage_credentials_from_the_secret_never_as_values() -> None:
     [container] = manifest()["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"]
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
-    assert secrets == {"AWS_ACCESS_KEY_ID": {"name": "mlpipeline-s3", "key": "AWS_ACCESS_KEY_ID"},
-                       "AWS_SECRET_ACCESS_KEY": {"name": "mlpipeline-s3", "key": "AWS_SECRET_ACCESS_KEY"}}
+    assert secrets == {"AWS_ACCESS_KEY_ID": {"name": "mlpipeline-s3", "key": "AWS_ACCESS_KEY_ID", "optional": True},
+                       "AWS_SECRET_ACCESS_KEY": {"name": "mlpipeline-s3", "key": "AWS_SECRET_ACCESS_KEY",
+                                                         "optional": True}}
 
 
 def test_katibs_metrics_filter_reads_eval_auc_from_the_trainers_epoch_line_and_nothing_else() -> None:
