@@ -80,7 +80,7 @@ from slipway.components.feature_aggregates import (
     utc_times,
 )
 from slipway.problem import Problem
-from slipway.storage import StorageConfig
+from slipway.storage import StorageConfig, boto3_environment
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
@@ -98,7 +98,6 @@ ENV_REGISTRY = "SLIPWAY_FEAST_REGISTRY"
 ENTITY_KEY_SERIALIZATION_VERSION = 3
 OBJECT_STORE_SCHEMES = ("s3", "gs")
 FOUND_SUFFIX = "__found"
-S3_ENDPOINT_VARIABLE = "FEAST_S3_ENDPOINT_URL"
 
 T = TypeVar("T")
 
@@ -208,16 +207,13 @@ def open_store(config: StoreConfig, problem: Problem) -> FeatureStore:
 
     Path(config.repo_dir).mkdir(parents=True, exist_ok=True)
     store = FeatureStore(config=config.repo_config(problem.name))
-    endpoint = StorageConfig.from_env().s3_endpoint
-    if config.registry_location.startswith("s3://") and endpoint and S3_ENDPOINT_VARIABLE not in os.environ:
-        # Feast's S3 registry takes its endpoint only from FEAST_S3_ENDPOINT_URL, once, when it is
-        # built (which reads it, or creates it empty): build it now with the endpoint our storage
-        # layer uses (AWS_ENDPOINT_URL, or KServe's S3_ENDPOINT), without leaving the variable set.
-        os.environ[S3_ENDPOINT_VARIABLE] = endpoint
-        try:
+    if config.registry_location.startswith("s3://"):
+        # Feast's S3 registry makes its boto3 client once, when it is built (which reads the registry,
+        # or creates it empty), from FEAST_S3_ENDPOINT_URL and boto3's own variables: build it now with
+        # the endpoint and credentials our storage layer uses (the environment, else the mounted Secret
+        # of SLIPWAY_STORAGE_SECRET_DIR; AWS_ENDPOINT_URL, or KServe's S3_ENDPOINT), leaving nothing set.
+        with boto3_environment(StorageConfig.from_env()):
             store.registry  # noqa: B018 (built for its side effect)
-        finally:
-            del os.environ[S3_ENDPOINT_VARIABLE]
     return store
 
 

@@ -412,3 +412,53 @@ def test_ingest_reads_a_gs_source(gcs_emulator: str, taxi_csv: Path, tmp_path: P
     uri = f"gs://{GS_BUCKET}/sources/{tmp_path.name}/data.csv"
     upload(taxi_csv, uri)
     assert_same_ingest(uri, taxi_csv, tmp_path, ingested_locally)
+
+
+# --- the Feast registry on object storage ----------------------------------------------------------------
+
+
+def registry_views(path: Path) -> list[str]:
+    """The feature views a Feast registry file holds, read as the protobuf it is."""
+    from feast.protos.feast.core.Registry_pb2 import Registry
+
+    registry = Registry()
+    registry.ParseFromString(path.read_bytes())
+    return sorted(view.spec.name for view in registry.feature_views)
+
+
+@pytest.mark.servers
+def test_the_feast_registry_on_s3_with_credentials_only_from_a_mounted_secret(
+    s3_config: StorageConfig, clean_aws: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Feast's S3 registry is boto3's: with no AWS variable set, only our storage layer can hand it the Secret.
+    from test_feature_store import AREA, COMPANY, PROBLEM, write_tables
+
+    from slipway.components.feature_store import StoreConfig, apply, open_store
+
+    mount_secret(clean_aws, tmp_path / "secret", s3_config, kfp_names=True)
+    registry = f"s3://{S3_BUCKET}/feast/{tmp_path.name}/registry.pb"
+    env = {"SLIPWAY_FEAST_REGISTRY": registry}
+
+    apply(open_store(StoreConfig.from_env(tmp_path / "feast-apply-pod", env), PROBLEM), PROBLEM,
+          write_tables(tmp_path / "tables"))
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3"} & set(os.environ)
+    download(registry, tmp_path / "registry.pb", s3_config)
+    assert registry_views(tmp_path / "registry.pb") == [COMPANY, AREA]
+    reader = open_store(StoreConfig.from_env(tmp_path / "serving-pod", env), PROBLEM)
+    assert sorted(view.name for view in reader.list_feature_views()) == [COMPANY, AREA]
+
+
+@pytest.mark.servers
+def test_the_feast_registry_on_gcs(gcs_emulator: str, tmp_path: Path) -> None:
+    from test_feature_store import AREA, COMPANY, PROBLEM, write_tables
+
+    from slipway.components.feature_store import StoreConfig, apply, open_store
+
+    registry = f"gs://{GS_BUCKET}/feast/{tmp_path.name}/registry.pb"
+    env = {"SLIPWAY_FEAST_REGISTRY": registry}
+    apply(open_store(StoreConfig.from_env(tmp_path / "feast-apply-pod", env), PROBLEM), PROBLEM,
+          write_tables(tmp_path / "tables"))
+    download(registry, tmp_path / "registry.pb")
+    assert registry_views(tmp_path / "registry.pb") == [COMPANY, AREA]
+    reader = open_store(StoreConfig.from_env(tmp_path / "serving-pod", env), PROBLEM)
+    assert sorted(view.name for view in reader.list_feature_views()) == [COMPANY, AREA]
