@@ -48,6 +48,7 @@ from slipway.serving.protocol import (
     DEGRADED_HEADER,
     DEGRADED_RESPONSES,
     MODEL_ERROR,
+    MODEL_HEADER,
     OUTPUT_NAME,
     UNINFORMED_SCORE,
     joined,
@@ -65,6 +66,7 @@ class PredictorSettings:
     fallback_score: float  # answered for every row when the model fails
     max_batch_rows: int = 1024  # a bigger batch is a 400: one request must not hold the server for long
     version: str = ""  # the registry version being served, reported in V2 responses
+    model_uri: str = ""  # the model's URI, named in every answer's x-slipway-model header ("" = no header)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fallback_score <= 1.0:
@@ -186,8 +188,11 @@ class SlipwayPredictor(kserve.Model):
         degraded: str | None,
         response_headers: dict[str, str] | None,
     ) -> None:
-        if degraded and response_headers is not None:
-            response_headers[DEGRADED_HEADER] = degraded
+        if response_headers is not None:
+            if degraded:
+                response_headers[DEGRADED_HEADER] = degraded
+            if self.settings.model_uri:
+                response_headers[MODEL_HEADER] = self.settings.model_uri
         if self.prediction_log is not None:
             self.prediction_log.log(request_id, self.name, request, response, degraded=degraded)
 

@@ -11,6 +11,12 @@ dashboards can tell a fallback from a model's score:
   reason in the `degraded` response parameter);
 - the Prometheus counter `slipway_degraded_responses_total{model, reason}`.
 
+Every predict/infer answer of the predictor also names the model that gave it, in the header
+`x-slipway-model: <model URI>`: the URI in `SLIPWAY_MODEL_URI` when set (an InferenceService deployed by
+serving/cluster_deploy.py sets it to the predictor's storage URI, since KServe rewrites `STORAGE_URI` to
+/mnt/models inside the pod), else the server's `--model`. A KServe canary splits traffic without saying
+which revision answered; this header is how the canary analysis tells stable answers from canary ones.
+
 This module imports nothing heavy, so that the transformer, which has no model to load, need not
 import torch to share these names with the predictor.
 """
@@ -21,6 +27,8 @@ from prometheus_client import Counter
 
 OUTPUT_NAME = "probability"
 DEGRADED_HEADER = "x-slipway-degraded"
+MODEL_HEADER = "x-slipway-model"  # which model answered: see the module docstring
+MODEL_URI_ENV = "SLIPWAY_MODEL_URI"  # the predictor's identity, as the InferenceService sets it
 
 # Reasons
 MODEL_ERROR = "model-error"  # the model raised on the request's rows

@@ -21,11 +21,12 @@ import dataclasses
 import gc
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from slipway.serving.protocol import UNINFORMED_SCORE
+from slipway.serving.protocol import MODEL_URI_ENV, UNINFORMED_SCORE
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ def build_predictor(config: ServeConfig) -> Any:
     # The URL name: as asked, else the registered model's, else the problem's.
     name = config.name or source.registered_name or str(model.metadata.get("lineage", {}).get("problem") or "model")
     settings = PredictorSettings(fallback_score=fallback_score_of(model, config.fallback_score),
-                                 max_batch_rows=config.max_batch_rows, version=source.version)
+                                 max_batch_rows=config.max_batch_rows, version=source.version,
+                                 model_uri=os.environ.get(MODEL_URI_ENV) or config.model_uri)
     prediction_log = None
     if config.prediction_log is not None:
         prediction_log = PredictionLogger(PredictionLogConfig(
