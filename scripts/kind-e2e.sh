@@ -44,7 +44,7 @@ KEEP_CLUSTER="${KEEP_CLUSTER:-0}"
 RUN_TIMEOUT="${RUN_TIMEOUT:-3600}"
 WAIT_TIMEOUT="${WAIT_TIMEOUT:-900s}"
 IMAGE_REGISTRY="localhost:5001"
-IMAGE_TAG="e2e"
+IMAGE_TAG="e2e"  # fixed: with KEEP_CLUSTER=1, a rerun's pods may reuse the node's cached e2e images
 PUSHED_RUNTIMES=(core tfdv drift serving)  # train-gpu: built by `make images`, not pushed
 NAMESPACE="kubeflow"
 MODEL_NAME="chicago_taxi"
@@ -120,7 +120,8 @@ predictor_service() {
   local found
   found="$(k -n "$NAMESPACE" get service -o name \
     -l "serving.kserve.io/inferenceservice=${ISVC_NAME},component=predictor")"
-  echo "${found%%$'\n'*}"
+  found="${found%%$'\n'*}"
+  echo "${found:-service/${ISVC_NAME}-predictor}"
 }
 
 # predict: one V1 request with the first row of data.csv (less the label); the answer must be
@@ -176,8 +177,10 @@ for path in map(Path, files):
     print(f"uploaded s3://{bucket}/{prefix}/{path.name}")
 PY
 forward "$KFP_PORT" svc/ml-pipeline 8888
-"$SLIPWAY" upload dist/training.yaml --host "$KFP_HOST"
-"$SLIPWAY" upload dist/continuous_training.yaml --host "$KFP_HOST"
+# Named as in `slipway compile` (continuous_training's own pipelineInfo.name is continuous-training).
+for pipeline in training continuous_training; do
+  "$SLIPWAY" upload "dist/${pipeline}.yaml" --name "$pipeline" --host "$KFP_HOST"
+done
 "$SLIPWAY" submit training --host "$KFP_HOST" \
   --set "source_uri=s3://${DATA_BUCKET}/${DATA_PREFIX}/data.csv" --set serving_target=kserve \
   --wait --timeout "$RUN_TIMEOUT"

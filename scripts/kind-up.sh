@@ -168,7 +168,8 @@ log "KServe ${KSERVE_VERSION} (Standard mode)"
 k create namespace kserve --dry-run=client -o yaml | k apply -f -  # kserve.yaml carries no Namespace
 k apply --server-side -f "${KSERVE_RELEASE}/kserve-crds.yaml"
 k wait --for=condition=Established crd/inferenceservices.serving.kserve.io --timeout=120s
-retry 10 15 k apply --server-side -f "${KSERVE_RELEASE}/kserve.yaml"  # needs cert-manager's webhook
+# --force-conflicts: on a rerun, take inferenceservice-config back from the `replace` below.
+retry 10 15 k apply --server-side --force-conflicts -f "${KSERVE_RELEASE}/kserve.yaml"  # cert-manager's webhook
 k -n kserve get configmap inferenceservice-config -o json |
   python3 "${SCRIPT_DIR}/kind/kserve_standard_mode.py" | k replace -f -
 k -n kserve rollout restart deployment/kserve-controller-manager

@@ -182,7 +182,8 @@ def test_the_cluster_config_is_a_kind_cluster_whose_containerd_reads_registry_ho
     patches = [tomllib.loads(patch) for patch in config["containerdConfigPatches"]]
     registry = [p["plugins"]["io.containerd.grpc.v1.cri"]["registry"] for p in patches
                 if "registry" in p.get("plugins", {}).get("io.containerd.grpc.v1.cri", {})]
-    assert registry == [{"config_path": "/etc/containerd/certs.d"}], "config_path only: containerd refuses mirrors with it"
+    # config_path alone: containerd refuses `registry.mirrors` next to it.
+    assert registry == [{"config_path": "/etc/containerd/certs.d"}]
     assert [node["role"] for node in config["nodes"]] == ["control-plane"]
 
 
@@ -211,6 +212,8 @@ def test_the_e2e_pushes_to_the_registry_the_cluster_pulls_from():
     assert 'make images IMAGE_REGISTRY="$IMAGE_REGISTRY" IMAGE_TAG="$IMAGE_TAG"' in text
     assert re.search(r"^PUSHED_RUNTIMES=\(core tfdv drift serving\)", text, re.MULTILINE)
     assert "trap teardown EXIT" in text and 'KEEP_CLUSTER" == 1' in text
+    assert text.count("--set serving_target=kserve") == 2 and text.count("--wait --timeout") == 2
+    assert 'kubectl apply -k manifests/overlays/kind' in text.replace("k apply", "kubectl apply")
 
 
 # --- KServe in Standard mode ------------------------------------------------------------------
