@@ -9,17 +9,21 @@
     slipway rollback --model NAME
     slipway estimate --qps N --p99-ms L
     slipway version
+    slipway upload dist/training.yaml --host URL
+    slipway submit training --host URL [--set key=value ...] [--wait]
+    slipway runs --host URL [RUN_ID]
 
 Exit codes: 0 success, 1 a pipeline or step failed, 2 bad usage (unknown pipeline, bad --set).
 """
 
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
 import json
 import logging
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1077,3 +1081,150 @@ def version_command() -> None:
             click.echo(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
             click.echo(f"{package} (not installed)")
+
+
+# --- Kubeflow Pipelines: upload, submit, runs ----------------------------------------------------------------
+
+
+def _kfp_options(command: Callable) -> Callable:
+    """Where the KFP API is and how to log in to it: the same options on `upload`, `submit` and `runs`."""
+    for option in reversed((
+        click.option("--host", envvar="KF_PIPELINES_ENDPOINT", show_envvar=True, required=True, metavar="URL",
+                     help="The KFP API, e.g. http://localhost:8080 (port-forwarded svc/ml-pipeline-ui) or "
+                          "https://kubeflow.example.com/pipeline."),
+        click.option("--namespace", default=None, help="Your profile namespace, on a multi-user Kubeflow: "
+                                                       "where experiments and runs live."),
+        click.option("--existing-token", envvar="SLIPWAY_KFP_TOKEN", show_envvar=True, default=None,
+                     metavar="TOKEN", help="A bearer token to send (kfp.Client's existing_token)."),
+        click.option("--cookies", envvar="SLIPWAY_KFP_COOKIES", show_envvar=True, default=None, metavar="COOKIES",
+                     help="A Cookie header to send: a Kubeflow login session, e.g. 'authservice_session=...' "
+                          "from a browser logged in to the dashboard."),
+    )):
+        command = option(command)
+    return command
+
+
+def _kfp_session(host: str, namespace: str | None, existing_token: str | None, cookies: str | None) -> Any:
+    from slipway.pipelines.kfp_client import connect
+
+    with _kfp_errors():
+        return connect(host, namespace=namespace, existing_token=existing_token, cookies=cookies)
+
+
+@contextlib.contextmanager
+def _kfp_errors() -> Iterator[None]:
+    """A KFP failure as one line on stderr (exit 1), with the credential options when the login failed."""
+    from slipway.pipelines.kfp_client import AuthenticationFailed, KfpError
+
+    try:
+        yield
+    except AuthenticationFailed as exc:
+        raise click.ClickException(f"{exc} with --existing-token TOKEN (or SLIPWAY_KFP_TOKEN) or --cookies "
+                                   "'authservice_session=...' (or SLIPWAY_KFP_COOKIES)") from None
+    except KfpError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command("upload")
+@click.argument("package", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--name", default=None, help="Pipeline name in KFP. Default: the pipeline's own (pipelineInfo.name).")
+@click.option("--description", default=None, help="Shown in the KFP UI.")
+@_kfp_options
+def upload_command(package: Path, name: str | None, description: str | None, host: str, namespace: str | None,
+                   existing_token: str | None, cookies: str | None) -> None:
+    """Upload PACKAGE, a compiled pipeline (e.g. dist/training.yaml from `slipway compile`), to KFP.
+
+    The first upload creates the pipeline; uploading again under the same name adds a new version
+    (named <pipeline>-<UTC time>-<sha256 prefix>), which `slipway submit` then runs. Prints the ids.
+    """
+    session = _kfp_session(host, namespace, existing_token, cookies)
+    with _kfp_errors():
+        upload = session.upload(package, name=name, description=description)
+    click.echo(f"{'Created pipeline' if upload.new_pipeline else 'New version of pipeline'} {upload.pipeline_name!r}")
+    click.echo(f"  pipeline id: {upload.pipeline_id}")
+    click.echo(f"  version id:  {upload.version_id} ({upload.version_name})")
+    click.echo(f"  {session.host}/#/pipelines/details/{upload.pipeline_id}/version/{upload.version_id}")
+
+
+@cli.command("submit")
+@click.argument("pipeline")
+@click.option("--experiment", default="slipway", show_default=True, help="Experiment to run in; created if missing.")
+@click.option("--run-name", default=None, help="Default: the pipeline's name and the UTC time.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Set a pipeline parameter, e.g. --set epochs=5; repeat for more. "
+                   "An unknown key lists the valid ones.")
+@click.option("--version", "version_id", default=None, metavar="ID", help="Pipeline version id. Default: the latest.")
+@click.option("--wait", is_flag=True, help="Wait for the run to end, printing its state changes: "
+                                           "exit 0 if it succeeded, 1 if not.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=24 * 3600.0, show_default=True,
+              metavar="SECONDS", help="With --wait: give up waiting after this long (the run goes on).")
+@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              metavar="SECONDS", help="With --wait: how often to ask for the run's state.")
+@_kfp_options
+def submit_command(pipeline: str, experiment: str, run_name: str | None, assignments: tuple[str, ...],
+                   version_id: str | None, wait: bool, timeout: float, poll_interval: float, host: str,
+                   namespace: str | None, existing_token: str | None, cookies: str | None) -> None:
+    """Start a run of PIPELINE, a pipeline uploaded to KFP (`slipway upload`), and print its id and link.
+
+    Arguments are typed and checked against the version's parameters before anything is submitted,
+    as `slipway run` does; a parameter without a default must be set (e.g. --set source_uri=gs://...).
+    """
+    from slipway.pipelines.local import PipelineArgumentError
+
+    session = _kfp_session(host, namespace, existing_token, cookies)
+    with _kfp_errors():
+        try:
+            run = session.submit(pipeline, list(assignments), experiment=experiment, run_name=run_name,
+                                 version_id=version_id)
+        except PipelineArgumentError as exc:
+            raise click.BadParameter(str(exc), param_hint="--set") from None
+    click.echo(f"Submitted run {run.run_name!r} of {pipeline!r} in experiment {experiment!r}")
+    click.echo(f"  run id: {run.run_id}")
+    click.echo(f"  {run.url}")
+    if not wait:
+        return
+    with _kfp_errors():
+        final = session.wait(run.run_id, timeout, poll_s=poll_interval,
+                             on_change=lambda status: click.echo(f"{_utc_now()} {status.state}"))
+    if final.state != "SUCCEEDED":
+        raise click.ClickException(f"run {run.run_id} ended {final.state}" + (f": {final.error}" if final.error
+                                                                              else ""))
+
+
+@cli.command("runs")
+@click.argument("run_id", required=False, metavar="[RUN_ID]")
+@click.option("--experiment", default=None, help="Only this experiment's runs. Default: every run you can see.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many recent runs.")
+@_kfp_options
+def runs_command(run_id: str | None, experiment: str | None, limit: int, host: str, namespace: str | None,
+                 existing_token: str | None, cookies: str | None) -> None:
+    """List the recent runs on KFP, newest first (name, id, state, created), or show RUN_ID's state."""
+    session = _kfp_session(host, namespace, existing_token, cookies)
+    with _kfp_errors():
+        if run_id:
+            status = session.run(run_id)
+            click.echo(f"{status.name} ({status.run_id}): {status.state}")
+            click.echo(f"  created:  {_utc(status.created_at)}")
+            if status.finished_at:
+                click.echo(f"  finished: {_utc(status.finished_at)}")
+            if status.error:
+                click.echo(f"  error:    {status.error}")
+            click.echo(f"  {session.run_url(status.run_id)}")
+            return
+        runs = session.runs(experiment, limit=limit)
+    if not runs:
+        click.echo("No runs" + (f" in experiment {experiment!r}" if experiment else ""))
+        return
+    rows = [("NAME", "RUN ID", "STATE", "CREATED (UTC)")]
+    rows += [(run.name, run.run_id, run.state, _utc(run.created_at)) for run in runs]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    for row in rows:
+        click.echo("  ".join([*(row[column].ljust(widths[column]) for column in range(3)), row[3]]))
+
+
+def _utc(moment: datetime.datetime | None) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _utc_now() -> str:
+    return _utc(datetime.datetime.now(datetime.UTC))

@@ -50,7 +50,7 @@ DEFAULT_EXPERIMENT = "slipway"
 ENDPOINT_ENV = "KF_PIPELINES_ENDPOINT"  # kfp.Client's own name for the API address
 UI_ENDPOINT_ENV = "KF_PIPELINES_UI_ENDPOINT"  # kfp.Client's, for links when the UI is elsewhere
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
-CREDENTIALS = "pass credentials: a bearer token, or a Kubeflow login session cookie"
+CREDENTIALS = "pass credentials (a bearer token, or a Kubeflow login session cookie)"
 
 
 class KfpError(Exception):
@@ -304,7 +304,9 @@ def read_package(package: Path) -> dict[str, Any]:
     except OSError as exc:
         raise PackageError(f"cannot read the pipeline package {package}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise PackageError(f"{package} is not YAML: {exc}") from None
+        where = getattr(exc, "problem_mark", None)
+        raise PackageError(f"{package} is not YAML: {getattr(exc, 'problem', None) or exc}"
+                           + (f" (line {where.line + 1})" if where else "")) from None
     spec = docs[0] if docs else None
     if not isinstance(spec, dict) or "root" not in spec or not (spec.get("pipelineInfo") or {}).get("name"):
         raise PackageError(f"{package} is not a compiled KFP pipeline (no pipelineInfo.name and root); "

@@ -109,13 +109,11 @@ class FakeKfp:
             ("POST", "runs"): lambda: self._create_run(_json(body)),
             ("GET", "runs", "*"): lambda: self._get_run(parts[1]),
         }
-        for key, action in routes.items():
-            if key[0] == method and len(key) - 1 == len(parts) and all(
-                    want in ("*", part) for want, part in zip(key[1:], parts, strict=True)):
-                return 200, action()
-        if any(len(key) - 1 == len(parts) and key[1] == parts[0] for key in routes):
-            raise ApiError(405, "Method Not Allowed")
-        raise ApiError(404, "Not Found")
+        matching = {key[0]: action for key, action in routes.items() if len(key) - 1 == len(parts) and all(
+            want in ("*", part) for want, part in zip(key[1:], parts, strict=True))}
+        if method in matching:
+            return 200, matching[method]()
+        raise ApiError(405, "Method Not Allowed") if matching else ApiError(404, "Not Found")
 
     def _page(self, field: str, items: Any, query: dict[str, str]) -> dict[str, Any]:
         """A list answer: `filter` (EQUALS predicates), `sort_by` ("field [desc]"), `page_size`/`page_token`."""
