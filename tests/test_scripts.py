@@ -233,3 +233,68 @@ def test_the_kserve_config_rewrite_sets_standard_mode_and_no_ingress_and_keeps_t
     assert json.loads(out["data"]["ingress"]) == {**ingress, "enableGatewayApi": False, "disableIngressCreation": True}
     assert out["data"]["storageInitializer"] == config_map["data"]["storageInitializer"]
     assert out["metadata"] == {"name": "inferenceservice-config", "namespace": "kserve", "resourceVersion": "7"}
+
+
+# --- kind-up.sh end to end, against stand-in tools ---------------------------------------------
+
+STUB = """#!/bin/sh
+echo "$(basename "$0") $*" >> '{log}'
+case "$(basename "$0") $*" in
+  "kind version") echo "kind v0.33.0 go1.25.0 linux/amd64" ;;
+  "kind get nodes"*) echo slipway-control-plane ;;
+  "docker inspect -f {{{{.State.Running}}}}"*) exit 1 ;;
+  "docker inspect -f {{{{json .NetworkSettings.Networks.kind}}}}"*) echo null ;;
+  *"create namespace kserve"*) printf 'apiVersion: v1\\nkind: Namespace\\nmetadata: {{name: kserve}}\\n' ;;
+  *"get configmap inferenceservice-config -o json") echo '{config_map}' ;;
+  *" replace -f -"|*" apply -f -"|"docker exec -i "*) cat >> '{log}' ;;  # read stdin, as they do
+esac
+exit 0
+"""
+
+
+def test_kind_up_runs_through_with_stand_in_tools(tmp_path: Path):
+    """Every step in order, with the pinned URLs, the rewritten KServe config handed to `replace`."""
+    log, bin_dir = tmp_path / "calls.log", tmp_path / "bin"
+    bin_dir.mkdir()
+    config_map = json.dumps({"kind": "ConfigMap", "metadata": {"name": "inferenceservice-config"},
+                             "data": {"deploy": '{"defaultDeploymentMode": "Knative"}', "ingress": "{}"}})
+    for tool in ("kind", "docker", "kubectl", "git"):
+        (bin_dir / tool).write_text(STUB.format(log=log, config_map=config_map))
+        (bin_dir / tool).chmod(0o755)
+    (bin_dir / "python3").symlink_to(sys.executable)
+    for tool in ("grep", "cat", "basename"):
+        (bin_dir / tool).symlink_to(next(Path(d) / tool for d in ("/usr/bin", "/bin") if (Path(d) / tool).exists()))
+    result = run_script(KIND_UP, path=bin_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = log.read_text()
+    p = pins()
+    expected = [
+        f"docker run -d --restart=always -p 127.0.0.1:5001:5000 --network bridge --name kind-registry "
+        f"{p['REGISTRY_IMAGE']}",
+        f"kind create cluster --name slipway --image {p['KIND_NODE_IMAGE']} --config {CLUSTER_CONFIG} --wait 180s",
+        "docker network connect kind kind-registry",
+        "docker exec -i slipway-control-plane sh -c cat > '/etc/containerd/certs.d/localhost:5001/hosts.toml'",
+        '[host."http://kind-registry:5000"]',
+        "name: local-registry-hosting",
+        f"cert-manager/releases/download/{p['CERT_MANAGER_VERSION']}/cert-manager.yaml",
+        f"kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref={p['KFP_VERSION']}",
+        f"kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref={p['KFP_VERSION']}",
+        "-n kubeflow wait --for=condition=Available deployment --all --timeout=900s",
+        f"katib-standalone?ref={p['KATIB_VERSION']}",
+        f"trainer.git/manifests/overlays/manager?ref={p['TRAINER_VERSION']}",
+        "-n kubeflow-system wait --for=condition=Available deployment --all",
+        f"trainer.git/manifests/overlays/runtimes?ref={p['TRAINER_VERSION']}",
+        "get clustertrainingruntime torch-distributed",
+        f"kserve/releases/download/{p['KSERVE_VERSION']}/kserve-crds.yaml",
+        f"kserve/releases/download/{p['KSERVE_VERSION']}/kserve.yaml",
+        r'\"defaultDeploymentMode\": \"Standard\"',  # inside the ConfigMap JSON handed to `replace`
+        "rollout status deployment/kserve-controller-manager",
+        f"kserve/releases/download/{p['KSERVE_VERSION']}/kserve-cluster-resources.yaml",
+    ]
+    position = 0
+    for step in expected:
+        found = calls.find(step, position)
+        assert found >= 0, f"not called (in this order): {step}\n--- calls ---\n{calls}"
+        position = found + len(step)
+    assert all(line.startswith("kubectl --context kind-slipway ") for line in calls.splitlines()
+               if line.startswith("kubectl "))
