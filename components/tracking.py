@@ -33,6 +33,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import slipway
+from slipway.storage import boto3_environment
 
 EMBEDDED_DIR_NAME = "mlflow"
 DEFAULT_EXPERIMENT = "slipway"
@@ -180,7 +181,13 @@ class TrainingRun:
         """The model artifact's files as they are (safetensors + JSON): never a pickled model."""
         if not Path(model_dir).is_dir():
             raise FileNotFoundError(f"{model_dir}: no such model directory to log to MLflow")
-        self._client.log_artifacts(self._run_id, str(model_dir), artifact_path)
+        if self._client.get_run(self._run_id).info.artifact_uri.startswith("s3://"):
+            # MLflow writes s3:// artifacts itself with boto3, which knows neither KServe's S3_ENDPOINT
+            # nor the mounted Secret of SLIPWAY_STORAGE_SECRET_DIR: hand it our storage layer's config.
+            with boto3_environment():
+                self._client.log_artifacts(self._run_id, str(model_dir), artifact_path)
+        else:
+            self._client.log_artifacts(self._run_id, str(model_dir), artifact_path)
 
     def end(self, status: str = "FINISHED") -> None:
         """Mark the run ended with `status`; a second call changes nothing."""

@@ -15,13 +15,17 @@ import contextlib
 import http.server
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import GS_BUCKET, S3_BUCKET, payload, sha256
+from conftest import GS_BUCKET, S3_BUCKET, free_port, payload, sha256, wait_until_answers
 
 from slipway.storage import StorageConfig, StorageError, boto3_environment, download, sha256_of, upload
 
@@ -462,3 +466,141 @@ def test_the_feast_registry_on_gcs(gcs_emulator: str, tmp_path: Path) -> None:
     assert registry_views(tmp_path / "registry.pb") == [COMPANY, AREA]
     reader = open_store(StoreConfig.from_env(tmp_path / "serving-pod", env), PROBLEM)
     assert sorted(view.name for view in reader.list_feature_views()) == [COMPANY, AREA]
+
+
+# --- MLflow artifacts on S3 ---------------------------------------------------------------------------
+
+
+def model_folder(folder: Path) -> dict[str, str]:
+    """A model folder as the trainer writes it (weights + JSON); returns each file's sha256."""
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(payload(2 * 1024 * 1024 + 3, seed=5))
+    (folder / "preprocessing.json").write_text(json.dumps({"numeric": ["fare", "trip_miles"]}))
+    return {path.name: sha256_of(path) for path in folder.iterdir()}
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {path.name: sha256_of(path) for path in folder.iterdir() if path.is_file()}
+
+
+def direct_s3_tracking(tmp_path: Path, experiment: str, artifact_root: str) -> str:
+    """A tracking store whose experiment keeps its artifacts at `artifact_root`, written by the client itself.
+
+    This is what a client does against an `mlflow server --no-serve-artifacts --default-artifact-root s3://…`;
+    a SQLite store with the experiment created on S3 runs the same client code without a server.
+    """
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).create_experiment(experiment, artifact_location=artifact_root)
+    return uri
+
+
+@pytest.mark.servers
+def test_mlflow_logs_registers_and_downloads_a_model_on_s3_with_mlflows_own_endpoint_variable(
+    s3_config: StorageConfig, clean_aws: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from slipway.components.registry import ModelRegistry
+    from slipway.components.tracking import TrackingConfig, TrainingRun
+
+    clean_aws.setenv("MLFLOW_S3_ENDPOINT_URL", s3_config.s3_endpoint)
+    clean_aws.setenv("AWS_ACCESS_KEY_ID", s3_config.s3_access_key)
+    clean_aws.setenv("AWS_SECRET_ACCESS_KEY", s3_config.s3_secret_key)
+    root = f"s3://{S3_BUCKET}/mlflow/{tmp_path.name}"
+    tracking_uri = direct_s3_tracking(tmp_path, "cluster", root)
+    expected = model_folder(tmp_path / "model")
+
+    with TrainingRun.start(TrackingConfig(tracking_uri, "cluster"), "train", {"epochs": 1}, {}) as run:
+        run.log_model_dir(tmp_path / "model")
+    registry = ModelRegistry.connect(tracking_uri)
+    version = registry.register("taxi", run.run_id, {})
+    assert version.source.startswith(f"{root}/")
+    folder = registry.download(version, tmp_path / "downloaded")
+
+    assert digests(folder) == expected
+    # The bytes are on S3 under the experiment's root, not in a local folder MLflow fell back to.
+    key = f"{version.source}/model.safetensors"
+    assert download(key, tmp_path / "on-s3.bin", s3_config) == expected["model.safetensors"]
+
+
+@pytest.mark.servers
+def test_training_logs_its_model_to_s3_with_credentials_only_from_a_mounted_secret(
+    s3_config: StorageConfig, clean_aws: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from slipway.components.tracking import TrackingConfig, TrainingRun
+
+    mount_secret(clean_aws, tmp_path / "secret", s3_config)  # keys and endpoint: no AWS_* or MLFLOW_S3_* set
+    root = f"s3://{S3_BUCKET}/mlflow/{tmp_path.name}"
+    tracking_uri = direct_s3_tracking(tmp_path, "cluster", root)
+    expected = model_folder(tmp_path / "model")
+
+    with TrainingRun.start(TrackingConfig(tracking_uri, "cluster"), "train", {}, {}) as run:
+        run.log_model_dir(tmp_path / "model")
+
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3"} & set(os.environ)
+    for name, digest in expected.items():
+        uri = f"{root}/{run.run_id}/artifacts/model/{name}"
+        assert download(uri, tmp_path / "on-s3" / name, s3_config) == digest
+
+
+@pytest.fixture(scope="module")
+def mlflow_server_on_s3(s3_config: StorageConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`mlflow server` proxying artifacts to s3://S3_BUCKET/mlflow-served (the cluster's layout): yields its URL.
+
+    The server alone holds the S3 settings (MLFLOW_S3_ENDPOINT_URL and the keys, as its Deployment would
+    from a Secret); its clients hold none.
+    """
+    root = tmp_path_factory.mktemp("mlflow-server-s3")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+               "--artifacts-destination", f"s3://{S3_BUCKET}/mlflow-served"]
+    env = {name: value for name, value in os.environ.items() if name not in AWS_VARIABLES}
+    env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_S3_ENDPOINT_URL": s3_config.s3_endpoint,
+                "AWS_ACCESS_KEY_ID": s3_config.s3_access_key, "AWS_SECRET_ACCESS_KEY": s3_config.s3_secret_key})
+    with (root / "server.log").open("wb") as log:
+        server = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if server.poll() is not None:
+                tail = (root / "server.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"mlflow server exited with status {server.returncode}:\n{tail}")
+            try:
+                wait_until_answers(f"{url}/health", timeout_s=0.5)
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server at {url} did not answer within 90 s") from None
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=20)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.mark.servers
+def test_an_mlflow_server_keeps_the_models_it_is_sent_on_s3(
+    s3_config: StorageConfig, mlflow_server_on_s3: str, clean_aws: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from slipway.components.registry import ModelRegistry
+    from slipway.components.tracking import TrackingConfig, TrainingRun
+
+    expected = model_folder(tmp_path / "model")
+    with TrainingRun.start(TrackingConfig(mlflow_server_on_s3, "cluster"), "train", {}, {}) as run:
+        run.log_model_dir(tmp_path / "model")
+    registry = ModelRegistry.connect(mlflow_server_on_s3)
+    version = registry.register(f"taxi-{tmp_path.name}", run.run_id, {})
+    folder = registry.download(version, tmp_path / "downloaded")
+
+    assert digests(folder) == expected
+    # mlflow-artifacts:/<experiment>/<run>/artifacts/model is s3://…/mlflow-served/<experiment>/<run>/artifacts/model.
+    assert version.source.startswith("mlflow-artifacts:/")
+    on_s3 = f"s3://{S3_BUCKET}/mlflow-served/{version.source.removeprefix('mlflow-artifacts:/').lstrip('/')}"
+    assert download(f"{on_s3}/model.safetensors", tmp_path / "on-s3.bin", s3_config) == expected["model.safetensors"]
