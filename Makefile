@@ -29,7 +29,15 @@ MAKEFLAGS += --jobs=2
 SAMPLE := data/chicago_taxi/data.csv
 PIP := $(PY) -m pip --quiet --disable-pip-version-check
 
-.PHONY: help run test bench compile data env tfdv-env drift-env lock clean
+.PHONY: help run test bench compile images manifests data env tfdv-env drift-env lock clean
+
+# The images `make images` builds and the compiled pipelines reference (slipway/runtimes.py reads the
+# same two values as SLIPWAY_IMAGE_REGISTRY and SLIPWAY_IMAGE_TAG). The tag defaults to the version.
+IMAGE_REGISTRY ?= ghcr.io/slipway-ml
+IMAGE_TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' slipway/__init__.py)
+IMAGES ?= core tfdv drift serving train-gpu
+export SLIPWAY_IMAGE_REGISTRY := $(IMAGE_REGISTRY)
+export SLIPWAY_IMAGE_TAG := $(IMAGE_TAG)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -53,8 +61,20 @@ bench: $(TEST_STAMP) $(TFDV_STAMP) $(DRIFT_STAMP) data  ## run the benchmarks; f
 	$(PY) bench/drift.py
 	$(PY) bench/drift_monitor.py
 
-compile: env  ## compile every pipeline to KFP IR in dist/
+compile: env  ## compile every pipeline to KFP IR in dist/, referencing $(IMAGE_REGISTRY)/slipway-*:$(IMAGE_TAG)
 	$(SLIPWAY) compile --output-dir dist
+
+# One image per runtime (images/<runtime>.Dockerfile), each from its pinned lock; linux/amd64, as TFDV
+# and the CUDA torch wheels are published for it. `make images IMAGES="core serving"` builds a subset.
+images:  ## build the runtime images, tagged $(IMAGE_REGISTRY)/slipway-<runtime>:$(IMAGE_TAG)
+	for runtime in $(IMAGES); do \
+	  docker build --platform linux/amd64 --file images/$$runtime.Dockerfile \
+	    --build-arg IMAGE_REGISTRY=$(IMAGE_REGISTRY) --build-arg IMAGE_TAG=$(IMAGE_TAG) \
+	    --tag $(IMAGE_REGISTRY)/slipway-$$runtime:$(IMAGE_TAG) . ; \
+	done
+
+manifests: env  ## render manifests/base from the SDK model classes (kubectl kustomize manifests/overlays/<name> builds them)
+	$(PY) -m slipway.pipelines.cluster_manifests manifests/base
 
 data: env  ## fetch and verify the Chicago taxi sample (a no-op when cached)
 	$(PY) scripts/fetch_sample_data.py

@@ -1,9 +1,12 @@
-# The `core` runtime image (DESIGN.md §3): every component but validation and drift, the
-# model server and the CLI. Installs exactly requirements/core.txt, the lock `make` installs
-# locally. Build from the repository root:
-#   docker build -f images/core.Dockerfile -t ghcr.io/slipway-ml/slipway-core:$(VERSION) .
-# The tag must match slipway.runtimes.CORE_IMAGE, which the compiled pipelines reference.
+# The `core` runtime image (DESIGN.md §3): every component but validation and drift, and the CLI.
+# Installs exactly requirements/core.txt, the lock `make` installs locally.
+# Built by `make images` (IMAGE_REGISTRY, IMAGE_TAG), from the repository root.
 FROM python:3.11.7-slim-bookworm
+
+# The registry and tag this image is built as: a step that names more images finds the same build.
+ARG IMAGE_REGISTRY=ghcr.io/slipway-ml
+ARG IMAGE_TAG=0.1.0
+ENV SLIPWAY_IMAGE_REGISTRY=${IMAGE_REGISTRY} SLIPWAY_IMAGE_TAG=${IMAGE_TAG}
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true

@@ -2,10 +2,14 @@
 # drift step's statistical tests, slipway.runtimes.DRIFT_IMAGE. alibi-detect cannot share the core image,
 # so the drift step runs here, where SLIPWAY_RUNTIME=drift makes slipway.runtime_call call
 # components/drift_detectors.py in-process. Installs exactly requirements/drift.txt, the lock
-# `make drift-env` installs locally, then Slipway without dependencies. Build from the repository root:
-#   docker build -f images/drift.Dockerfile -t ghcr.io/slipway-ml/slipway-drift:$(VERSION) .
-# The tag must match slipway.runtimes.DRIFT_IMAGE, which the compiled pipelines reference.
+# `make drift-env` installs locally, then Slipway without dependencies.
+# Built by `make images` (IMAGE_REGISTRY, IMAGE_TAG), from the repository root.
 FROM python:3.11.7-slim-bookworm
+
+# The registry and tag this image is built as: a step that names more images finds the same build.
+ARG IMAGE_REGISTRY=ghcr.io/slipway-ml
+ARG IMAGE_TAG=0.1.0
+ENV SLIPWAY_IMAGE_REGISTRY=${IMAGE_REGISTRY} SLIPWAY_IMAGE_TAG=${IMAGE_TAG}
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 

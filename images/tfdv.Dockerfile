@@ -2,11 +2,14 @@
 # schema, validate), slipway.runtimes.TFDV_IMAGE. TFDV cannot share the core image, so these steps run
 # here, where SLIPWAY_RUNTIME=tfdv makes slipway.runtime_call call components/data_validation.py
 # in-process. Installs exactly requirements/tfdv.txt, the lock `make tfdv-env` installs locally, then
-# Slipway without dependencies and the Facets Overview bundle. Build from the repository root, for
-# linux/amd64 (TFDV 1.16.1 publishes no aarch64 wheels):
-#   docker build --platform linux/amd64 -f images/tfdv.Dockerfile -t ghcr.io/slipway-ml/slipway-tfdv:$(VERSION) .
-# The tag must match slipway.runtimes.TFDV_IMAGE, which the compiled pipelines reference.
+# Slipway without dependencies and the Facets Overview bundle. Built by `make images` (IMAGE_REGISTRY,
+# IMAGE_TAG), from the repository root, for linux/amd64 (TFDV 1.16.1 publishes no aarch64 wheels).
 FROM python:3.11.7-slim-bookworm
+
+# The registry and tag this image is built as: a step that names more images finds the same build.
+ARG IMAGE_REGISTRY=ghcr.io/slipway-ml
+ARG IMAGE_TAG=0.1.0
+ENV SLIPWAY_IMAGE_REGISTRY=${IMAGE_REGISTRY} SLIPWAY_IMAGE_TAG=${IMAGE_TAG}
 
 # TensorFlow's C++ start-up chatter and the Google libraries' FutureWarnings, as
 # slipway.runtime_call.CHILD_ENV_DEFAULTS keeps them out of the local child's output.

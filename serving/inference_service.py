@@ -85,7 +85,7 @@ from kubernetes import client
 
 from slipway.atomic import atomic_output
 from slipway.quantities import is_positive_quantity, parse_quantity
-from slipway.runtimes import CORE_IMAGE
+from slipway.runtimes import SERVING_IMAGE
 from slipway.serving.protocol import UNINFORMED_SCORE
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -194,7 +194,7 @@ class TransformerConfig:
 
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     fallback_score: float = UNINFORMED_SCORE
-    image: str = CORE_IMAGE
+    image: str = SERVING_IMAGE
     args: Sequence[str] = ()  # more `slipway transform` options
     resources: ServingResources = dataclasses.field(
         default_factory=lambda: ServingResources(cpu_request="500m", cpu_limit="1", memory_request="1Gi",
@@ -258,7 +258,7 @@ class ServingConfig:
     namespace: str
     storage_uri: str
     model_name: str
-    image: str = CORE_IMAGE
+    image: str = SERVING_IMAGE
     resources: ServingResources = dataclasses.field(default_factory=ServingResources)
     min_replicas: int = 1
     max_replicas: int = 1

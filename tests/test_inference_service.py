@@ -26,7 +26,7 @@ from crd_schema import CRDValidationError, crd_errors, crd_path, validate_agains
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from slipway.runtimes import CORE_IMAGE
+from slipway.runtimes import SERVING_IMAGE
 from slipway.serving.cluster_rollout import (
     CanaryEndpoint,
     InferenceServiceRollout,
@@ -141,7 +141,7 @@ def test_the_predictor_runs_our_server_on_the_model_the_storage_initializer_down
     container = predictor_container(manifest)
 
     assert container["name"] == "kserve-container"
-    assert container["image"] == CORE_IMAGE
+    assert container["image"] == SERVING_IMAGE
     assert container["command"] == ["slipway", "serve"]
     assert container["args"] == ["--model", "/mnt/models", "--name", "tips-v3",
                                  "--http-port", "8080", "--grpc-port", "8081"]
@@ -176,7 +176,7 @@ def test_transformer_logger_and_batcher() -> None:
     spec = to_dict(build_inference_service(full_config()))["spec"]
     [transformer] = spec["transformer"]["containers"]
 
-    assert transformer["name"] == "kserve-container" and transformer["image"] == CORE_IMAGE
+    assert transformer["name"] == "kserve-container" and transformer["image"] == SERVING_IMAGE
     assert transformer["command"] == ["slipway", "transform"]
     # KServe would pass --model_name <isvc name>; the transformer must call the model the predictor serves.
     assert transformer["args"] == ["--model_name", "taxi-tips", "--fallback-score", "0.27", "--predictor-timeout", "2"]
