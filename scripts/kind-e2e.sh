@@ -2,8 +2,8 @@
 # kind-e2e.sh: Slipway end to end on a local Kubeflow (kind), from images to a prediction.
 #
 #   0. scripts/kind-up.sh (reuses the cluster if it is up);
-#   1. `make images IMAGE_REGISTRY=localhost:5001 IMAGE_TAG=e2e`, then `docker push` of the core,
-#      tfdv, drift and serving images to the local registry (train-gpu is built but not pushed: it
+#   1. `make images IMAGE_REGISTRY=localhost:5001 IMAGE_TAG=e2e IMAGES=...`, then `docker push` of the core,
+#      tfdv, drift and serving images to the local registry (train-gpu is neither built nor pushed: it
 #      is a CUDA image of many GB and kind has no GPU);
 #   2. `kubectl apply -k manifests/overlays/kind` (namespace kubeflow: pipeline-runner, slipway-config,
 #      slipway-storage, MLflow, Feast's Redis);
@@ -144,7 +144,7 @@ log "0. cluster"
 CLUSTER_NAME="$CLUSTER_NAME" WAIT_TIMEOUT="$WAIT_TIMEOUT" scripts/kind-up.sh
 
 log "1. images (${IMAGE_REGISTRY}, tag ${IMAGE_TAG})"
-make images IMAGE_REGISTRY="$IMAGE_REGISTRY" IMAGE_TAG="$IMAGE_TAG"
+make images IMAGE_REGISTRY="$IMAGE_REGISTRY" IMAGE_TAG="$IMAGE_TAG" IMAGES="${PUSHED_RUNTIMES[*]}"
 for runtime in "${PUSHED_RUNTIMES[@]}"; do
   docker push "${IMAGE_REGISTRY}/slipway-${runtime}:${IMAGE_TAG}"
 done
