@@ -1089,6 +1089,7 @@ def version_command() -> None:
 def _kfp_options(command: Callable) -> Callable:
     """Where the KFP API is and how to log in to it: the same options on `upload`, `submit` and `runs`."""
     for option in reversed((
+        # KF_PIPELINES_ENDPOINT is kfp.Client's own variable for the address.
         click.option("--host", envvar="KF_PIPELINES_ENDPOINT", show_envvar=True, required=True, metavar="URL",
                      help="The KFP API, e.g. http://localhost:8080 (port-forwarded svc/ml-pipeline-ui) or "
                           "https://kubeflow.example.com/pipeline."),

@@ -47,7 +47,6 @@ import urllib3
 import yaml
 
 DEFAULT_EXPERIMENT = "slipway"
-ENDPOINT_ENV = "KF_PIPELINES_ENDPOINT"  # kfp.Client's own name for the API address
 UI_ENDPOINT_ENV = "KF_PIPELINES_UI_ENDPOINT"  # kfp.Client's, for links when the UI is elsewhere
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
 CREDENTIALS = "pass credentials (a bearer token, or a Kubeflow login session cookie)"
@@ -128,8 +127,11 @@ class _Client(kfp.Client):
             kind = answer.headers.get("Content-Type", "")
             if "json" not in kind:
                 raise _LoginPage(kind or "no content type")
-            self._health = kfp_server_api.V2beta1GetHealthzResponse(
-                multi_user=json.loads(answer.data).get("multi_user"))
+            try:
+                multi_user = json.loads(answer.data).get("multi_user")
+            except (ValueError, AttributeError):  # answered, but not with the health report: nothing to learn
+                multi_user = None
+            self._health = kfp_server_api.V2beta1GetHealthzResponse(multi_user=multi_user)
         return self._health
 
 

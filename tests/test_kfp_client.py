@@ -27,6 +27,7 @@ from slipway.pipelines.kfp_client import (
     PackageError,
     RunTimeout,
     connect,
+    typed_arguments,
 )
 from slipway.pipelines.local import PipelineArgumentError
 from slipway.serving.process import free_ports
@@ -163,6 +164,19 @@ def test_the_experiment_is_created_once_and_reused(kfp_server: FakeKfp, uploaded
     assert runs[0].experiment_id == runs[1].experiment_id != nightly.experiment_id
     assert kfp_server.runs[runs[1].run_id]["experiment_id"] == runs[0].experiment_id
     assert kfp_server.requests.count("POST /apis/v2beta1/experiments") == 2
+
+
+def test_on_a_multi_user_kubeflow_the_experiment_is_made_in_the_users_namespace(kfp_server: FakeKfp,
+                                                                              uploaded: KfpSession) -> None:
+    connect(kfp_server.url, namespace="team-taxi").submit("training", [SOURCE])
+
+    assert [e["namespace"] for e in kfp_server.experiments.values()] == ["team-taxi"]
+
+
+def test_without_a_spec_to_read_values_are_json_where_they_parse_else_text() -> None:
+    # A server that leaves the version's pipeline_spec out: nothing to check against, so no refusal.
+    assert typed_arguments(None, ["epochs=5", "hidden_units=[16, 8]", "source_uri=gs://taxi/trips.csv"]) == {
+        "epochs": 5, "hidden_units": [16, 8], "source_uri": "gs://taxi/trips.csv"}
 
 
 def test_an_unknown_parameter_is_refused_with_the_valid_ones_before_anything_is_submitted(
