@@ -207,13 +207,13 @@ def test_s3_round_trip_with_only_a_mounted_secret(
 
 
 class _RecordingS3(http.server.BaseHTTPRequestHandler):
-    """Answers every GET with the same object and records the Authorization header it was signed with."""
+    """Answers every GET with the same object and records each request's method, path and headers."""
 
     body = b"trip_id,fare\n1,9.25\n"
-    seen: list[str | None] = []
+    seen: list[tuple[str, str, dict[str, str]]] = []
 
     def do_GET(self) -> None:
-        type(self).seen.append(self.headers.get("Authorization"))
+        type(self).seen.append((self.command, self.path, {name.lower(): value for name, value in self.headers.items()}))
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.body)))
         self.end_headers()
@@ -236,19 +236,50 @@ def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-def test_requests_are_signed_with_the_access_key_from_the_secret_not_anonymously(
-    clean_aws: pytest.MonkeyPatch, tmp_path: Path
+def signed_with(endpoint: str, request: tuple[str, str, dict[str, str]], access_key: str, secret_key: str) -> bool:
+    """Whether an S3 request's SigV4 signature was made with this key pair (checked with botocore's signer)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    method, path, headers = request
+    authorization = headers["authorization"]
+    credential = authorization.split("Credential=")[1].split(",")[0]
+    if not credential.startswith(f"{access_key}/"):
+        return False
+    region = credential.split("/")[2]
+    names = authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
+    unsigned = AWSRequest(method=method, url=endpoint + path, headers={name: headers[name] for name in names})
+    unsigned.context["timestamp"] = headers["x-amz-date"]
+
+    class Signer(SigV4Auth):
+        def payload(self, request: AWSRequest) -> str:
+            return headers["x-amz-content-sha256"]
+
+    signer = Signer(Credentials(access_key, secret_key), "s3", region)
+    expected = signer.signature(signer.string_to_sign(unsigned, signer.canonical_request(unsigned)), unsigned)
+    return authorization.endswith(f"Signature={expected}")
+
+
+@pytest.mark.parametrize("kfp_names", [True, False], ids=["kfp-secret", "aws-secret-with-token"])
+def test_requests_are_signed_with_the_key_pair_from_the_secret_not_anonymously(
+    clean_aws: pytest.MonkeyPatch, tmp_path: Path, kfp_names: bool
 ) -> None:
-    # moto accepts any signature, so a server that records the header is what shows whose key signed.
+    # moto accepts any signature, so a server that records the requests is what shows whose keys signed them.
     _RecordingS3.seen = []
     with serving(_RecordingS3) as endpoint:
-        config = StorageConfig(s3_endpoint=endpoint, s3_access_key="ak-from-secret", s3_secret_key="sk")
-        mount_secret(clean_aws, tmp_path / "secret", config, kfp_names=True)
+        config = StorageConfig(s3_endpoint=endpoint, s3_access_key="ak-from-secret", s3_secret_key="sk-from-secret")
+        folder = mount_secret(clean_aws, tmp_path / "secret", config, kfp_names=kfp_names)
+        if not kfp_names:
+            (folder / "..data" / "AWS_SESSION_TOKEN").write_text("token-from-secret\n")
+            (folder / "AWS_SESSION_TOKEN").symlink_to(Path("..data") / "AWS_SESSION_TOKEN")
         clean_aws.setenv("AWS_REGION", "us-east-1")
         assert download("s3://bucket/trips.csv", tmp_path / "trips.csv") == sha256(_RecordingS3.body)
     assert _RecordingS3.seen, "no request reached the server"
-    for header in _RecordingS3.seen:
-        assert header is not None and header.startswith("AWS4-HMAC-SHA256 Credential=ak-from-secret/")
+    for request in _RecordingS3.seen:
+        assert signed_with(endpoint, request, "ak-from-secret", "sk-from-secret")
+        assert not signed_with(endpoint, request, "ak-from-secret", "another-secret")
+        assert request[2].get("x-amz-security-token") == (None if kfp_names else "token-from-secret")
 
 
 def test_boto3_environment_adds_what_the_secret_gives_keeps_what_env_sets_and_restores(
