@@ -16,6 +16,9 @@ step hands the same variables and Secret on to its TrainJob or PyTorchJob.
 NAMESPACE = "kubeflow"
 # Kubeflow Pipelines (standalone) runs every task's pod as this service account.
 PIPELINE_RUNNER = "pipeline-runner"
+# InferenceServices run as this service account: KServe's storage initializer pulls the model with the
+# object-storage Secret listed on it.
+SERVING_ACCOUNT = "slipway-serving"
 CONFIG_MAP = "slipway-config"
 STORAGE_SECRET = "slipway-storage"
 
