@@ -27,9 +27,14 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def pipeline_ir(path: Path) -> dict:
+    """A compiled pipeline's IR: the file's first document (the second is its Kubernetes platform spec)."""
+    return next(yaml.safe_load_all(path.read_text()))
+
+
 def test_the_ir_parses_strictly_as_a_kfp_pipeline_spec(compiled: Path) -> None:
     # ParseDict refuses any field the PipelineSpec proto does not define.
-    spec = json_format.ParseDict(yaml.safe_load(compiled.read_text()), pipeline_spec_pb2.PipelineSpec())
+    spec = json_format.ParseDict(pipeline_ir(compiled), pipeline_spec_pb2.PipelineSpec())
     assert spec.pipeline_info.name == "training"
     assert set(spec.root.input_definitions.parameters) == {
         "source_uri", "problem", "pinned_schema", "tuner", "search_space", "max_trials", "architecture",
@@ -43,7 +48,7 @@ def test_the_ir_parses_strictly_as_a_kfp_pipeline_spec(compiled: Path) -> None:
 
 
 def test_the_dag_runs_ingest_train_evaluate_bless_register_and_deploys_only_when_blessed(compiled: Path) -> None:
-    spec = json_format.ParseDict(yaml.safe_load(compiled.read_text()), pipeline_spec_pb2.PipelineSpec())
+    spec = json_format.ParseDict(pipeline_ir(compiled), pipeline_spec_pb2.PipelineSpec())
     tasks = spec.root.dag.tasks
     assert set(tasks) == {"ingest", "statistics", "schema", "validate", "feature-tables", "feast-apply", "materialize",
                           "training-set", "training-set-2",
@@ -78,15 +83,23 @@ def test_the_dag_runs_ingest_train_evaluate_bless_register_and_deploys_only_when
     assert set(spec.components[condition.component_ref.name].dag.tasks) == {"deploy"}
 
 
-def test_train_receives_the_tasks_resources_to_forward_to_a_cluster_job(compiled: Path) -> None:
-    component = yaml.safe_load(compiled.read_text())["components"]["comp-train"]
+def test_train_forwards_the_tasks_gpus_to_the_cluster_jobs_nodes_and_keeps_none_for_its_own_pod(
+        compiled: Path) -> None:
+    ir = pipeline_ir(compiled)
+    component = ir["components"]["comp-train"]
     assert component["inputDefinitions"]["parameters"]["task_config"]["parameterType"] == "TASK_CONFIG"
     forwarded = {p["field"]: p.get("applyToTask", False) for p in component["taskConfigPassthroughs"]}
-    assert forwarded == {"RESOURCES": True, "KUBERNETES_TOLERATIONS": True, "KUBERNETES_NODE_SELECTOR": True}
+    # Resources go to the job's nodes only (the task's pod just waits); env reaches both.
+    assert forwarded == {"RESOURCES": False, "KUBERNETES_TOLERATIONS": False, "KUBERNETES_NODE_SELECTOR": False,
+                         "ENV": True}
+    accelerator = ir["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]["accelerator"]
+    assert accelerator["resourceType"] == "nvidia.com/gpu"
+    assert accelerator["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}"
+    assert ir["root"]["inputDefinitions"]["parameters"]["gpus_per_node"]["defaultValue"] == 0
 
 
 def test_ingest_is_never_cached_because_its_source_can_change_behind_the_same_uri(compiled: Path) -> None:
-    spec = json_format.ParseDict(yaml.safe_load(compiled.read_text()), pipeline_spec_pb2.PipelineSpec())
+    spec = json_format.ParseDict(pipeline_ir(compiled), pipeline_spec_pb2.PipelineSpec())
     assert spec.root.dag.tasks["ingest"].caching_options.enable_cache is False
     assert spec.root.dag.tasks["train"].caching_options.enable_cache is True
     # The registries (MLflow's, Feast's) and the online store change between runs while their inputs stay the same.
@@ -95,7 +108,7 @@ def test_ingest_is_never_cached_because_its_source_can_change_behind_the_same_ur
 
 
 def test_every_executor_runs_its_runtimes_image_without_installing_anything(compiled: Path) -> None:
-    executors = yaml.safe_load(compiled.read_text())["deploymentSpec"]["executors"]
+    executors = pipeline_ir(compiled)["deploymentSpec"]["executors"]
     assert len(executors) == 15
     tfdv_steps = {"exec-statistics", "exec-schema", "exec-validate"}
     for name, executor in executors.items():
@@ -249,7 +262,7 @@ def continuous(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_continuous_training_retrains_only_inside_the_critical_drift_branch(continuous: Path) -> None:
-    spec = json_format.ParseDict(yaml.safe_load(continuous.read_text()), pipeline_spec_pb2.PipelineSpec())
+    spec = json_format.ParseDict(pipeline_ir(continuous), pipeline_spec_pb2.PipelineSpec())
     tasks = spec.root.dag.tasks
     assert set(tasks) == {"champion", "ingest", "statistics", "schema", "validate", "drift", "retrain-trigger",
                           "condition-1"}
@@ -268,7 +281,7 @@ def test_continuous_training_retrains_only_inside_the_critical_drift_branch(cont
     assert {"tune", "train", "evaluate", "bless", "register"} <= set(retraining)
     blessed = [t for name, t in retraining.items() if name.startswith("condition-")]
     assert len(blessed) == 1 and set(spec.components[blessed[0].component_ref.name].dag.tasks) == {"deploy"}
-    executors = yaml.safe_load(continuous.read_text())["deploymentSpec"]["executors"]
+    executors = pipeline_ir(continuous)["deploymentSpec"]["executors"]
     assert executors["exec-drift"]["container"]["image"] == runtimes.DRIFT_IMAGE
 
 

@@ -262,7 +262,8 @@ def test_env_values_and_credentials_from_the_secret_never_as_values(kind: JobKin
         {"name": "AWS_ACCESS_KEY_ID",
          "valueFrom": {"secretKeyRef": {"name": "slipway-object-store", "key": "AWS_ACCESS_KEY_ID", "optional": True}}},
         {"name": "AWS_SECRET_ACCESS_KEY",
-         "valueFrom": {"secretKeyRef": {"name": "slipway-object-store", "key": "AWS_SECRET_ACCESS_KEY", "optional": True}}},
+         "valueFrom": {"secretKeyRef": {"name": "slipway-object-store", "key": "AWS_SECRET_ACCESS_KEY",
+                                        "optional": True}}},
     ]
     for pod in pod_specs(manifest):
         assert pod["serviceAccountName"] == "pipeline-runner"
