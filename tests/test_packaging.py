@@ -60,10 +60,18 @@ def test_every_folder_maps_into_the_slipway_namespace_and_is_a_package() -> None
         assert (ROOT / folder / "__init__.py").is_file(), folder
 
 
-@pytest.mark.parametrize("runtime", ["core", "tfdv", "drift"])
+# The lock each runtime's image installs: serving and train-gpu share core's (train-gpu with a CUDA torch).
+IMAGE_LOCKS = {"core": "core", "tfdv": "tfdv", "drift": "drift", "serving": "core", "train-gpu": "core"}
+
+
+@pytest.mark.parametrize("runtime", runtimes.RUNTIMES)
 def test_a_runtimes_image_installs_its_lock_and_every_mapped_folder(runtime: str) -> None:
     dockerfile = (ROOT / "images" / f"{runtime}.Dockerfile").read_text()
-    assert re.search(rf"pip install [^\n]*-r \S*requirements/{runtime}\.txt", dockerfile)
+    lock = IMAGE_LOCKS[runtime]
+    assert re.search(rf"^COPY requirements/{lock}\.txt ", dockerfile, re.M)
+    assert re.search(rf"pip install [^\n]*-r \S*requirements/{lock}(-without-torch)?\.txt", dockerfile)
+    # Code in the image names more images (a TrainJob's, an InferenceService's) from the same build.
+    assert "SLIPWAY_IMAGE_REGISTRY=${IMAGE_REGISTRY} SLIPWAY_IMAGE_TAG=${IMAGE_TAG}" in dockerfile
     for folder in package_dirs().values():
         # Built from a folder outside the working directory, where a source `slipway/` would shadow the package.
         assert re.search(rf"^COPY {folder} /tmp/slipway-src/{folder}$", dockerfile, re.M), f"the image misses {folder}/"
