@@ -20,6 +20,7 @@ default); nothing touches MLflow's process-wide state.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -34,6 +35,8 @@ from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from slipway.storage import boto3_environment
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +217,10 @@ class ModelRegistry:
     def download(self, version: RegisteredVersion, destination: Path) -> Path:
         """The version's model folder, copied to `destination`; returns the folder holding the files."""
         destination.mkdir(parents=True, exist_ok=True)
-        return Path(download_artifacts(artifact_uri=version.source, dst_path=str(destination),
-                                       tracking_uri=self.tracking_uri))
+        # MLflow reads s3:// with its own boto3 client: give it the storage layer's endpoint and keys.
+        with boto3_environment() if version.source.startswith("s3://") else contextlib.nullcontext():
+            return Path(download_artifacts(artifact_uri=version.source, dst_path=str(destination),
+                                           tracking_uri=self.tracking_uri))
 
     def _ensure_registered_model(self, name: str) -> bool:
         """Creates the registered model if missing; True when this call created it."""
@@ -241,7 +246,9 @@ class ModelRegistry:
         with tempfile.TemporaryDirectory(prefix="slipway-card-") as tmp:
             path = Path(tmp) / MODEL_CARD_FILE
             path.write_text(card)
-            self._client.log_artifact(run_id, str(path), MODEL_ARTIFACT_PATH)
+            # An s3:// artifact store is written by MLflow's own boto3 client (a no-op for other stores).
+            with boto3_environment():
+                self._client.log_artifact(run_id, str(path), MODEL_ARTIFACT_PATH)
 
     def _run(self, run_id: str) -> Run:
         try:
