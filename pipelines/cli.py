@@ -1074,8 +1074,10 @@ def version_command() -> None:
     """Print the versions of Slipway, its runtime images and the key libraries."""
     click.echo(f"slipway {__version__}")
     click.echo(f"python {platform.python_version()}")
-    click.echo(f"core image {runtimes.CORE_IMAGE}")
-    click.echo(f"tfdv image {runtimes.TFDV_IMAGE} (locally {runtimes.local_python(runtimes.TFDV)})")
+    for runtime in runtimes.RUNTIMES:
+        # tfdv and drift also have a local environment of their own; the others run locally in core.
+        local = f" (locally {runtimes.local_python(runtime)})" if runtime in (runtimes.TFDV, runtimes.DRIFT) else ""
+        click.echo(f"{runtime} image {runtimes.image(runtime)}{local}")
     for package in ("kfp", "kfp-kubernetes", "kserve", "feast", "mlflow", "torch", "optuna", "pandas", "pyarrow"):
         try:
             click.echo(f"{package} {importlib.metadata.version(package)}")

@@ -61,6 +61,8 @@ def test_version_names_the_runtime_images_and_the_key_libraries() -> None:
     assert re.search(r"^core image ghcr\.io/slipway-ml/slipway-core:\d+\.\d+\.\d+$", result.output, re.M)
     tfdv = r"^tfdv image ghcr\.io/slipway-ml/slipway-tfdv:\d+\.\d+\.\d+ \(locally .*/\.venv/tfdv/bin/python\)$"
     assert re.search(tfdv, result.output, re.M)
+    for runtime in ("serving", "train-gpu"):
+        assert re.search(rf"^{runtime} image ghcr\.io/slipway-ml/slipway-{runtime}:\d+\.\d+\.\d+$", result.output, re.M)
     assert re.search(r"^kfp 2\.17\.0$", result.output, re.M)
 
 
