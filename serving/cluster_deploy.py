@@ -102,7 +102,9 @@ LOCAL, KSERVE = "local", "kserve"
 SERVING_TARGETS = (LOCAL, KSERVE)
 
 # Settings a cluster deployment reads from the task's environment (set on the pipeline's deploy task).
-SERVICE_ACCOUNT_ENV = "SLIPWAY_SERVING_SERVICE_ACCOUNT"  # the predictor's service account (object-store credentials)
+# The predictor's service account, whose object-store Secret the storage initializer uses; default
+# `slipway.cluster.SERVING_ACCOUNT`, the one the manifests create.
+SERVICE_ACCOUNT_ENV = "SLIPWAY_SERVING_SERVICE_ACCOUNT"
 DEPLOYMENT_MODE_ENV = "SLIPWAY_SERVING_DEPLOYMENT_MODE"  # Knative (default) or Standard, for a new InferenceService
 ARTIFACTS_DESTINATION_ENV = "SLIPWAY_MLFLOW_ARTIFACTS_DESTINATION"  # the MLflow server's --artifacts-destination
 MLFLOW_ARTIFACTS_SCHEME = "mlflow-artifacts"
@@ -143,6 +145,11 @@ class ClusterDeployConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", checked_steps(self.steps))
+        try:
+            object.__setattr__(self, "deployment_mode", DeploymentMode(self.deployment_mode))
+        except ValueError:
+            raise ValueError(f"deployment_mode {self.deployment_mode!r} is not Knative (Serverless) or Standard "
+                             f"(RawDeployment); set {DEPLOYMENT_MODE_ENV} to one of them") from None
         if self.traffic_rps <= 0:
             raise ValueError(f"traffic_rps must be positive, got {self.traffic_rps}")
         ServingConfig(name=self.isvc_name, namespace=self.namespace, storage_uri="s3://check/name",
@@ -157,10 +164,12 @@ class ClusterDeployConfig:
     def from_env(cls, local: LocalDeployConfig, namespace: str, image: str,
                  environ: Mapping[str, str] | None = None) -> ClusterDeployConfig:
         """The cluster counterpart of a local deployment's config, with the cluster settings from the environment."""
+        from slipway import cluster
+
         environ = os.environ if environ is None else environ
         return cls(model_name=local.name, namespace=namespace, image=image,
-                   service_account=environ.get(SERVICE_ACCOUNT_ENV) or None,
-                   deployment_mode=DeploymentMode(environ.get(DEPLOYMENT_MODE_ENV) or DeploymentMode.SERVERLESS),
+                   service_account=environ.get(SERVICE_ACCOUNT_ENV) or cluster.SERVING_ACCOUNT,
+                   deployment_mode=environ.get(DEPLOYMENT_MODE_ENV) or DeploymentMode.SERVERLESS,
                    artifacts_destination=environ.get(ARTIFACTS_DESTINATION_ENV) or None,
                    steps=local.steps, policy=local.policy, traffic_rps=local.traffic_rps)
 
