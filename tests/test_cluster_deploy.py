@@ -119,6 +119,7 @@ class Setup:
     """Training runs to register from, the storage URI each one's versions get, and a server per URI."""
 
     registry: ModelRegistry
+    folders: dict[str, Path]  # role -> the model folder its run logged
     runs: dict[str, str]  # role -> MLflow run id
     uris: dict[str, str]  # role -> storage URI of a version registered from that run
     servers: dict[str, str]  # storage URI -> the base URL of the server playing its predictor pod
@@ -152,7 +153,7 @@ def setup(mlflow_server: str, taxi_splits: tuple[Path, Path], tmp_path_factory: 
             # and one of them would decide a 150-request p99.
             for row in json_instances(rows.head(20)):
                 httpx.post(f"{server.url}/v1/models/{SERVED_AS}:predict", json={"instances": [row]}).raise_for_status()
-        yield Setup(registry, runs, uris, {uri: server.url for uri, server in servers.items()}, rows)
+        yield Setup(registry, models_by_role, runs, uris, {uri: server.url for uri, server in servers.items()}, rows)
 
 
 class IdentifiedServer(ServerProcess):
@@ -329,6 +330,28 @@ def test_a_canary_that_serves_what_was_evaluated_is_promoted_step_by_step_in_sta
     assert stand_in.split == [(setup.uris["candidate"], 100)]
     validate_against_crd(stored(api), CRD)
     assert setup.registry.champion(name).version == candidate
+
+
+def test_a_canary_that_never_answers_its_smoke_test_is_rolled_back_before_the_error(
+        setup: Setup, tmp_path: Path, mlflow_server: str) -> None:
+    """A canary whose pods answer nothing (here: no server plays its model location, so the splitter answers 503
+    for its share) fails the smoke test; the InferenceService is rolled back before the error reaches the step."""
+    with TrainingRun.start(TrackingConfig(mlflow_server, "cluster-deploy"), "train", {}, {}) as run:
+        run.log_model_dir(setup.folders["stable"])  # a new run: a model location no server plays
+    name = "taxi-silent"
+    _, champion = register(setup.registry, name, setup.runs["stable"])
+    _, candidate = register(setup.registry, name, run.run_id)
+    config = dataclasses.replace(cluster_config(), smoke_timeout_s=2)
+    with kserve(setup) as (api, rollout, _):
+        deploy_on_cluster(setup.registry, name, champion, setup.rows, config, rollout, tmp_path)
+        with pytest.raises(DeployError, match=r"smoke test: s3://slipway-mlflow/artifacts/.+/model did not answer "
+                                              r"through http://127\.0\.0\.1:\d+ in \d+ requests within 2 s \(last: "
+                                              r"HTTP (200 from s3://slipway-mlflow/artifacts/.+|503 from a server "
+                                              r"that named no model)\)"):
+            deploy_on_cluster(setup.registry, name, candidate, setup.rows, config, rollout, tmp_path)
+
+    assert api.writes("patch") == [{"spec": {"predictor": {"canaryTrafficPercent": 0}}}]
+    assert setup.registry.champion(name).version == champion
 
 
 def test_an_inference_service_that_never_gets_ready_times_out_naming_its_conditions(
