@@ -83,6 +83,7 @@ def continuous_training(
     canary_steps: list = list(CANARY_STEPS),  # noqa: B006 - KFP records the default in the IR
     canary_min_requests: int = AnalysisPolicy.min_requests,
     traffic_rps: float = LocalDeployConfig.traffic_rps,
+    serving_target: str = "local",
 ) -> ContinuousTrainingOutputs:
     """`source_uri` is the new batch; `model_name` the registered model whose champion is compared and
     challenged (empty: the problem's name); `drift_alpha` and `drift_correction` (`bonferroni` or `fdr`) are
@@ -115,7 +116,7 @@ def continuous_training(
             tracking_uri=tracking_uri,
             feature_repo=feature_repo, threshold=threshold, model_name=model_name, min_auc=min_auc,
             max_auc_drop=max_auc_drop, canary_steps=canary_steps, canary_min_requests=canary_min_requests,
-            traffic_rps=traffic_rps)
+            traffic_rps=traffic_rps, serving_target=serving_target)
     attach_cluster_config()
     return ContinuousTrainingOutputs(drift_level=drifted.outputs["Output"], retrain=trigger.outputs["Output"],
                                      feedback=trigger.outputs["feedback"], drift_report=drifted.outputs["report"],

@@ -72,6 +72,7 @@ def train_and_deploy(
     canary_steps: Any,
     canary_min_requests: Any,
     traffic_rps: Any,
+    serving_target: Any,
 ) -> TrainingTasks:
     """Adds the steps after validation to the pipeline being defined: `ingested` is the ingest task, `inferred`
     the schema task and `validated` the validate task, which everything here waits for; the rest are the
@@ -145,6 +146,6 @@ def train_and_deploy(
     with dsl.If(blessed.outputs["Output"] == BLESSED, name="blessed"):
         deploy(eval_data=eval_data, problem=problem, model_name=model_name,
                version=registered.outputs["version"], canary_steps=canary_steps,
-               canary_min_requests=canary_min_requests, traffic_rps=traffic_rps,
+               canary_min_requests=canary_min_requests, traffic_rps=traffic_rps, serving_target=serving_target,
                **registry).set_caching_options(False)
     return TrainingTasks(tuned=tuned, trained=trained, evaluated=evaluated, blessed=blessed, registered=registered)

@@ -85,6 +85,7 @@ def training(
     canary_steps: list = list(CANARY_STEPS),  # noqa: B006 - KFP records the default in the IR
     canary_min_requests: int = AnalysisPolicy.min_requests,
     traffic_rps: float = LocalDeployConfig.traffic_rps,
+    serving_target: str = "local",
 ) -> TrainingOutputs:
     """`pinned_schema` is a reviewed schema.pbtxt (path or URI) to validate against instead of the one inferred from
     the train split; `tuner` is `optuna` (a study in the task), `katib` (a Katib Experiment) or `off`, searching
@@ -96,7 +97,8 @@ def training(
     pipeline root, shared by runs like the MLflow registry); `model_name` is the registered model (empty: the
     problem's name); `min_auc` and `max_auc_drop` are the blessing gate's minimum AUC and the AUC drop from the
     champion it tolerates; `canary_steps` are the percentages of traffic the canary takes in turn, each judged on at
-    least `canary_min_requests` canary requests of eval rows replayed at `traffic_rps`."""
+    least `canary_min_requests` canary requests of eval rows replayed at `traffic_rps`; `serving_target` is `local` (a
+    KServe model server in the deploy task) or, on Kubeflow, `kserve` (an InferenceService)."""
     ingested = ingest(source_uri=source_uri, problem=problem)
     # The source behind a URI can change while the URI stays the same (`latest.csv`): never
     # let Kubeflow's cache answer for a fresh read.
@@ -115,7 +117,7 @@ def training(
         tracking_uri=tracking_uri,
         feature_repo=feature_repo, threshold=threshold, model_name=model_name, min_auc=min_auc,
         max_auc_drop=max_auc_drop, canary_steps=canary_steps, canary_min_requests=canary_min_requests,
-        traffic_rps=traffic_rps)
+        traffic_rps=traffic_rps, serving_target=serving_target)
     attach_cluster_config()
     return TrainingOutputs(
         statistics_report=stats.outputs["report"],

@@ -30,5 +30,6 @@ CONFIG_KEYS = (
     "SLIPWAY_FEAST_REGISTRY",       # the Feast registry, on object storage
     "SLIPWAY_FEAST_ONLINE_STORE",   # `redis` on a cluster
     "SLIPWAY_FEAST_REDIS",          # host:port of the online store
+    "SLIPWAY_SERVING_DEPLOYMENT_MODE",  # a new InferenceService's mode: Serverless (Knative, the default) or Standard
 )
 STORAGE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")

@@ -105,6 +105,9 @@ def test_kind_makes_the_storage_secret_with_exactly_the_keys_the_pipelines_read(
     assert secret["metadata"]["name"] == cluster.STORAGE_SECRET  # no hash suffix: the IR names it exactly
     assert sorted(secret["data"]) == sorted(cluster.STORAGE_KEYS)
     assert secret["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"] == "minio-service.kubeflow:9000"
+    # kind-up.sh installs KServe without Knative: InferenceServices must be created in Standard mode.
+    [config] = [obj for obj in built["overlays/kind"] if obj["kind"] == "ConfigMap"]
+    assert config["data"]["SLIPWAY_SERVING_DEPLOYMENT_MODE"] == "Standard"
 
 
 def test_gcp_uses_workload_identity_and_google_cloud_storage_with_no_secret(

@@ -39,8 +39,9 @@ def test_the_ir_parses_strictly_as_a_kfp_pipeline_spec(compiled: Path) -> None:
     assert set(spec.root.input_definitions.parameters) == {
         "source_uri", "problem", "pinned_schema", "tuner", "search_space", "max_trials", "architecture",
         "hidden_units", "dropout", "epochs", "learning_rate", "batch_size", "weight_decay", "patience", "seed",
-        "processes", "launcher", "num_nodes", "credentials_secret", "tracking_uri", "feature_repo", "threshold",
-        "model_name", "min_auc", "max_auc_drop", "canary_steps", "canary_min_requests", "traffic_rps"}
+        "processes", "launcher", "num_nodes", "gpus_per_node", "credentials_secret", "tracking_uri", "feature_repo",
+        "threshold", "model_name", "min_auc", "max_auc_drop", "canary_steps", "canary_min_requests", "traffic_rps",
+        "serving_target"}
     assert set(spec.root.output_definitions.artifacts) == {
         "statistics_report", "anomalies", "tuning_trials", "best_params", "model", "train_metrics", "eval_metrics",
         "eval_report", "model_card"}
