@@ -21,8 +21,9 @@ an InferenceService (serving/inference_service.py builds it, serving/cluster_rol
 Attributing answers. KServe splits a canary's traffic (Knative revisions, or Gateway API weights in
 Standard mode) without telling the client which side answered. Our predictor names its model in
 every answer (`x-slipway-model`, serving/protocol.py), read from `SLIPWAY_MODEL_URI`, which
-`identified` sets on each predictor container to that predictor's storage URI (KServe rewrites the
-container's own `STORAGE_URI` to /mnt/models in the pod, so that one cannot say which model it was).
+serving/inference_service.py sets on each predictor container to that predictor's storage URI (KServe
+rewrites the container's own `STORAGE_URI` to /mnt/models in the pod, so that one cannot say which model
+it was).
 `AttributedTraffic` records each answer into the stable or canary `Window` by that header. An
 answer that names neither model is not evidence about either: a successful one is counted and
 dropped; a failed one (a 5xx or no answer from the mesh, which carries no header) is charged to the
@@ -62,7 +63,6 @@ from urllib.parse import urlparse
 
 import httpx
 import pandas as pd
-from kserve.models import V1beta1InferenceService
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -78,11 +78,9 @@ from slipway.serving.canary import (
 from slipway.serving.cluster_rollout import CanaryEndpoint, InferenceServiceRollout, RolloutError
 from slipway.serving.deploy import SMOKE_ROWS, DeployError, DeployResult, LocalDeployConfig, SmokeResult, json_instances
 from slipway.serving.inference_service import (
-    CONTAINER_NAME,
     DEPLOYMENT_MODE_ANNOTATION,
     GROUP,
     PLURAL,
-    STORAGE_URI_ENV,
     VERSION,
     DeploymentMode,
     ServingConfig,
@@ -90,7 +88,7 @@ from slipway.serving.inference_service import (
     build_inference_service,
     check_storage_uri,
 )
-from slipway.serving.protocol import DEGRADED_HEADER, MODEL_HEADER, MODEL_URI_ENV
+from slipway.serving.protocol import DEGRADED_HEADER, MODEL_HEADER
 from slipway.serving.router import scores_from_answer
 
 if TYPE_CHECKING:
@@ -203,19 +201,6 @@ def storage_uri_of(version: RegisteredVersion, artifacts_destination: str | None
     except ValueError as error:
         raise DeployError(f"{error}; serving_target=kserve needs the registry's artifacts in object storage "
                           "that the cluster can read") from None
-
-
-def identified(isvc: V1beta1InferenceService) -> V1beta1InferenceService:
-    """The InferenceService with `SLIPWAY_MODEL_URI` = its storage URI on each predictor container (see the
-    module docstring), so that each answer names the model that gave it. Changes `isvc` and returns it."""
-    predictors = [isvc.spec.predictor, *(canary.predictor for canary in isvc.spec.canary or [])]
-    for predictor in predictors:
-        for container in predictor.containers or []:
-            env = container.env or []
-            uri = next((v.value for v in env if v.name == STORAGE_URI_ENV), None)
-            if container.name == CONTAINER_NAME and uri and not any(v.name == MODEL_URI_ENV for v in env):
-                container.env = [*env, client.V1EnvVar(name=MODEL_URI_ENV, value=uri)]
-    return isvc
 
 
 def endpoint_url(isvc: Mapping[str, Any]) -> str:
@@ -401,7 +386,7 @@ def deploy_on_cluster(registry: ModelRegistry, name: str, version: str, rows: pd
 def _first_deployment(config: ClusterDeployConfig, uri: str, instances: list[dict[str, Any]],
                       rollout: InferenceServiceRollout) -> DeployResult:
     """Applies the InferenceService whole, waits until it is Ready, smoke-tests the model through it."""
-    stored = rollout.apply(identified(build_inference_service(config.serving(uri, config.deployment_mode))))
+    stored = rollout.apply(build_inference_service(config.serving(uri, config.deployment_mode)))
     ready = rollout.wait_ready(config.isvc_name, config.namespace, _generation(stored), config.ready_timeout_s)
     url = endpoint_url(ready)
     smoke = smoke_test_through(url, config.model_name, instances, uri, config.smoke_timeout_s)
@@ -417,7 +402,7 @@ def _canary(config: ClusterDeployConfig, live: Mapping[str, Any], stable_uri: st
         else None
     stable = config.serving(stable_uri, mode, predictor_name)
     endpoint = CanaryEndpoint(rollout, config.isvc_name, config.namespace, mode, config.ready_timeout_s)
-    stored = rollout.apply(identified(build_canary(stable, new_uri, config.steps[0])))
+    stored = rollout.apply(build_canary(stable, new_uri, config.steps[0]))
     try:
         ready = rollout.wait_ready(config.isvc_name, config.namespace, _generation(stored), config.ready_timeout_s)
         url = endpoint_url(ready)

@@ -86,7 +86,7 @@ from kubernetes import client
 from slipway.atomic import atomic_output
 from slipway.quantities import is_positive_quantity, parse_quantity
 from slipway.runtimes import SERVING_IMAGE
-from slipway.serving.protocol import UNINFORMED_SCORE
+from slipway.serving.protocol import MODEL_URI_ENV, UNINFORMED_SCORE
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
@@ -466,7 +466,11 @@ def _predictor(config: ServingConfig, *, name: str | None, canary: bool) -> V1be
         command=list(SERVE_COMMAND),
         args=["--model", MODEL_DIR, "--name", config.model_name,
               "--http-port", str(HTTP_PORT), "--grpc-port", str(GRPC_PORT)],
-        env=[client.V1EnvVar(name=STORAGE_URI_ENV, value=config.storage_uri)],
+        # STORAGE_URI becomes /mnt/models inside the pod (KServe's storage initializer): the model's own URI goes
+        # in MODEL_URI_ENV too, which the server names in every answer's MODEL_HEADER, so that a canary's answers
+        # can be told from the stable model's (serving/cluster_deploy.py).
+        env=[client.V1EnvVar(name=STORAGE_URI_ENV, value=config.storage_uri),
+             client.V1EnvVar(name=MODEL_URI_ENV, value=config.storage_uri)],
         ports=_ports(config.deployment_mode),
         readiness_probe=client.V1Probe(
             http_get=client.V1HTTPGetAction(path=f"/v2/models/{config.model_name}/ready", port=HTTP_PORT),

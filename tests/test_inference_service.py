@@ -145,7 +145,7 @@ def test_the_predictor_runs_our_server_on_the_model_the_storage_initializer_down
     assert container["command"] == ["slipway", "serve"]
     assert container["args"] == ["--model", "/mnt/models", "--name", "tips-v3",
                                  "--http-port", "8080", "--grpc-port", "8081"]
-    assert env(container) == {"STORAGE_URI": STABLE_URI}
+    assert env(container) == {"STORAGE_URI": STABLE_URI, "SLIPWAY_MODEL_URI": STABLE_URI}
     assert container["readinessProbe"] == {"httpGet": {"path": "/v2/models/tips-v3/ready", "port": 8080}}
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"},
                                       "limits": {"cpu": "2", "memory": "2Gi"}}
@@ -212,7 +212,7 @@ def test_serverless_canary_promotion_and_rollback() -> None:
     manifest = to_dict(canary)
 
     assert manifest["spec"]["predictor"]["canaryTrafficPercent"] == 10
-    assert env(predictor_container(manifest)) == {"STORAGE_URI": CANARY_URI}
+    assert env(predictor_container(manifest)) == {"STORAGE_URI": CANARY_URI, "SLIPWAY_MODEL_URI": CANARY_URI}
     assert manifest["metadata"]["annotations"]["serving.kserve.io/enable-tag-routing"] == "true"
     assert "canary" not in manifest["spec"]
 
@@ -220,7 +220,8 @@ def test_serverless_canary_promotion_and_rollback() -> None:
     rolled_back = to_dict(build_rollback(canary))["spec"]["predictor"]
     assert "canaryTrafficPercent" not in promoted
     assert rolled_back["canaryTrafficPercent"] == 0
-    assert env(promoted["containers"][0]) == env(rolled_back["containers"][0]) == {"STORAGE_URI": CANARY_URI}
+    assert env(promoted["containers"][0]) == env(rolled_back["containers"][0]) == {
+        "STORAGE_URI": CANARY_URI, "SLIPWAY_MODEL_URI": CANARY_URI}
     assert to_dict(canary) == manifest  # the builders copy, never change their argument
 
 
@@ -233,7 +234,7 @@ def test_standard_canary_promotion_and_rollback() -> None:
     assert manifest["spec"]["predictor"] == stable["spec"]["predictor"]
     assert entry["trafficPercent"] == 10
     assert entry["predictor"]["name"] == model_revision_name(CANARY_URI)
-    assert env(entry["predictor"]["containers"][0]) == {"STORAGE_URI": CANARY_URI}
+    assert env(entry["predictor"]["containers"][0]) == {"STORAGE_URI": CANARY_URI, "SLIPWAY_MODEL_URI": CANARY_URI}
     assert not {"minReplicas", "maxReplicas", "canaryTrafficPercent"} & set(entry["predictor"])
     assert "serving.kserve.io/enable-tag-routing" not in manifest["metadata"]["annotations"]
 
