@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import logging
 import os
 import threading
@@ -76,7 +75,15 @@ from slipway.serving.canary import (
     run_canary,
 )
 from slipway.serving.cluster_rollout import CanaryEndpoint, InferenceServiceRollout, RolloutError
-from slipway.serving.deploy import SMOKE_ROWS, DeployError, DeployResult, LocalDeployConfig, SmokeResult, json_instances
+from slipway.serving.deploy import (
+    SMOKE_ROWS,
+    DeployError,
+    DeployResult,
+    LocalDeployConfig,
+    ReplayTraffic,
+    SmokeResult,
+    json_instances,
+)
 from slipway.serving.inference_service import (
     DEPLOYMENT_MODE_ANNOTATION,
     GROUP,
@@ -214,45 +221,27 @@ def endpoint_url(isvc: Mapping[str, Any]) -> str:
     return str(url).rstrip("/")
 
 
-class AttributedTraffic:
-    """Replays rows, one per V1 request, at about `rps` a second, and records each answer into `windows` by
-    the model it names (`backends`: model URI -> "stable" or "canary"); see the module docstring.
+class AttributedTraffic(ReplayTraffic):
+    """Replays rows as `ReplayTraffic` does, and records each answer into `windows` by the model it names
+    (`backends`: model URI -> "stable" or "canary"); see the module docstring.
 
-    The local counterpart (serving/deploy.py `ReplayTraffic`) leaves recording to the router, which
-    knows where it sent each request; here only the answer can say.
+    Locally the router records each answer, since it knows where it sent the request; here only the
+    answer can say.
     """
 
     def __init__(self, url: str, instances: Sequence[dict[str, Any]], rps: float, windows: BackendWindows,
                  backends: Mapping[str, str], threads: int = 4) -> None:
-        if rps <= 0:
-            raise ValueError(f"traffic rate must be positive, got {rps}")
-        self.url, self.instances, self.rps, self.threads = url, list(instances), rps, threads
+        super().__init__(url, instances, rps, threads)
         self.windows, self.backends = windows, dict(backends)
         self.path = urlparse(url).path
         self.unattributed = 0  # successful answers that named neither model (dropped)
         self.charged_to_canary = 0  # failed answers that named neither model
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._workers: list[threading.Thread] = []
-        self._sent = [0] * threads
 
-    def __enter__(self) -> AttributedTraffic:
-        for index in range(self.threads):
-            worker = threading.Thread(target=self._send, args=(index,), name=f"replay-{index}", daemon=True)
-            worker.start()
-            self._workers.append(worker)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for worker in self._workers:
-            worker.join(timeout=10)
-        log.info("replayed %d requests; %d successful answers named neither model, %d failures without a model "
-                 "were charged to the canary", self.sent, self.unattributed, self.charged_to_canary)
-
-    @property
-    def sent(self) -> int:
-        return sum(self._sent)
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        log.info("%d successful answers named neither model, %d failures without a model were charged to the "
+                 "canary", self.unattributed, self.charged_to_canary)
 
     def record(self, model: str | None, observation: Observation) -> None:
         """Into the window of the backend serving `model`; see the module docstring for answers naming neither."""
@@ -266,27 +255,17 @@ class AttributedTraffic:
             backend = CANARY
         self.windows.window(backend).record(observation)
 
-    def _send(self, index: int) -> None:
-        interval = self.threads / self.rps
-        rows = itertools.islice(itertools.cycle(self.instances), index, None, self.threads)
-        next_send = time.monotonic()
-        with httpx.Client(timeout=10, headers={"accept-encoding": "identity"}) as client:
-            for row in rows:
-                if self._stop.is_set():
-                    return
-                start = time.perf_counter()
-                try:
-                    response = client.post(self.url, json={"instances": [row]})
-                except httpx.HTTPError:
-                    self.record(None, Observation((time.perf_counter() - start) * 1000, None))
-                else:
-                    latency_ms = (time.perf_counter() - start) * 1000
-                    scores = scores_from_answer(self.path, response.status_code, response.headers, response.content)
-                    self.record(response.headers.get(MODEL_HEADER), Observation(
-                        latency_ms, response.status_code, DEGRADED_HEADER in response.headers, scores))
-                self._sent[index] += 1
-                next_send += interval
-                self._stop.wait(max(0.0, next_send - time.monotonic()))
+    def _post(self, client: httpx.Client, row: dict[str, Any]) -> None:
+        start = time.perf_counter()
+        try:
+            response = client.post(self.url, json={"instances": [row]})
+        except httpx.HTTPError:
+            self.record(None, Observation((time.perf_counter() - start) * 1000, None))
+            return
+        latency_ms = (time.perf_counter() - start) * 1000
+        scores = scores_from_answer(self.path, response.status_code, response.headers, response.content)
+        self.record(response.headers.get(MODEL_HEADER), Observation(
+            latency_ms, response.status_code, DEGRADED_HEADER in response.headers, scores))
 
 
 def smoke_test_through(url: str, name: str, instances: list[dict[str, Any]], model_uri: str, timeout_s: float,
