@@ -252,36 +252,28 @@ def taxi_model(taxi_training_sets: tuple[Path, Path], tmp_path_factory: pytest.T
     return out / "model"
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` (SQLite backend, artifacts served through it into a local folder): yields its URL.
+@contextlib.contextmanager
+def running_mlflow_server(root: Path, artifacts_destination: str, env: dict[str, str]) -> Iterator[str]:
+    """A real `mlflow server` (SQLite backend in `root`, artifacts proxied to `artifacts_destination`), run
+    with exactly `env`: yields its URL once it answers, stops it (and every process it started) after.
 
     Job execution is turned off: it would start seven huey worker processes that tracking never
     uses and double the start-up (about 6 s without it, 12 s with). The server runs in its own
     process group because it is a tree (the CLI, then uvicorn): stopping only the CLI can leave
     the rest running after the tests.
     """
-    import contextlib
     import os
     import signal
-    import subprocess
     import sys
 
-    root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    command += ["--backend-store-uri", f"sqlite:///{root / 'server.db'}"]
-    command += ["--artifacts-destination", str(root / "artifacts")]
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination",
+               artifacts_destination]
     with (root / "server.log").open("wb") as log:
-        server = subprocess.Popen(
-            command,
-            cwd=root,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            start_new_session=True,
-        )
+        server = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                                  env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -303,3 +295,13 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)  # whatever of the tree outlived the CLI, or a CLI that hung
         server.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server`, artifacts served through it into a local folder: yields its URL."""
+    import os
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with running_mlflow_server(root, str(root / "artifacts"), dict(os.environ)) as url:
+        yield url

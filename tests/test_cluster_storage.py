@@ -15,17 +15,13 @@ import contextlib
 import http.server
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import GS_BUCKET, S3_BUCKET, free_port, payload, sha256, wait_until_answers
+from conftest import GS_BUCKET, S3_BUCKET, payload, running_mlflow_server, sha256
 
 from slipway.storage import StorageConfig, StorageError, boto3_environment, download, sha256_of, upload
 
@@ -582,38 +578,11 @@ def mlflow_server_on_s3(s3_config: StorageConfig, tmp_path_factory: pytest.TempP
     from a Secret); its clients hold none.
     """
     root = tmp_path_factory.mktemp("mlflow-server-s3")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-               "--artifacts-destination", f"s3://{S3_BUCKET}/mlflow-served"]
     env = {name: value for name, value in os.environ.items() if name not in AWS_VARIABLES}
-    env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_S3_ENDPOINT_URL": s3_config.s3_endpoint,
-                "AWS_ACCESS_KEY_ID": s3_config.s3_access_key, "AWS_SECRET_ACCESS_KEY": s3_config.s3_secret_key})
-    with (root / "server.log").open("wb") as log:
-        server = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                  start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if server.poll() is not None:
-                tail = (root / "server.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"mlflow server exited with status {server.returncode}:\n{tail}")
-            try:
-                wait_until_answers(f"{url}/health", timeout_s=0.5)
-                break
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server at {url} did not answer within 90 s") from None
+    env.update({"MLFLOW_S3_ENDPOINT_URL": s3_config.s3_endpoint, "AWS_ACCESS_KEY_ID": s3_config.s3_access_key,
+                "AWS_SECRET_ACCESS_KEY": s3_config.s3_secret_key})
+    with running_mlflow_server(root, f"s3://{S3_BUCKET}/mlflow-served", env) as url:
         yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.wait(timeout=20)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
 
 
 @pytest.mark.servers
