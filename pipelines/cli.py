@@ -983,11 +983,20 @@ def feedback_command(prediction_log: Path, labels_uri: str, baseline_auc: float 
               help="Add the online features of each request's entities from the Feast store before scoring "
                    "(SLIPWAY_FEAST_* from the environment, else REPO, default runs/feature_repo). A store that "
                    "fails answers the features missing and marks the response degraded.")
+@click.option("--cache-size", type=click.IntRange(min=0), default=0, show_default=True,
+              envvar="SLIPWAY_INFERENCE_CACHE_SIZE", show_envvar=True,
+              help="Remember this many rows' scores in process (LRU, by model and feature values); 0: no cache. "
+                   "Never used for a model whose model.json says \"deterministic\": false.")
+@click.option("--cache-ttl", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+              envvar="SLIPWAY_INFERENCE_CACHE_TTL", show_envvar=True, help="Seconds a cached score is kept.")
+@click.option("--cache-redis", default="", metavar="HOST:PORT", envvar="SLIPWAY_INFERENCE_CACHE_REDIS",
+              show_envvar=True, help="Share cached scores with the other replicas through this Redis (behind the "
+                                     "in-process cache when --cache-size is set too). A Redis that fails is a miss.")
 @_REGISTRY_OPTION
 def serve_command(model_uri: str, name: str, http_port: int, grpc_port: int, workers: int,
                   fallback_score: float | None, max_payload_bytes: int, max_batch_rows: int,
                   prediction_log: Path | None, log_sample_rate: float, access_log: bool, feature_repo: Path | None,
-                  tracking_uri: str) -> None:
+                  cache_size: int, cache_ttl: float, cache_redis: str, tracking_uri: str) -> None:
     """Serve a model with KServe's model server: V1 and V2 REST, V2 gRPC, health, Prometheus /metrics.
 
     \b
@@ -995,6 +1004,7 @@ def serve_command(model_uri: str, name: str, http_port: int, grpc_port: int, wor
     curl localhost:8080/v2/models/chicago_taxi/ready
     """
     from slipway.components.registry import RegistryError
+    from slipway.serving.inference_cache import CacheSettings
     from slipway.serving.prediction_log import PredictionLogError
     from slipway.serving.server import ServeConfig, serve
     from slipway.storage import StorageError
@@ -1005,7 +1015,8 @@ def serve_command(model_uri: str, name: str, http_port: int, grpc_port: int, wor
                              workers=workers, fallback_score=fallback_score, max_payload_bytes=max_payload_bytes,
                              max_batch_rows=max_batch_rows, tracking_uri=tracking_uri,
                              prediction_log=prediction_log, log_sample_rate=log_sample_rate, access_log=access_log,
-                             feature_repo=feature_repo)
+                             feature_repo=feature_repo,
+                             cache=CacheSettings(size=cache_size, ttl_s=cache_ttl, redis=cache_redis))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:

@@ -24,6 +24,11 @@ configured (serving/online_features.py) the request carries only the trip and it
 which are looked up in the feature store first, and any feature values it sends are not read: the
 store's are. A store that fails answers every feature missing and marks the response
 `feature-store-unavailable`.
+
+With an inference cache (serving/inference_cache.py; `slipway serve --cache-size/--cache-redis`), each
+row's score is looked up by the model's identity and the row's feature values (after the online
+features are joined) and the model runs only on the rows not found; degraded answers are never
+cached, and a model flagged non-deterministic is served without the cache.
 """
 
 from __future__ import annotations
@@ -42,6 +47,14 @@ from prometheus_client import Counter
 
 from slipway.components.model_artifact import LoadedModel
 from slipway.components.preprocessing import FeatureInputError
+from slipway.serving.inference_cache import (
+    HITS,
+    MISSES,
+    InferenceCache,
+    model_identity,
+    non_deterministic_reason,
+    row_keys,
+)
 from slipway.serving.online_features import OnlineFeatures, RequestKeyError
 from slipway.serving.prediction_log import PredictionLogger
 from slipway.serving.protocol import (
@@ -94,14 +107,29 @@ class SlipwayPredictor(kserve.Model):
         settings: PredictorSettings,
         prediction_log: PredictionLogger | None = None,
         online_features: OnlineFeatures | None = None,
+        cache: InferenceCache | None = None,
     ) -> None:
         super().__init__(name, return_response_headers=True)
-        self.model = model
         self.settings = settings
         self.prediction_log = prediction_log
         self.online_features = online_features
-        self.features = request_features(model, online_features)
+        self.cache = cache
+        self.replace_model(model)
         self.ready = True
+
+    def replace_model(self, model: LoadedModel) -> None:
+        """Serves `model` from now on. The cache's entries were computed by another model: the in-process ones
+        are dropped, and shared ones no longer match (the key holds the model's identity) and expire."""
+        self.model = model
+        self.features = request_features(model, self.online_features)
+        if self.cache is None:
+            return
+        self.identity = model_identity(model.module, model.metadata, self.settings.model_uri, self.settings.version)
+        self.cache.clear()
+        reason = non_deterministic_reason(model.module, model.metadata)
+        if reason is not None:
+            log.warning("%s: the inference cache is off for this model: %s", self.name, reason)
+            self.cache = None
 
     def predict(
         self,
@@ -172,13 +200,37 @@ class SlipwayPredictor(kserve.Model):
             if degraded:
                 DEGRADED_RESPONSES.labels(self.name, degraded).inc()
         try:
-            return self.model.predict_proba(columns), degraded
+            return self._predict(columns, rows, cached=degraded is None), degraded
         except FeatureInputError as error:
             raise InvalidInput(str(error)) from None
         except Exception:  # noqa: BLE001 - any model failure degrades to the fallback instead of a 5xx
             log.exception("%s: the model failed on %d row(s); answering the fallback score", self.name, rows)
             DEGRADED_RESPONSES.labels(self.name, MODEL_ERROR).inc()
             return np.full(rows, self.settings.fallback_score), joined(degraded, MODEL_ERROR)
+
+    def _predict(self, columns: dict[str, list[Any]], rows: int, cached: bool) -> np.ndarray:
+        """The model's scores, the cache's where it holds them (`cached`: the answer may be cached): the model
+        runs on the missed rows only, and the scores come back in the rows' order."""
+        if self.cache is None or not cached:
+            return self.model.predict_proba(columns)
+        preprocessing = self.model.preprocessing
+        keys = row_keys(self.identity, preprocessing.numeric, preprocessing.categorical, columns)
+        found = self.cache.get_many(keys)
+        missed = [i for i, score in enumerate(found) if score is None]
+        HITS.labels(self.name).inc(rows - len(missed))
+        MISSES.labels(self.name).inc(len(missed))
+        if not missed:
+            return np.array(found, dtype="float64")
+        if len(missed) == rows:
+            scores = self.model.predict_proba(columns)
+        else:
+            scores = self.model.predict_proba({name: [values[i] for i in missed] for name, values in columns.items()})
+        self.cache.put_many(zip([keys[i] for i in missed], scores.tolist(), strict=True))
+        if len(missed) == rows:
+            return scores
+        answer = np.array([0.0 if score is None else score for score in found], dtype="float64")
+        answer[missed] = scores
+        return answer
 
     def _finish(
         self,

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from slipway.serving.inference_cache import CacheSettings
 from slipway.serving.protocol import MODEL_URI_ENV, UNINFORMED_SCORE
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class ServeConfig:
     # Look the request's entities up in the online feature store (SLIPWAY_FEAST_* from the environment,
     # else the embedded store in `feature_repo`); None: the model is served without online features.
     feature_repo: Path | None = None
+    cache: CacheSettings = CacheSettings()  # the inference cache (serving/inference_cache.py); default: off
 
     def __post_init__(self) -> None:
         if self.workers != 1:
@@ -99,9 +101,16 @@ def build_predictor(config: ServeConfig) -> Any:
         problem = load_problem(model.metadata.get("lineage", {}).get("problem") or "chicago_taxi")
         online = OnlineFeatures(StoreConfig.from_env(config.feature_repo), problem)
         online.warm_up()
+    cache = None
+    if config.cache.enabled:
+        from slipway.serving.inference_cache import build_cache
+
+        cache = build_cache(config.cache, name)
+        log.info("inference cache: %s entries in process%s, TTL %.0f s", config.cache.size,
+                 f", shared through Redis at {config.cache.redis}" if config.cache.redis else "", config.cache.ttl_s)
     log.info("serving %s (from %s) as %r; fallback score %.4f%s", source.path, config.model_uri, name,
              settings.fallback_score, "; online features from the feature store" if online else "")
-    return SlipwayPredictor(name, model, settings, prediction_log, online)
+    return SlipwayPredictor(name, model, settings, prediction_log, online, cache)
 
 
 def serve(config: ServeConfig) -> None:
