@@ -1242,3 +1242,56 @@ def _utc(moment: datetime.datetime | None) -> str:
 
 def _utc_now() -> str:
     return _utc(datetime.datetime.now(datetime.UTC))
+
+
+@cli.command("score")
+@click.option("--data", "data_uri", required=True, metavar="URI",
+              help="Rows to score: a CSV or Parquet file, a Parquet directory, or a gs://, s3://, http(s):// URI of "
+                   "one file. It must hold every column the model reads (Feast features included: join them first).")
+@click.option("--model", "model_ref", default=f"models:/{DEFAULT_PROBLEM}@champion", show_default=True,
+              metavar="DIR|URI", help="A model directory, an s3:// or gs:// model folder, or a models:/NAME@ALIAS "
+                                      "or models:/NAME/VERSION URI in the registry.")
+@click.option("--output", "output_uri", required=True, metavar="URI",
+              help="The prediction dataset to write (a directory, or an s3:// or gs:// prefix): Parquet parts, "
+                   "_rejects.parquet and the _SUCCESS manifest, all visible only once the whole run succeeded.")
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Rows read and scored at a time (bounds memory).  [default: ScoringConfig's]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Rows per model call.  [default: ScoringConfig's]")
+@click.option("--device", default="auto", show_default=True, help="auto (cuda when there is one), cpu, cuda, cuda:N.")
+@click.option("--run-id", default=None, metavar="ID",
+              help="Written on every output row. Default: score-<UTC time>-<random>.")
+@_REGISTRY_OPTION
+def score_command(data_uri: str, model_ref: str, output_uri: str, chunk_rows: int | None, batch_size: int | None,
+                  device: str, run_id: str | None, tracking_uri: str) -> None:
+    """Score every row of --data with --model into --output, atomically; unscorable rows go to the rejects file.
+
+    Each output row carries the model version (the registry's, else `sha256:` of the weights) and the
+    run id. Exit 0 when the run finished (rejects or not), 1 when the input or the model cannot be used.
+    """
+    import hashlib
+    import tempfile
+    import uuid
+
+    from slipway.components.batch_scoring import BatchInputError, ScoringConfig, score_file
+    from slipway.components.model_artifact import WEIGHTS_FILE, ModelArtifactError
+    from slipway.components.registry import RegistryError
+    from slipway.serving.model_source import fetch_model
+    from slipway.storage import StorageError
+
+    logs.configure()
+    sizes = {k: v for k, v in {"chunk_rows": chunk_rows, "batch_size": batch_size}.items() if v is not None}
+    config = ScoringConfig(device=device, **sizes)
+    run_id = run_id or f"score-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    try:
+        with tempfile.TemporaryDirectory(prefix="slipway-score-model-") as tmp:
+            source = fetch_model(model_ref, Path(tmp), tracking_uri)
+            version = source.version
+            if not version:
+                with open(source.path / WEIGHTS_FILE, "rb") as weights:
+                    version = "sha256:" + hashlib.file_digest(weights, "sha256").hexdigest()[:12]
+            result = score_file(data_uri, source.path, output_uri, model_version=version, run_id=run_id,
+                                config=config)
+    except (BatchInputError, ModelArtifactError, RegistryError, StorageError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(result.describe())

@@ -1,0 +1,239 @@
+"""Batch scoring (components/batch_scoring.py): the model's own scores, in bounded memory, all or nothing.
+
+Every test scores rows of the real taxi training sets (with their point-in-time Feast features) with
+the real trained model of `taxi_model`; the big inputs are in bench/batch_scoring.py, not here.
+"""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+from click.testing import CliRunner
+
+from slipway.components.batch_scoring import (
+    JOIN_DROPPED,
+    MANIFEST_FILE,
+    REJECTS_FILE,
+    ROW_ID,
+    BatchInputError,
+    ChunkScorer,
+    ScoringConfig,
+    read_manifest,
+    read_predictions,
+    read_rejects,
+    score_file,
+)
+from slipway.components.model_artifact import load_model
+from slipway.pipelines.cli import cli
+
+
+@pytest.fixture(scope="module")
+def rows(taxi_training_sets: tuple[Path, Path]) -> pd.DataFrame:
+    """The eval training set: 2,000 real trips with every column the model reads."""
+    return pd.read_parquet(taxi_training_sets[1])
+
+
+@pytest.fixture(scope="module")
+def rows_file(rows: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("rows") / "rows.parquet"
+    rows.to_parquet(path, row_group_size=500)
+    return path
+
+
+def score(source: Path, model: Path, output: Path, **config) -> object:
+    return score_file(source, model, output, model_version="7", run_id="run-1", config=ScoringConfig(**config))
+
+
+def test_scores_are_the_models_own_and_every_row_names_the_model_version_and_run(
+        rows: pd.DataFrame, rows_file: Path, taxi_model: Path, tmp_path: Path) -> None:
+    result = score(rows_file, taxi_model, tmp_path / "scores", chunk_rows=500, batch_size=128)
+    predictions = read_predictions(tmp_path / "scores")
+    assert (result.rows_in, result.scored, result.rejected) == (len(rows), len(rows), 0)
+    np.testing.assert_allclose(predictions["score"], load_model(taxi_model).predict_proba(rows), atol=1e-6)
+    assert (predictions["model_version"] == "7").all() and (predictions["run_id"] == "run-1").all()
+    # The input's columns come through in the input's order, so a score can be traced to its trip.
+    pd.testing.assert_frame_equal(predictions[list(rows.columns)], rows)
+    # Readers that skip _-prefixed names (pandas, pyarrow) see the predictions alone.
+    assert len(pd.read_parquet(tmp_path / "scores")) == len(rows)
+
+
+def test_the_features_are_exactly_what_preprocessing_transform_gives(rows: pd.DataFrame, taxi_model: Path) -> None:
+    """The vectorised transform is the training transform: same standardisation, indicators and category ids,
+    also for a never-seen company, a missing one, an area stored as float, and a missing numeric."""
+    model = load_model(taxi_model)
+    odd = rows.head(300).copy()
+    odd.loc[odd.index[0], "company"] = "A Cab Company Never Seen"
+    odd.loc[odd.index[1], "company"] = None
+    odd["pickup_community_area"] = odd["pickup_community_area"].astype("float64")
+    odd.loc[odd.index[2], "pickup_community_area"] = math.nan
+    odd.loc[odd.index[3], "trip_miles"] = math.nan
+    numeric, categorical, reasons = ChunkScorer(model).transform(pa.Table.from_pandas(odd))
+    expected_numeric, expected_categorical = model.preprocessing.transform(odd)
+    assert torch.equal(numeric, expected_numeric)
+    assert torch.equal(categorical, expected_categorical)
+    assert not reasons.any()  # all of these the model handles by design: none is a reject
+
+
+def test_chunking_does_not_change_the_scores(rows_file: Path, taxi_model: Path, tmp_path: Path) -> None:
+    score(rows_file, taxi_model, tmp_path / "small", chunk_rows=37, batch_size=16)
+    score(rows_file, taxi_model, tmp_path / "large", chunk_rows=100_000)
+    small, large = read_predictions(tmp_path / "small"), read_predictions(tmp_path / "large")
+    assert len(read_manifest(tmp_path / "small")["parts"]) == math.ceil(len(large) / 37)
+    np.testing.assert_allclose(small["score"], large["score"], atol=1e-6)
+    pd.testing.assert_frame_equal(small.drop(columns="score"), large.drop(columns="score"))
+
+
+def test_the_scorer_holds_one_chunk_at_a_time_and_rows_the_join_drops_are_rejects(
+        rows: pd.DataFrame, rows_file: Path, taxi_model: Path, tmp_path: Path) -> None:
+    """The join (Feast's point-in-time join in the pipeline) sees at most chunk_rows rows per call; it may drop
+    rows (Feast drops rows past the TTL) and reorder them: the dropped ones are rejected, the rest keep their
+    input order and their own scores."""
+    seen = []
+
+    def join(chunk: pd.DataFrame) -> pd.DataFrame:
+        seen.append(len(chunk))
+        kept = chunk[chunk[ROW_ID] % 10 != 0]  # drops every tenth row
+        return kept.iloc[::-1]  # and answers in another order
+
+    result = score_file(rows_file, taxi_model, tmp_path / "scores", model_version="7", run_id="run-1", join=join,
+                        config=ScoringConfig(chunk_rows=300))
+    assert max(seen) == 300 and sum(seen) == len(rows)
+    dropped = rows.iloc[np.flatnonzero(np.arange(len(rows)) % 300 % 10 == 0)]
+    assert result.rejects_by_reason == {JOIN_DROPPED: len(dropped)}
+    assert result.rows_in == result.scored + result.rejected == len(rows)
+    rejects = read_rejects(tmp_path / "scores")
+    pd.testing.assert_frame_equal(rejects.drop(columns="reason"), dropped.reset_index(drop=True))
+    predictions = read_predictions(tmp_path / "scores")
+    kept = rows.drop(index=dropped.index)
+    pd.testing.assert_frame_equal(predictions[list(rows.columns)], kept.reset_index(drop=True))
+    np.testing.assert_allclose(predictions["score"], load_model(taxi_model).predict_proba(kept), atol=1e-6)
+
+
+def test_rows_that_cannot_be_scored_are_rejected_with_the_column_and_the_reason(
+        rows: pd.DataFrame, taxi_model: Path, tmp_path: Path) -> None:
+    """A word in a numeric column, an infinite number, a missing fare (the problem's required feature) are
+    rejects; a missing trip_miles (imputed) and a never-seen company (the unknown id) are scored."""
+    csv = rows.head(200).copy()
+    csv["trip_miles"] = csv["trip_miles"].astype(object)
+    csv.loc[csv.index[0], "trip_miles"] = "three"
+    csv.loc[csv.index[1], "trip_seconds"] = math.inf
+    csv.loc[csv.index[[2, 3]], "fare"] = math.nan
+    csv.loc[csv.index[4], "trip_miles"] = None
+    csv.loc[csv.index[5], "company"] = "A Cab Company Never Seen"
+    csv.to_csv(tmp_path / "trips.csv", index=False)
+
+    result = score(tmp_path / "trips.csv", taxi_model, tmp_path / "scores", chunk_rows=64)
+    assert result.rejects_by_reason == {"trip_miles: not a number": 1, "trip_seconds: not finite": 1,
+                                        "fare: missing (required)": 2}
+    assert (result.rows_in, result.scored, result.rejected) == (200, 196, 4)
+    rejects = read_rejects(tmp_path / "scores")
+    assert rejects["reason"].tolist() == ["trip_miles: not a number", "trip_seconds: not finite",
+                                          "fare: missing (required)", "fare: missing (required)"]
+    assert rejects["trip_miles"].iloc[0] == "three"  # the row as it came, to be fixed and rescored
+    predictions = read_predictions(tmp_path / "scores")
+    assert len(predictions) == 196 and predictions["score"].between(0, 1).all()
+    assert result.metrics()["rejected: fare: missing (required)"] == 2
+
+
+def test_an_input_that_cannot_be_scored_names_the_file_and_the_column_and_writes_nothing(
+        rows: pd.DataFrame, taxi_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(BatchInputError, match=r"trips\.parquet: not found"):
+        score(tmp_path / "trips.parquet", taxi_model, tmp_path / "scores")
+    rows.drop(columns=["company"]).head(50).to_csv(tmp_path / "no_company.csv", index=False)
+    with pytest.raises(BatchInputError, match=r"no_company\.csv: no column\(s\) \['company'\], which the model"):
+        score(tmp_path / "no_company.csv", taxi_model, tmp_path / "scores")
+    raw = rows.loc[:, ~rows.columns.str.contains("__")].head(50)
+    raw.to_parquet(tmp_path / "raw.parquet")
+    with pytest.raises(BatchInputError, match=r"raw\.parquet lacks the point-in-time feature column\(s\) "
+                                              r"\['pickup_community_area_stats__trips_1h', .*join them first"):
+        score(tmp_path / "raw.parquet", taxi_model, tmp_path / "scores")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no_company.csv", "raw.parquet"]
+
+
+CRASHING_SCORER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from slipway.components.batch_scoring import ScoringConfig, score_file
+
+    def slow_join(chunk):
+        time.sleep(0.2)  # a slow feature store: the run is killed between chunks
+        return chunk
+
+    source, model, output = sys.argv[1:]
+    score_file(source, Path(model), output, model_version="7", run_id="crashed", join=slow_join,
+               config=ScoringConfig(chunk_rows=40))
+""")
+
+
+def test_a_scorer_killed_mid_run_leaves_the_previous_output_whole_and_a_rerun_completes(
+        rows: pd.DataFrame, rows_file: Path, taxi_model: Path, tmp_path: Path) -> None:
+    output = tmp_path / "scores"
+    score_file(rows_file, taxi_model, output, model_version="6", run_id="yesterday")
+    scorer = subprocess.Popen([sys.executable, "-c", CRASHING_SCORER, str(rows_file), str(taxi_model), str(output)])
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".scores.scoring-*/part-00002-*.parquet")):
+            assert scorer.poll() is None, "the scorer ended before it could be killed"
+            assert time.monotonic() < deadline, "the scorer wrote no parts in 60 s"
+            time.sleep(0.05)
+        scorer.send_signal(signal.SIGKILL)
+    finally:
+        scorer.kill()
+        scorer.wait()
+    assert list(tmp_path.glob(".scores.scoring-*"))  # what it had written is in its hidden staging directory
+    assert set(read_predictions(output)["run_id"]) == {"yesterday"}  # the old output is untouched
+    assert read_manifest(output)["rows_in"] == len(rows)
+
+    result = score_file(rows_file, taxi_model, output, model_version="7", run_id="today",
+                        config=ScoringConfig(chunk_rows=400))
+    predictions = read_predictions(output)
+    assert result.scored == len(predictions) == len(rows)
+    assert set(predictions["run_id"]) == {"today"} and set(predictions["model_version"]) == {"7"}
+    np.testing.assert_allclose(predictions["score"], load_model(taxi_model).predict_proba(rows), atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores"]  # the killed run's leftovers are gone
+    assert {MANIFEST_FILE, REJECTS_FILE} <= {p.name for p in output.iterdir()}
+
+
+def test_slipway_score_scores_a_file_and_says_where_everything_is(rows: pd.DataFrame, taxi_model: Path,
+                                                                  tmp_path: Path) -> None:
+    rows.head(300).to_csv(tmp_path / "trips.csv", index=False)
+    result = CliRunner().invoke(cli, ["score", "--data", str(tmp_path / "trips.csv"), "--model", str(taxi_model),
+                                      "--output", str(tmp_path / "scores"), "--chunk-rows", "100",
+                                      "--run-id", "nightly-1"])
+    assert result.exit_code == 0, result.output
+    assert "Scored 300 of 300 rows with model version sha256:" in result.output
+    assert f"predictions: {tmp_path / 'scores'} (3 part(s))" in result.output
+    assert f"rejects:     {tmp_path / 'scores' / REJECTS_FILE} (0 row(s))" in result.output
+    assert set(read_predictions(tmp_path / "scores")["run_id"]) == {"nightly-1"}
+
+    rows.drop(columns=["fare"]).head(10).to_csv(tmp_path / "no_fare.csv", index=False)
+    result = CliRunner().invoke(cli, ["score", "--data", str(tmp_path / "no_fare.csv"), "--model", str(taxi_model),
+                                      "--output", str(tmp_path / "bad")])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'no_fare.csv'}: no column(s) ['fare'], which the model reads" in result.output
+
+
+def test_the_scorer_uses_every_core_and_restores_torch_threads(rows_file: Path, taxi_model: Path,
+                                                             tmp_path: Path, monkeypatch) -> None:
+    seen = []
+    original = ChunkScorer.score
+
+    def counting(self: ChunkScorer, *tensors: torch.Tensor) -> np.ndarray:
+        seen.append(torch.get_num_threads())
+        return original(self, *tensors)
+
+    monkeypatch.setattr(ChunkScorer, "score", counting)
+    before = torch.get_num_threads()
+    score(rows_file, taxi_model, tmp_path / "scores")
+    assert seen and set(seen) == {os.cpu_count()}
+    assert torch.get_num_threads() == before
