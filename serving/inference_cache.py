@@ -175,10 +175,13 @@ class RedisCache:
                  timeout_s: float = 0.05, retry_after_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         host, _, port = address.rpartition(":")
+        # No retries: a request must not wait on a Redis that fails (the client's default retries 3 times).
         self.client = redis.Redis(host=host, port=int(port), socket_timeout=timeout_s,
-                                  socket_connect_timeout=timeout_s, retry_on_timeout=False)
+                                  socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
         self.address, self.ttl_ms, self.model, self.prefix = address, max(1, round(ttl_s * 1000)), model, prefix
         self.retry_after_s, self.clock = retry_after_s, clock
         self._down_until = 0.0
@@ -262,7 +265,7 @@ def build_cache(settings: CacheSettings, model: str, clock: Callable[[], float] 
     shared = RedisCache(settings.redis, settings.ttl_s, model, clock=clock) if settings.redis else None
     if local is not None and shared is not None:
         return TieredCache(local, shared)
-    return local or shared
+    return local if shared is None else shared  # (not `local or shared`: an empty LocalCache is falsy)
 
 
 def model_identity(module: Any, metadata: Mapping[str, Any], uri: str = "", version: str = "") -> bytes:
