@@ -55,6 +55,7 @@ bench: $(TEST_STAMP) $(TFDV_STAMP) $(DRIFT_STAMP) data  ## run the benchmarks; f
 	$(PY) bench/kfp_local_overhead.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/serving.py
+	$(PY) bench/inference_cache.py
 	$(PY) bench/features.py
 	$(PY) bench/validation.py
 	$(PY) bench/tuning.py
