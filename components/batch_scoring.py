@@ -95,6 +95,10 @@ REJECTS_FILE = "_rejects.parquet"
 MANIFEST_FILE = "_SUCCESS"
 JOIN_DROPPED = "join: no feature row for the row's entity and time (dropped by the join)"
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".tsv")
+# Measured best on 2 CPU cores (bench/results/batch_scoring.md): a batch's activations stay in cache.
+# A GPU wants large batches (REFERENCE.md's GPU anchor: throughput still grows at 65,536).
+CPU_BATCH_SIZE = 4_096
+GPU_BATCH_SIZE = 65_536
 
 Join = Callable[[pd.DataFrame], pd.DataFrame]
 
@@ -107,20 +111,27 @@ class BatchInputError(ValueError):
 class ScoringConfig:
     """How to score. The defaults are the fastest measured on 2 CPU cores (bench/results/batch_scoring.md)."""
 
-    chunk_rows: int = 262_144  # rows read, joined, transformed and written at a time: memory is a few chunks
-    batch_size: int = 65_536  # rows per model call
-    threads: int = 0  # torch intra-op threads; 0 = every core (os.cpu_count())
+    chunk_rows: int = 131_072  # rows read, joined, transformed and written at a time: memory is a few chunks
+    batch_size: int = 0  # rows per model call; 0 = CPU_BATCH_SIZE on a CPU, GPU_BATCH_SIZE on a GPU
+    threads: int = 0  # torch intra-op threads; 0 = every core but one, which reads and writes beside the model
     device: str = "auto"  # "auto" = cuda when available, else cpu; or "cpu", "cuda", "cuda:1"
     required: tuple[str, ...] | None = None  # features that must be present; None = the model problem's
     keep_columns: tuple[str, ...] | None = None  # input columns copied to the output; None = all
     work_dir: Path | None = None  # local scratch for a remote input or output; None = the system temp dir
 
     def __post_init__(self) -> None:
-        for name in ("chunk_rows", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.threads < 0:
-            raise ValueError(f"threads must be 0 (every core) or more, got {self.threads}")
+        if self.chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, got {self.chunk_rows}")
+        for name in ("batch_size", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (automatic) or more, got {getattr(self, name)}")
+
+    def torch_threads(self) -> int:
+        """The torch threads: as configured, else every core but one (the reader and the writer threads use it)."""
+        return self.threads or max(1, (os.cpu_count() or 1) - 1)
+
+    def model_batch_size(self, device: torch.device) -> int:
+        return self.batch_size or (GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE)
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -141,7 +152,7 @@ class ScoringResult:
     model_version: str
     run_id: str
     device: str
-    peak_rss_bytes: int  # this process's peak resident memory so far (ru_maxrss), not only this call's
+    peak_rss_bytes: int  # this process's peak resident memory so far (VmHWM), not only this call's
 
     @property
     def rows_per_s(self) -> float:
@@ -213,10 +224,20 @@ def score_file(
         output=str(output), rejects=f"{str(output).rstrip('/')}/{REJECTS_FILE}", rows_in=counts.rows_in,
         scored=counts.scored, rejected=counts.rejected, rejects_by_reason=counts.by_reason,
         parts=len(counts.parts), seconds=seconds, model_version=model_version, run_id=run_id,
-        device=str(scorer.device), peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        device=str(scorer.device), peak_rss_bytes=peak_rss_bytes())
     log.info("scored %d, rejected %d of %d rows into %s in %.1f s", result.scored, result.rejected, result.rows_in,
              result.output, seconds)
     return result
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: VmHWM from /proc (ru_maxrss would include the parent's peak when the
+    process was forked from a larger one), else ru_maxrss."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) * 1024
+    except (OSError, StopIteration, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def read_manifest(output: Path | str) -> dict[str, Any]:
@@ -251,6 +272,7 @@ class ChunkScorer:
         self.config = config
         self.device = config.torch_device()
         self.module = model.module.to(self.device).eval()
+        self.batch_size = config.model_batch_size(self.device)
         prep = model.preprocessing
         self.numeric, self.categorical = list(prep.numeric), list(prep.categorical)
         self.means, self.stds = np.array(prep.means), np.array(prep.stds)
@@ -273,7 +295,8 @@ class ChunkScorer:
         then meaningless)."""
         rows = table.num_rows
         codes = np.zeros(rows, dtype=np.int32)
-        numeric = np.empty((rows, 2 * len(self.numeric)), dtype=np.float32)
+        width = len(self.numeric)
+        by_column = np.empty((2 * width, rows), dtype=np.float32)  # feature-major: each write is contiguous
         for i, column in enumerate(self.numeric):
             raw, unparsable = _floats(table.column(column))
             missing = np.isnan(raw)
@@ -282,14 +305,19 @@ class ChunkScorer:
             if column in self.required:
                 self._flag(codes, missing & ~unparsable, f"{column}: missing (required)")
             # The arithmetic of Preprocessing.transform, in float64, then float32: bit-identical.
-            numeric[:, i] = np.where(missing, 0.0, (raw - self.means[i]) / self.stds[i])
-            numeric[:, len(self.numeric) + i] = missing
+            scaled = raw - self.means[i]
+            scaled /= self.stds[i]
+            scaled[missing] = 0.0
+            by_column[i] = scaled
+            by_column[width + i] = missing
         categorical = np.empty((rows, len(self.categorical)), dtype=np.int64)
         for i, column in enumerate(self.categorical):
             categorical[:, i] = self._category_ids(table.column(column), self.vocabulary_ids[i])
             if column in self.required:
                 self._flag(codes, categorical[:, i] == MISSING_ID, f"{column}: missing (required)")
-        return torch.from_numpy(numeric), torch.from_numpy(categorical), codes
+        # A transposed view, not a copy: the model's first step (concatenation with the embeddings, or a
+        # matrix product) reads it batch by batch in whatever layout it comes.
+        return torch.from_numpy(by_column).T, torch.from_numpy(categorical), codes
 
     @property
     def reasons(self) -> list[str]:
@@ -301,8 +329,8 @@ class ChunkScorer:
         rows = len(numeric)
         numeric, categorical = numeric.to(self.device), categorical.to(self.device)
         scores = torch.empty(rows, dtype=torch.float32, device=self.device)
-        for start in range(0, rows, self.config.batch_size):
-            end = min(start + self.config.batch_size, rows)
+        for start in range(0, rows, self.batch_size):
+            end = min(start + self.batch_size, rows)
             scores[start:end] = torch.sigmoid(self.module(numeric[start:end], categorical[start:end]))
         return scores.cpu().numpy().astype("float64")
 
@@ -341,7 +369,7 @@ class _Counts:
 def _score_into(path: Path, source: str, scorer: ChunkScorer, staging: Path, token: str, model_version: str,
                 run_id: str, join: Join | None, config: ScoringConfig) -> _Counts:
     counts = _Counts()
-    threads = config.threads or os.cpu_count() or 1
+    threads = config.torch_threads()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     rejects_writer: pq.ParquetWriter | None = None
@@ -508,13 +536,13 @@ def _chunks(path: Path, source: str, chunk_rows: int, numeric: Sequence[str]) ->
             held += batch.num_rows
             while held >= chunk_rows:
                 table = pa.Table.from_batches(pending)
-                yield table.slice(0, chunk_rows).combine_chunks()
+                yield table.slice(0, chunk_rows)  # zero-copy: a slice of the reader's batches
                 rest = table.slice(chunk_rows)
                 pending, held = rest.to_batches(), rest.num_rows
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
         raise BatchInputError(f"{source}: cannot read: {error}") from None
     if held:
-        yield pa.Table.from_batches(pending).combine_chunks()
+        yield pa.Table.from_batches(pending)
 
 
 def _batches(path: Path, source: str, chunk_rows: int, numeric: Sequence[str]) -> Iterator[pa.RecordBatch]:
