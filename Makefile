@@ -61,6 +61,7 @@ bench: $(TEST_STAMP) $(TFDV_STAMP) $(DRIFT_STAMP) data  ## run the benchmarks; f
 	$(PY) bench/tuning.py
 	$(PY) bench/drift.py
 	$(PY) bench/drift_monitor.py
+	$(PY) bench/batch_scoring.py
 
 compile: env  ## compile every pipeline to KFP IR in dist/, referencing $(IMAGE_REGISTRY)/slipway-*:$(IMAGE_TAG)
 	$(SLIPWAY) compile --output-dir dist
