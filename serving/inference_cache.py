@@ -5,7 +5,7 @@ A deterministic model gives the same score for the same feature values, so the p
 misses: a batch with some known rows and some new ones scores only the new ones, and answers in
 the request's order, the same scores the model would have given.
 
-What is cached is keyed on (serving/inference_cache.py `row_keys`):
+Each row's key (`row_keys`, a 16-byte BLAKE2b digest) covers:
 
 - the model's identity (`model_identity`): its URI and registry version, plus a digest of its
   weights and its metadata (preprocessing, architecture), so a model reloaded under the same
@@ -19,7 +19,8 @@ What is cached is keyed on (serving/inference_cache.py `row_keys`):
 
 Backends (`InferenceCache`, two methods: `get_many(keys)` and `put_many(items)`):
 
-- `LocalCache`: in-process, a bounded LRU with a TTL (O(1) per key, thread-safe);
+- `LocalCache`: in-process, a bounded LRU with a TTL (O(1) per key, thread-safe; about 200 bytes an
+  entry, so the 100,000 entries of `--cache-size 100000` hold about 20 MiB);
 - `RedisCache`: shared by every replica (`SET key value PX ttl` in one pipeline, `MGET`); a Redis
   that fails is a miss, never a failed request: the error is counted
   (`slipway_inference_cache_errors_total{backend="redis"}`), logged once, and Redis is left alone

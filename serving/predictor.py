@@ -113,6 +113,7 @@ class SlipwayPredictor(kserve.Model):
         self.settings = settings
         self.prediction_log = prediction_log
         self.online_features = online_features
+        self.configured_cache = cache  # what was asked for; `cache` is None while the model may not be cached
         self.cache = cache
         self.replace_model(model)
         self.ready = True
@@ -122,6 +123,7 @@ class SlipwayPredictor(kserve.Model):
         are dropped, and shared ones no longer match (the key holds the model's identity) and expire."""
         self.model = model
         self.features = request_features(model, self.online_features)
+        self.cache = self.configured_cache
         if self.cache is None:
             return
         self.identity = model_identity(model.module, model.metadata, self.settings.model_uri, self.settings.version)

@@ -180,7 +180,12 @@ def test_a_model_flagged_non_deterministic_is_served_without_the_cache(
     sampling = load_model(taxi_model)
     sampling.module.train()  # dropout at inference
     assert predictor(sampling, LocalCache(size=100, ttl_s=60)).cache is None
-    assert predictor(load_model(taxi_model), LocalCache(size=100, ttl_s=60)).cache is not None  # ours: eval mode
+    served = predictor(load_model(taxi_model), LocalCache(size=100, ttl_s=60))
+    assert served.cache is not None  # ours: eval mode
+    served.replace_model(flagged)
+    assert served.cache is None
+    served.replace_model(load_model(taxi_model))  # a deterministic model again: cached again
+    assert served.cache is served.configured_cache
 
 
 def test_another_model_never_answers_from_the_old_ones_entries(taxi_model: Path, rows: list[dict[str, Any]]) -> None:
