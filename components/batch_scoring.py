@@ -548,7 +548,8 @@ def _chunks(path: Path, source: str, chunk_rows: int, numeric: Sequence[str]) ->
 def _batches(path: Path, source: str, chunk_rows: int, numeric: Sequence[str]) -> Iterator[pa.RecordBatch]:
     if path.is_dir():
         dataset = pads.dataset(path, format="parquet")
-        yield from dataset.to_batches(batch_size=chunk_rows, batch_readahead=1, fragment_readahead=1)
+        yield from dataset.to_batches(batch_size=chunk_rows, batch_readahead=1, fragment_readahead=1,
+                                      fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=False))
     elif path.name.lower().endswith(CSV_SUFFIXES):
         # Numeric columns are read as text and parsed per chunk: a stray word is then one rejected row,
         # where type inference on the first block would fail the whole file further on.
@@ -562,7 +563,8 @@ def _batches(path: Path, source: str, chunk_rows: int, numeric: Sequence[str]) -
         with path.open("rb") as file:
             if file.read(4) != b"PAR1":
                 raise BatchInputError(f"{source}: neither Parquet nor CSV (.csv, .csv.gz, .tsv)")
-        yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_rows)
+        # pre_buffer (the default) keeps every column chunk read so far: memory would grow with the file.
+        yield from pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=chunk_rows)
 
 
 def _prefetch(chunks: Iterator[pa.Table]) -> Iterator[pa.Table]:

@@ -237,3 +237,21 @@ def test_the_model_gets_every_core_but_the_one_that_reads_and_writes_and_torch_t
     score(rows_file, taxi_model, tmp_path / "scores")
     assert seen and set(seen) == {max(1, os.cpu_count() - 1)}
     assert torch.get_num_threads() == before
+
+
+def test_memory_does_not_grow_with_the_input(rows: pd.DataFrame, taxi_model: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Arrow's memory while scoring 80 chunks stays far below the file's size: the reader keeps nothing it has
+    handed on (pyarrow's default pre_buffer keeps every column chunk read so far, growing with the file)."""
+    pd.concat([rows] * 40, ignore_index=True).to_parquet(tmp_path / "big.parquet", row_group_size=1000)
+    allocated = []
+    original = ChunkScorer.transform
+
+    def recording(self: ChunkScorer, table: pa.Table) -> tuple:
+        allocated.append(pa.total_allocated_bytes())
+        return original(self, table)
+
+    monkeypatch.setattr(ChunkScorer, "transform", recording)
+    result = score(tmp_path / "big.parquet", taxi_model, tmp_path / "scores", chunk_rows=1000)
+    assert result.rows_in == 40 * len(rows)
+    assert max(allocated) < (tmp_path / "big.parquet").stat().st_size / 3
