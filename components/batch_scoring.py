@@ -377,16 +377,10 @@ def _score_into(path: Path, source: str, scorer: ChunkScorer, staging: Path, tok
     pending: list[Future] = []
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slipway-score-write") as writer:
-            for chunk in _prefetch(_chunks(path, source, config.chunk_rows, scorer.numeric)):
-                if input_schema is None:
-                    input_schema = chunk.schema
-                    if join is None:
-                        _check_columns(scorer, chunk.column_names, source, joined=False)
-                kept = chunk if config.keep_columns is None else _select(chunk, config.keep_columns, source)
-                features, positions = chunk, np.arange(chunk.num_rows)
-                if join is not None:
-                    features, positions = _joined(chunk, join, scorer, source, first=counts.rows_in == 0)
-                numeric, categorical, codes = scorer.transform(features)
+            chunks = _chunks(path, source, config.chunk_rows, scorer.numeric)
+            for chunk, kept, positions, (numeric, categorical, codes) in _prefetch(
+                    _prepared(chunks, scorer, source, join, config.keep_columns)):
+                input_schema = input_schema or chunk.schema
                 good = codes == 0
                 everything = bool(good.all())
                 scores = scorer.score(numeric, categorical) if everything else \
@@ -438,6 +432,20 @@ def _score_into(path: Path, source: str, scorer: ChunkScorer, staging: Path, tok
             rejects_writer.close()
         torch.set_num_threads(previous_threads)
     return counts
+
+
+def _prepared(chunks: Iterator[pa.Table], scorer: ChunkScorer, source: str, join: Join | None,
+              keep_columns: Sequence[str] | None) -> Iterator[tuple]:
+    """Per chunk: (chunk, the columns to output, the chunk position of each feature row, `scorer.transform`).
+    Runs in the reader thread, so that a chunk's join and transform overlap the model on the previous one."""
+    for index, chunk in enumerate(chunks):
+        if index == 0 and join is None:
+            _check_columns(scorer, chunk.column_names, source, joined=False)
+        kept = chunk if keep_columns is None else _select(chunk, keep_columns, source)
+        features, positions = chunk, np.arange(chunk.num_rows)
+        if join is not None:
+            features, positions = _joined(chunk, join, scorer, source, first=index == 0)
+        yield chunk, kept, positions, scorer.transform(features)
 
 
 def _joined(chunk: pa.Table, join: Join, scorer: ChunkScorer, source: str, first: bool) -> tuple[pa.Table, np.ndarray]:
@@ -567,8 +575,8 @@ def _batches(path: Path, source: str, chunk_rows: int, numeric: Sequence[str]) -
         yield from pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=chunk_rows)
 
 
-def _prefetch(chunks: Iterator[pa.Table]) -> Iterator[pa.Table]:
-    """Reads the next chunk in a thread while this one is scored (Arrow reads without the GIL)."""
+def _prefetch(chunks: Iterator[Any]) -> Iterator[Any]:
+    """Makes the next item in a thread while the caller works on this one (Arrow and numpy release the GIL)."""
     slots: queue.Queue = queue.Queue(maxsize=1)
     done = object()
     stop = threading.Event()
