@@ -397,7 +397,8 @@ def _score_into(path: Path, source: str, scorer: ChunkScorer, staging: Path, tok
                 order = np.argsort(scored_positions, kind="stable")  # the join may reorder: back to input order
                 part = f"part-{len(counts.parts):05d}-{token}.parquet"
                 in_order = join is None and everything  # nothing dropped, nothing moved: no copy
-                predictions = _with_columns(kept if in_order else kept.take(scored_positions[order]), {
+                output = _numbers_parsed(kept, scorer.numeric)
+                predictions = _with_columns(output if in_order else output.take(scored_positions[order]), {
                     SCORE: pa.array(scores[order]), MODEL_VERSION: _repeat(model_version, len(order)),
                     RUN_ID: _repeat(run_id, len(order))})
                 pending.append(writer.submit(pq.write_table, predictions, staging / part))
@@ -446,6 +447,18 @@ def _prepared(chunks: Iterator[pa.Table], scorer: ChunkScorer, source: str, join
         if join is not None:
             features, positions = _joined(chunk, join, scorer, source, first=index == 0)
         yield chunk, kept, positions, scorer.transform(features)
+
+
+def _numbers_parsed(kept: pa.Table, numeric: Sequence[str]) -> pa.Table:
+    """`kept` with each numeric feature read as text (CSV) parsed to float64: the predictions carry numbers, the
+    rejects keep the text as it came."""
+    for column in numeric:
+        if column in kept.column_names \
+                and (pa.types.is_string(kept.schema.field(column).type)
+                     or pa.types.is_large_string(kept.schema.field(column).type)):
+            kept = kept.set_column(kept.column_names.index(column), column,
+                                   pa.array(_floats(kept.column(column))[0], pa.float64()))
+    return kept
 
 
 def _joined(chunk: pa.Table, join: Join, scorer: ChunkScorer, source: str, first: bool) -> tuple[pa.Table, np.ndarray]:

@@ -142,6 +142,7 @@ def test_rows_that_cannot_be_scored_are_rejected_with_the_column_and_the_reason(
     assert rejects["trip_miles"].iloc[0] == "three"  # the row as it came, to be fixed and rescored
     predictions = read_predictions(tmp_path / "scores")
     assert len(predictions) == 196 and predictions["score"].between(0, 1).all()
+    assert predictions["trip_miles"].dtype == "float64"  # the scored rows carry the numbers the model read
     assert result.metrics()["rejected: fare: missing (required)"] == 2
 
 
