@@ -8,6 +8,7 @@
     slipway promote --model NAME --version V
     slipway rollback --model NAME
     slipway estimate --qps N --p99-ms L
+    slipway score --data URI --model DIR|URI --output URI [--chunk-rows N] [--batch-size N] [--run-id ID]
     slipway version
     slipway upload dist/training.yaml --host URL
     slipway submit training --host URL [--set key=value ...] [--wait]
