@@ -51,8 +51,9 @@ On object storage (`s3://`, `gs://`) there is no directory rename: the parts are
 above, uploaded under the output URI, then `_rejects.parquet`, and the manifest `_SUCCESS` last.
 A run's visibility point is its manifest's single PUT; readers must go through the manifest
 (`read_predictions`), which lists exactly this run's parts. Part names carry a token unique to the
-run, so a crashed upload leaves only parts no manifest lists (orphans, never read), and the
-previous run's manifest and parts stay valid until the new manifest replaces it.
+run (and so does the rejects file there, `_rejects-<token>.parquet`), so a crashed upload leaves only files
+no manifest lists (orphans, never read), and the previous run's manifest, parts and rejects stay valid
+until the new manifest replaces it.
 """
 
 from __future__ import annotations
@@ -210,18 +211,20 @@ def score_file(
             staging.mkdir(parents=True)
             stack.callback(shutil.rmtree, staging, ignore_errors=True)  # gone on success (renamed) or failure
         counts = _score_into(local_source, str(source), scorer, staging, token, model_version, run_id, join, config)
+        # On object storage the rejects are named for the run too: uploading them must not touch the last run's.
+        rejects = f"_rejects-{token}.parquet" if remote_output else REJECTS_FILE
         manifest = {"format": "slipway.batch_scoring/1", "source": str(source), "model_version": model_version,
-                    "run_id": run_id, "parts": counts.parts, "rejects": REJECTS_FILE,
+                    "run_id": run_id, "parts": counts.parts, "rejects": rejects,
                     "rows_in": counts.rows_in, "scored": counts.scored, "rejected": counts.rejected,
                     "rejects_by_reason": counts.by_reason}
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         if remote_output:
-            _publish_remote(staging, str(output), counts.parts)
+            _publish_remote(staging, str(output), counts.parts, rejects)
         else:
             _publish_local(staging, final)
     seconds = time.perf_counter() - started
     result = ScoringResult(
-        output=str(output), rejects=f"{str(output).rstrip('/')}/{REJECTS_FILE}", rows_in=counts.rows_in,
+        output=str(output), rejects=f"{str(output).rstrip('/')}/{rejects}", rows_in=counts.rows_in,
         scored=counts.scored, rejected=counts.rejected, rejects_by_reason=counts.by_reason,
         parts=len(counts.parts), seconds=seconds, model_version=model_version, run_id=run_id,
         device=str(scorer.device), peak_rss_bytes=peak_rss_bytes())
@@ -650,10 +653,10 @@ def _publish_local(staging: Path, final: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
-def _publish_remote(staging: Path, output: str, parts: Sequence[str]) -> None:
+def _publish_remote(staging: Path, output: str, parts: Sequence[str], rejects: str) -> None:
     base = output.rstrip("/")
-    for name in [*parts, REJECTS_FILE, MANIFEST_FILE]:  # the manifest last: it is what makes the run visible
-        storage.upload(staging / name, f"{base}/{name}")
+    for local, remote in [*zip(parts, parts, strict=True), (REJECTS_FILE, rejects), (MANIFEST_FILE, MANIFEST_FILE)]:
+        storage.upload(staging / local, f"{base}/{remote}")  # the manifest last: it is what makes the run visible
 
 
 def _remove_stale_attempts(final: Path) -> None:

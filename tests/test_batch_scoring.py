@@ -256,3 +256,35 @@ def test_memory_does_not_grow_with_the_input(rows: pd.DataFrame, taxi_model: Pat
     result = score(tmp_path / "big.parquet", taxi_model, tmp_path / "scores", chunk_rows=1000)
     assert result.rows_in == 40 * len(rows)
     assert max(allocated) < (tmp_path / "big.parquet").stat().st_size / 3
+
+
+def test_on_object_storage_the_manifest_written_last_is_what_makes_a_run_visible(
+        rows_file: Path, taxi_model: Path, s3_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """s3:// has no directory rename: the parts and rejects go up first, `_SUCCESS` last. A run whose upload fails
+    before its manifest leaves the previous run's manifest, which lists only the previous run's parts."""
+    from slipway import storage
+    from tests.conftest import S3_BUCKET
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_config.s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_config.s3_access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_config.s3_secret_key)
+    monkeypatch.setenv("AWS_REGION", s3_config.s3_region)
+    output = f"s3://{S3_BUCKET}/batch-scoring/scores"
+    score_file(rows_file, taxi_model, output, model_version="6", run_id="yesterday",
+               config=ScoringConfig(chunk_rows=1000))
+    assert len(read_predictions(output)) == 2002 and set(read_predictions(output)["run_id"]) == {"yesterday"}
+
+    real_upload = storage.upload
+
+    def upload_failing_at_the_manifest(src: Path, uri: str, config=None) -> None:
+        if uri.endswith(MANIFEST_FILE):
+            raise storage.StorageError(f"cannot upload {src} to {uri}: connection reset")
+        real_upload(src, uri, config)
+
+    monkeypatch.setattr(storage, "upload", upload_failing_at_the_manifest)
+    with pytest.raises(storage.StorageError, match="connection reset"):  # a run with rejects, this time
+        score_file(rows_file, taxi_model, output, model_version="7", run_id="today",
+                   config=ScoringConfig(chunk_rows=1000, required=("fare", "company")))
+    predictions = read_predictions(output)
+    assert len(predictions) == 2002 and set(predictions["run_id"]) == {"yesterday"}
+    assert read_rejects(output).empty  # yesterday's rejects, not the failed run's
