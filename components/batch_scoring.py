@@ -19,7 +19,11 @@ is bounded by a few chunks whatever the input's size. For each chunk:
    go through `category_key`, where `transform` walks every row in Python.
 3. The model runs under `torch.inference_mode()` in batches of `batch_size` rows over tensors built
    once per chunk (on the GPU when there is one: the chunk is copied over once and only the scores
-   come back), with torch using every core.
+   come back).
+
+Every core works: a reader thread reads, joins and transforms the next chunk while the model scores
+this one (torch gets every core but one, `ScoringConfig.torch_threads`), and a writer thread encodes
+the previous chunk's part file. At most about four chunks are in memory at once.
 
 Rejects. What the model handles by design is scored: a missing numeric (imputed, with its missing
 indicator), a missing or never-seen category (ids 0 and 1). A row is rejected, with a `reason`
@@ -48,12 +52,12 @@ Atomicity. Locally, everything is written into a hidden sibling directory of `ou
 host removes those whose process is gone. A failure that raises removes its own directory.
 
 On object storage (`s3://`, `gs://`) there is no directory rename: the parts are written locally as
-above, uploaded under the output URI, then `_rejects.parquet`, and the manifest `_SUCCESS` last.
+above, uploaded under the output URI, then the rejects, and the manifest `_SUCCESS` last.
 A run's visibility point is its manifest's single PUT; readers must go through the manifest
 (`read_predictions`), which lists exactly this run's parts. Part names carry a token unique to the
-run (and so does the rejects file there, `_rejects-<token>.parquet`), so a crashed upload leaves only files
-no manifest lists (orphans, never read), and the previous run's manifest, parts and rejects stay valid
-until the new manifest replaces it.
+run (and so does the rejects file there, `_rejects-<token>.parquet`), so a crashed upload leaves
+only files no manifest lists (orphans, never read; nothing deletes them), and the previous run's
+manifest, parts and rejects stay valid until the new manifest replaces it.
 """
 
 from __future__ import annotations
