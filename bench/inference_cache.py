@@ -6,14 +6,15 @@ on loopback, each request carrying every model feature (the "direct" setup of be
 - off:   no cache (the default);
 - local: `--cache-size 100000` (the in-process LRU);
 - redis: `--cache-redis` to a real redis-server on 127.0.0.1 and no local cache (every lookup and
-         every store is a Redis round trip, as a replica sharing the cache with others pays).
+         every store is a Redis round trip, as a replica sharing the cache with others pays);
+- tiered: both: the in-process LRU in front of the shared Redis.
 
 The workload (V2 REST): 90% of requests repeat one of a hot set of `--hot-rows` real eval rows, the
 other 10% are rows never sent before (real eval rows with the fare nudged by a unique amount, so
 each is new to the cache: a fresh set for every run, so no run hits on an earlier run's "new" rows).
 At batch B, every row of a request is drawn that way. The load generator (bench/loadgen.py, its own
 process) sends open loop at a fixed `--rate` for `--duration` s after `--warmup` s (the hot set is
-cached during the warm-up), latency measured from the scheduled send time. The three servers run
+cached during the warm-up), latency measured from the scheduled send time. The four servers run
 side by side and take turns, run by run, for `--repeats` runs each; figures are the median and the
 spread (min to max) over the runs. Each run also reads the server's
 slipway_inference_cache_{hits,misses}_total before and after, so the hit ratio reported is the one
@@ -55,7 +56,7 @@ from slipway.serving.process import ServerProcess, free_ports
 
 HIT_SHARE = 0.9
 LOADS = ("1:500", "1:1000", "32:100")  # batch:requests/s, each the same for every setup
-SETUPS = ("off", "local", "redis")
+SETUPS = ("off", "local", "redis", "tiered")
 
 
 def log(message: str) -> None:
@@ -184,7 +185,8 @@ def main() -> None:
                   f"the load generator (bench/loadgen.py, open loop, {OPEN_LOOP_CONNECTIONS} connections) on "
                   f"127.0.0.1, none pinned: they share the machine's {m['cores']} cores"),
         "setups": {"off": "no cache (the default)", "local": "--cache-size 100000 (in-process LRU)",
-                   "redis": "--cache-redis (shared Redis on loopback, no in-process cache)"},
+                   "redis": "--cache-redis (shared Redis on loopback, no in-process cache)",
+                   "tiered": "--cache-size 100000 --cache-redis (the in-process LRU in front of Redis)"},
         "runs": [],
     }
     with tempfile.TemporaryDirectory(prefix="slipway-bench-cache-") as tmp, contextlib.ExitStack() as stack:
@@ -202,7 +204,8 @@ def main() -> None:
             results["model"] = args.model
         address = stack.enter_context(redis_server(workdir / "redis"))
         serve = ["serve", "--model", args.model, "--name", problem.name]
-        flags = {"off": [], "local": ["--cache-size", "100000"], "redis": ["--cache-redis", address]}
+        flags = {"off": [], "local": ["--cache-size", "100000"], "redis": ["--cache-redis", address],
+                 "tiered": ["--cache-size", "100000", "--cache-redis", address]}
         servers = {setup: stack.enter_context(ServerProcess([*serve, *flags[setup]], problem.name, workdir / setup))
                    for setup in SETUPS}
         workload = Workload(frame, model_features(problem), problem.name, args.hot_rows)
