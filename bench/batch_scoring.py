@@ -55,17 +55,24 @@ print(json.dumps({"rows_per_s": result.rows_per_s, "seconds": result.seconds, "r
 """
 
 LIMIT = """
-import json, sys, time, torch, pyarrow.parquet as pq
+import json, sys, tempfile, time, torch, numpy as np, pyarrow as pa, pyarrow.parquet as pq
 from pathlib import Path
 from slipway.components.batch_scoring import ChunkScorer, ScoringConfig
 from slipway.components.model_artifact import load_model
-source, model, rows, batch_size, threads, repeats = sys.argv[1:]
-rows, batch_size, threads, repeats = int(rows), int(batch_size), int(threads), int(repeats)
+source, model, rows, batch_size, threads, repeats, chunk_rows = sys.argv[1:]
+rows, batch_size, threads, repeats, chunk_rows = map(int, (rows, batch_size, threads, repeats, chunk_rows))
+torch.set_num_threads(threads)
 scorer = ChunkScorer(load_model(Path(model)), ScoringConfig(device="cpu"))
-table = pq.ParquetFile(source).read_row_groups(range(0, -(-rows // GROUP))).slice(0, rows)
+parts = {}
+started = time.perf_counter()
+table = pq.ParquetFile(source, pre_buffer=False).read_row_groups(range(0, -(-rows // GROUP))).slice(0, rows)
+parts["read Parquet"] = time.perf_counter() - started
+started = time.perf_counter()
+for start in range(0, rows, chunk_rows):
+    scorer.transform(table.slice(start, chunk_rows))
+parts["transform (features, rejects)"] = time.perf_counter() - started
 numeric, categorical, _ = scorer.transform(table)
 numeric, categorical = numeric.contiguous(), categorical.contiguous()  # pre-built, in the model's layout
-torch.set_num_threads(threads)
 rates = []
 with torch.inference_mode():
     for _ in range(repeats + 1):  # the first pass warms the allocator and is not counted
@@ -73,7 +80,13 @@ with torch.inference_mode():
         for start in range(0, rows, batch_size):
             scorer.module(numeric[start:start + batch_size], categorical[start:start + batch_size])
         rates.append(rows / (time.perf_counter() - started))
-print(json.dumps({"rates": rates[1:]}))
+parts["model"] = rows / float(np.median(rates[1:]))
+out = table.append_column("score", pa.array(np.zeros(rows))).append_column("model_version", pa.array(["v"] * rows))
+with tempfile.TemporaryDirectory() as tmp:
+    started = time.perf_counter()
+    pq.write_table(out.append_column("run_id", pa.array(["r"] * rows)), Path(tmp) / "out.parquet")
+    parts["write Parquet (40 columns)"] = time.perf_counter() - started
+print(json.dumps({"rates": rates[1:], "seconds": parts}))
 """.replace("GROUP", str(ROW_GROUP))
 
 
@@ -117,10 +130,12 @@ def score_once(source: Path, model: Path, config: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def limit(source: Path, model: Path, rows: int, batch_size: int, threads: int, repeats: int) -> list[float]:
+def limit(source: Path, model: Path, rows: int, batch_size: int, threads: int, repeats: int,
+          chunk_rows: int) -> dict:
+    """The bare model loop's rows/s, and the seconds of each stage of scoring `rows` rows done alone."""
     done = subprocess.run([sys.executable, "-c", LIMIT, str(source), str(model), str(rows), str(batch_size),
-                           str(threads), str(repeats)], check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])["rates"]
+                           str(threads), str(repeats), str(chunk_rows)], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def sweep(model: Path, source: Path) -> None:
@@ -153,8 +168,15 @@ def main() -> None:
     results: dict = {"machine": machine(), "config": {k: str(v) if isinstance(v, Path) else v
                                                       for k, v in dataclasses.asdict(config).items()},
                      "threads": threads, "batch_size": batch_size, "load_average_before": load_before, "sizes": {}}
-    limit_rates = limit(files[sizes[0]], model, min(sizes[0], 1_000_000), batch_size, threads, args.repeats)
-    results["limit"] = summary(limit_rates)
+    limit_rows = min(sizes[0], 1_000_000)
+    alone = limit(files[sizes[0]], model, limit_rows, batch_size, threads, args.repeats, config.chunk_rows)
+    results["limit"] = summary(alone["rates"])
+    results["stages_seconds"] = {"rows": limit_rows, "threads": threads, **alone["seconds"]}
+    every_core = os.cpu_count() or 1
+    if every_core != threads:  # the model alone on every core: what the loop reaches with nothing beside it
+        rates = limit(files[sizes[0]], model, limit_rows, batch_size, every_core, args.repeats,
+                      config.chunk_rows)["rates"]
+        results["limit_every_core"] = {"threads": every_core, **summary(rates)}
     for rows in sizes:
         runs = [score_once(files[rows], model, {}) for _ in range(args.repeats if rows == sizes[0]
                                                                    else args.large_repeats)]
@@ -209,8 +231,19 @@ def report(results: dict) -> str:
         f"{results['batch_size']:,}, {results['threads']} torch threads, inference_mode: "
         f"{lim['median']:,.0f} rows/s median ({lim['min']:,.0f}-{lim['max']:,.0f}, {len(lim['runs'])} runs). "
         "Goal: the scorer at >= 70% of it.",
-        "",
     ]
+    if "limit_every_core" in results:
+        every = results["limit_every_core"]
+        lines.append(f"The same loop on all {every['threads']} cores: {every['median']:,.0f} rows/s median "
+                     f"({every['min']:,.0f}-{every['max']:,.0f}); the scorers' medians are "
+                     + ", ".join(f"{size['rows_per_s']['median'] / every['median']:.0%}"
+                                 for size in results["sizes"].values())
+                     + " of it.")
+    stages = results["stages_seconds"]
+    lines += ["", f"Where the time goes: each stage alone on {stages['rows']:,} rows, {stages['threads']} thread "
+                  "(seconds; the scorer overlaps them on its threads):", ""]
+    lines += [f"- {name}: {seconds:.2f} s" for name, seconds in stages.items() if name not in ("rows", "threads")]
+    lines.append("")
     return "\n".join(lines)
 
 
