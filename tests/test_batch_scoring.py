@@ -288,3 +288,20 @@ def test_on_object_storage_the_manifest_written_last_is_what_makes_a_run_visible
     predictions = read_predictions(output)
     assert len(predictions) == 2002 and set(predictions["run_id"]) == {"yesterday"}
     assert read_rejects(output).empty  # yesterday's rejects, not the failed run's
+
+
+def test_raw_trips_joined_point_in_time_score_as_their_training_set_rows_do(
+        taxi_splits: tuple[Path, Path], rows_file: Path, taxi_model: Path, tmp_path: Path) -> None:
+    """No skew: the batch_scoring pipeline's join (Feast's point-in-time `training_set`, the training sets' own)
+    run chunk by chunk on the raw eval trips gives the rows, hence the scores, of the eval training set."""
+    from slipway.components.feature_store import local_store, training_set
+    from slipway.problem import load_problem
+
+    problem = load_problem("chicago_taxi")
+    store = local_store(taxi_splits, problem, tmp_path / "feature_repo")
+    joined = score_file(taxi_splits[1], taxi_model, tmp_path / "joined", model_version="7", run_id="run-1",
+                        join=lambda trips: training_set(store, problem, trips), config=ScoringConfig(chunk_rows=1000))
+    score(rows_file, taxi_model, tmp_path / "prejoined")
+    assert joined.rejected == 0
+    np.testing.assert_allclose(read_predictions(tmp_path / "joined")["score"],
+                               read_predictions(tmp_path / "prejoined")["score"], atol=1e-6)
