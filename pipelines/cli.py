@@ -1262,18 +1262,25 @@ def _utc_now() -> str:
 @click.option("--device", default="auto", show_default=True, help="auto (cuda when there is one), cpu, cuda, cuda:N.")
 @click.option("--run-id", default=None, metavar="ID",
               help="Written on every output row. Default: score-<UTC time>-<random>.")
+@click.option("--feature-repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Join each row's point-in-time Feast features from this feature store (as the training sets "
+                   "were), chunk by chunk. SLIPWAY_FEAST_* in the environment configure it as for `slipway "
+                   "features`. Default: no join: --data already holds the features.")
+@click.option("--problem", default=DEFAULT_PROBLEM, show_default=True, help="Problem of --data (with --feature-repo).")
 @_REGISTRY_OPTION
 def score_command(data_uri: str, model_ref: str, output_uri: str, chunk_rows: int | None, batch_size: int | None,
-                  device: str, run_id: str | None, tracking_uri: str) -> None:
+                  device: str, run_id: str | None, feature_repo: Path | None, problem: str, tracking_uri: str) -> None:
     """Score every row of --data with --model into --output, atomically; unscorable rows go to the rejects file.
 
     Each output row carries the model version (the registry's, else `sha256:` of the weights) and the
     run id. Exit 0 when the run finished (rejects or not), 1 when the input or the model cannot be used.
     """
+    import functools
     import hashlib
     import tempfile
     import uuid
 
+    from slipway.components import feature_store
     from slipway.components.batch_scoring import BatchInputError, ScoringConfig, score_file
     from slipway.components.model_artifact import WEIGHTS_FILE, ModelArtifactError
     from slipway.components.registry import RegistryError
@@ -1285,6 +1292,13 @@ def score_command(data_uri: str, model_ref: str, output_uri: str, chunk_rows: in
     config = ScoringConfig(device=device, **sizes)
     run_id = run_id or f"score-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     try:
+        join = None
+        if feature_repo is not None:
+            from slipway.problem import load_problem
+
+            loaded = load_problem(problem)
+            store = feature_store.open_store(feature_store.StoreConfig.from_env(feature_repo), loaded)
+            join = functools.partial(feature_store.training_set, store, loaded)
         with tempfile.TemporaryDirectory(prefix="slipway-score-model-") as tmp:
             source = fetch_model(model_ref, Path(tmp), tracking_uri)
             version = source.version
@@ -1292,7 +1306,11 @@ def score_command(data_uri: str, model_ref: str, output_uri: str, chunk_rows: in
                 with open(source.path / WEIGHTS_FILE, "rb") as weights:
                     version = "sha256:" + hashlib.file_digest(weights, "sha256").hexdigest()[:12]
             result = score_file(data_uri, source.path, output_uri, model_version=version, run_id=run_id,
-                                config=config)
-    except (BatchInputError, ModelArtifactError, RegistryError, StorageError, FileNotFoundError) as exc:
+                                join=join, config=config)
+    except BatchInputError as exc:
+        hint = " (or give --feature-repo DIR to join them here)" if "point-in-time" in str(exc) and not join else ""
+        raise click.ClickException(f"{exc}{hint}") from None
+    except (feature_store.FeatureStoreError, ModelArtifactError, RegistryError, StorageError,
+            FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(result.describe())

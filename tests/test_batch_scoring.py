@@ -290,18 +290,33 @@ def test_on_object_storage_the_manifest_written_last_is_what_makes_a_run_visible
     assert read_rejects(output).empty  # yesterday's rejects, not the failed run's
 
 
-def test_raw_trips_joined_point_in_time_score_as_their_training_set_rows_do(
-        taxi_splits: tuple[Path, Path], rows_file: Path, taxi_model: Path, tmp_path: Path) -> None:
-    """No skew: the batch_scoring pipeline's join (Feast's point-in-time `training_set`, the training sets' own)
-    run chunk by chunk on the raw eval trips gives the rows, hence the scores, of the eval training set."""
-    from slipway.components.feature_store import local_store, training_set
+@pytest.fixture(scope="module")
+def feature_repo(taxi_splits: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local Feast store of the sample's aggregates (as the training sets were joined from): its folder."""
+    from slipway.components.feature_store import local_store
     from slipway.problem import load_problem
 
-    problem = load_problem("chicago_taxi")
-    store = local_store(taxi_splits, problem, tmp_path / "feature_repo")
-    joined = score_file(taxi_splits[1], taxi_model, tmp_path / "joined", model_version="7", run_id="run-1",
-                        join=lambda trips: training_set(store, problem, trips), config=ScoringConfig(chunk_rows=1000))
+    repo = tmp_path_factory.mktemp("feast") / "feature_repo"
+    local_store(taxi_splits, load_problem("chicago_taxi"), repo)
+    return repo
+
+
+def test_raw_trips_joined_point_in_time_score_as_their_training_set_rows_do(
+        taxi_splits: tuple[Path, Path], feature_repo: Path, rows_file: Path, taxi_model: Path, tmp_path: Path) -> None:
+    """No skew: the batch_scoring pipeline's join (Feast's point-in-time `training_set`, the training sets' own)
+    run chunk by chunk on the raw eval trips gives the rows, hence the scores, of the eval training set;
+    `slipway score --feature-repo` does the same join."""
+    result = CliRunner().invoke(cli, ["score", "--data", str(taxi_splits[1]), "--model", str(taxi_model),
+                                      "--output", str(tmp_path / "joined"), "--feature-repo", str(feature_repo),
+                                      "--chunk-rows", "1000"])
+    assert result.exit_code == 0, result.output
+    assert "Scored 2,002 of 2,002 rows" in result.output
     score(rows_file, taxi_model, tmp_path / "prejoined")
-    assert joined.rejected == 0
     np.testing.assert_allclose(read_predictions(tmp_path / "joined")["score"],
                                read_predictions(tmp_path / "prejoined")["score"], atol=1e-6)
+
+    result = CliRunner().invoke(cli, ["score", "--data", str(taxi_splits[1]), "--model", str(taxi_model),
+                                      "--output", str(tmp_path / "unjoined")])
+    assert result.exit_code == 1
+    assert "lacks the point-in-time feature column(s)" in result.output
+    assert "(or give --feature-repo DIR to join them here)" in result.output
