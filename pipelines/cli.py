@@ -1248,7 +1248,8 @@ def _utc_now() -> str:
 @cli.command("score")
 @click.option("--data", "data_uri", required=True, metavar="URI",
               help="Rows to score: a CSV or Parquet file, a Parquet directory, or a gs://, s3://, http(s):// URI of "
-                   "one file. It must hold every column the model reads (Feast features included: join them first).")
+                   "one file. It must hold every column the model reads (Feast features too, unless --feature-repo "
+                   "joins them).")
 @click.option("--model", "model_ref", default=f"models:/{DEFAULT_PROBLEM}@champion", show_default=True,
               metavar="DIR|URI", help="A model directory, an s3:// or gs:// model folder, or a models:/NAME@ALIAS "
                                       "or models:/NAME/VERSION URI in the registry.")
@@ -1256,9 +1257,9 @@ def _utc_now() -> str:
               help="The prediction dataset to write (a directory, or an s3:// or gs:// prefix): Parquet parts, "
                    "_rejects.parquet and the _SUCCESS manifest, all visible only once the whole run succeeded.")
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Rows read and scored at a time (bounds memory).  [default: ScoringConfig's]")
+              help="Rows read and scored at a time (bounds memory). Default: 131,072.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Rows per model call.  [default: ScoringConfig's]")
+              help="Rows per model call. Default: 4,096 on a CPU, 65,536 on a GPU.")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda when there is one), cpu, cuda, cuda:N.")
 @click.option("--run-id", default=None, metavar="ID",
               help="Written on every output row. Default: score-<UTC time>-<random>.")
