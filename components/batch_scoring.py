@@ -114,7 +114,7 @@ class BatchInputError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ScoringConfig:
-    """How to score. The defaults are the fastest measured on 2 CPU cores (bench/results/batch_scoring.md)."""
+    """How to score. The defaults were chosen with `bench/batch_scoring.py --sweep` on 2 CPU cores."""
 
     chunk_rows: int = 131_072  # rows read, joined, transformed and written at a time: memory is a few chunks
     batch_size: int = 0  # rows per model call; 0 = CPU_BATCH_SIZE on a CPU, GPU_BATCH_SIZE on a GPU
@@ -712,6 +712,6 @@ def _problem_required(model: LoadedModel) -> tuple[str, ...]:
         return ()
 
 
-__all__ = ["BatchInputError", "ChunkScorer", "JOIN_DROPPED", "MODEL_VERSION", "REASON", "ROW_ID", "RUN_ID",
-           "SCORE", "ScoringConfig", "ScoringResult", "read_manifest", "read_predictions", "read_rejects",
-           "score_file"]
+__all__ = ["CPU_BATCH_SIZE", "GPU_BATCH_SIZE", "JOIN_DROPPED", "MANIFEST_FILE", "MODEL_VERSION", "REASON",
+           "REJECTS_FILE", "ROW_ID", "RUN_ID", "SCORE", "BatchInputError", "ChunkScorer", "ScoringConfig",
+           "ScoringResult", "peak_rss_bytes", "read_manifest", "read_predictions", "read_rejects", "score_file"]
