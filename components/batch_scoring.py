@@ -90,7 +90,7 @@ import torch
 
 from slipway import storage
 from slipway.components.model_artifact import LoadedModel, load_model
-from slipway.components.preprocessing import MISSING_ID, RESERVED_IDS, UNKNOWN_ID, category_key
+from slipway.components.preprocessing import MISSING_ID, UNKNOWN_ID, category_key
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +283,7 @@ class ChunkScorer:
         prep = model.preprocessing
         self.numeric, self.categorical = list(prep.numeric), list(prep.categorical)
         self.means, self.stds = np.array(prep.means), np.array(prep.stds)
-        self.vocabulary_ids = [{value: RESERVED_IDS + j for j, value in enumerate(vocabulary)}
-                               for vocabulary in prep.vocabularies]
+        self.vocabulary_ids = prep.vocabulary_ids
         self.required = set(config.required if config.required is not None else _problem_required(model))
         self._reason_index: dict[str, int] = {}  # reason -> its code in `transform`'s result (1, 2, ...)
 

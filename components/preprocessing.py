@@ -103,13 +103,14 @@ class Preprocessing:
         scaled = np.where(is_missing, 0.0, (raw - np.array(self.means)) / np.array(self.stds))
         numeric = np.concatenate([scaled, is_missing.astype("float64")], axis=1)
         ids = np.empty((len(raw), len(self.categorical)), dtype=np.int64)
-        for i, (values, index) in enumerate(zip(categorical_values, self._vocabulary_ids, strict=True)):
+        for i, (values, index) in enumerate(zip(categorical_values, self.vocabulary_ids, strict=True)):
             ids[:, i] = [MISSING_ID if (key := category_key(v)) is None else index.get(key, UNKNOWN_ID)
                          for v in values]
         return torch.from_numpy(numeric.astype(np.float32)), torch.from_numpy(ids)
 
     @functools.cached_property
-    def _vocabulary_ids(self) -> list[dict[str, int]]:
+    def vocabulary_ids(self) -> list[dict[str, int]]:
+        """Each categorical's vocabulary key -> embedding id (after the reserved missing and unknown ids)."""
         return [{value: RESERVED_IDS + j for j, value in enumerate(vocabulary)} for vocabulary in self.vocabularies]
 
     def to_dict(self) -> dict[str, Any]:

@@ -82,6 +82,7 @@ from slipway.serving.deploy import (
     LocalDeployConfig,
     ReplayTraffic,
     SmokeResult,
+    checked_smoke_answer,
     json_instances,
 )
 from slipway.serving.inference_service import (
@@ -271,7 +272,7 @@ class AttributedTraffic(ReplayTraffic):
 def smoke_test_through(url: str, name: str, instances: list[dict[str, Any]], model_uri: str, timeout_s: float,
                        clock: Callable[[], float] = time.monotonic) -> SmokeResult:
     """One V1 request of `instances`, repeated until `model_uri` answers it; that answer must be a probability
-    per row and not degraded (the checks of serving/deploy.py `smoke_test`)."""
+    per row and not degraded (`checked_smoke_answer`, as a local smoke test)."""
     deadline = clock() + timeout_s
     tries, last = 0, "no answer yet"
     with httpx.Client(timeout=30) as client:
@@ -286,23 +287,12 @@ def smoke_test_through(url: str, name: str, instances: list[dict[str, Any]], mod
                 latency_ms = (time.perf_counter() - start) * 1000
                 served = response.headers.get(MODEL_HEADER)
                 if served == model_uri:
-                    return _checked_smoke(url, response, len(instances), latency_ms)
+                    return checked_smoke_answer(url, response, len(instances), latency_ms)
                 last = f"HTTP {response.status_code} from {served or 'a server that named no model'}"
             if clock() >= deadline:
                 raise DeployError(f"smoke test: {model_uri} did not answer through {url} in {tries} requests within "
                                   f"{timeout_s:g} s (last: {last})")
             time.sleep(0.05)
-
-
-def _checked_smoke(url: str, response: httpx.Response, rows: int, latency_ms: float) -> SmokeResult:
-    if response.status_code != 200:
-        raise DeployError(f"smoke test: {url} answered {response.status_code}: {response.text[:500]}")
-    if DEGRADED_HEADER in response.headers:
-        raise DeployError(f"smoke test: {url} answered degraded ({response.headers[DEGRADED_HEADER]})")
-    scores = response.json().get("predictions")
-    if not isinstance(scores, list) or len(scores) != rows or not all(0 <= s <= 1 for s in scores):
-        raise DeployError(f"smoke test: expected {rows} probabilities, got {str(scores)[:500]}")
-    return SmokeResult(rows, tuple(scores), latency_ms)
 
 
 # --- the cluster ----------------------------------------------------------------------------------------

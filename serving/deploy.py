@@ -160,15 +160,19 @@ def smoke_test(url: str, name: str, instances: list[dict[str, Any]]) -> SmokeRes
     """One V1 request: every row must come back as a probability, and the answer must not be degraded."""
     start = time.perf_counter()
     response = httpx.post(f"{url}/v1/models/{name}:predict", json={"instances": instances}, timeout=30)
-    latency_ms = (time.perf_counter() - start) * 1000
+    return checked_smoke_answer(url, response, len(instances), (time.perf_counter() - start) * 1000)
+
+
+def checked_smoke_answer(url: str, response: httpx.Response, rows: int, latency_ms: float) -> SmokeResult:
+    """A smoke test's answer, checked: HTTP 200, not degraded, and a probability for each of the `rows` rows."""
     if response.status_code != 200:
         raise DeployError(f"smoke test: {url} answered {response.status_code}: {response.text[:500]}")
     if DEGRADED_HEADER in response.headers:
         raise DeployError(f"smoke test: {url} answered degraded ({response.headers[DEGRADED_HEADER]})")
     scores = response.json().get("predictions")
-    if not isinstance(scores, list) or len(scores) != len(instances) or not all(0 <= s <= 1 for s in scores):
-        raise DeployError(f"smoke test: expected {len(instances)} probabilities, got {str(scores)[:500]}")
-    return SmokeResult(len(instances), tuple(scores), latency_ms)
+    if not isinstance(scores, list) or len(scores) != rows or not all(0 <= s <= 1 for s in scores):
+        raise DeployError(f"smoke test: expected {rows} probabilities, got {str(scores)[:500]}")
+    return SmokeResult(rows, tuple(scores), latency_ms)
 
 
 class ReplayTraffic:
