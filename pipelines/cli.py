@@ -58,12 +58,14 @@ def cli() -> None:
 @cli.command("compile")
 @click.argument("pipelines", nargs=-1, type=click.Choice(PIPELINE_NAMES), metavar="[PIPELINE]...")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("dist"),
-              show_default=True, help="Where to write <pipeline>.yaml.")
+              show_default=True, help="Where to write <pipeline>.yaml and components/<component>.yaml.")
 def compile_command(pipelines: tuple[str, ...], output_dir: Path) -> None:
-    """Compile PIPELINES (default: all) to KFP IR YAML, ready for the Kubeflow UI or `kfp.Client`."""
-    from slipway.pipelines.compile import compile_pipelines
+    """Compile PIPELINES (default: all) to KFP IR YAML, ready for the Kubeflow UI or `kfp.Client`, and every
+    component to a standalone component YAML in OUTPUT_DIR/components/, for your own pipelines through
+    `kfp.components.load_component_from_file`; its image is tagged with the Slipway version."""
+    from slipway.pipelines.compile import compile_components, compile_pipelines
 
-    for path in compile_pipelines(output_dir, list(pipelines) or None):
+    for path in [*compile_pipelines(output_dir, list(pipelines) or None), *compile_components(output_dir)]:
         click.echo(path)
 
 
@@ -1084,6 +1086,8 @@ def transform_command(model_name: str, predictor_host: str, http_port: int, grpc
 @cli.command("version")
 def version_command() -> None:
     """Print the versions of Slipway, its runtime images and the key libraries."""
+    from slipway import runtime_call
+
     click.echo(f"slipway {__version__}")
     click.echo(f"python {platform.python_version()}")
     for runtime in runtimes.RUNTIMES:
@@ -1095,6 +1099,13 @@ def version_command() -> None:
             click.echo(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
             click.echo(f"{package} (not installed)")
+    # tfdv's and drift's key libraries cannot be installed in core: each is read in its own runtime.
+    for runtime, package in ((runtimes.TFDV, "tensorflow-data-validation"), (runtimes.DRIFT, "alibi-detect")):
+        try:
+            found = runtime_call.call(runtime, "importlib.metadata:version", distribution_name=package)
+            click.echo(f"{package} {found} (in {runtime})")
+        except runtime_call.RuntimeCallError as exc:
+            click.echo(f"{package} (unknown: {exc})")
 
 
 # --- Kubeflow Pipelines: upload, submit, runs ----------------------------------------------------------------
