@@ -3,7 +3,8 @@
 # requirements/core.txt, the `tfdv` environment in .venv/tfdv from requirements/tfdv.txt and the
 # `drift` environment in .venv/drift from requirements/drift.txt (each rebuilt only when its lock or
 # the package metadata changes; DESIGN.md §3), and the Chicago taxi sample in data/ (fetched once
-# from the tfx wheel on PyPI, sha256-verified).
+# from the tfx wheel on PyPI, sha256-verified). `make test` also builds the `docs` environment in
+# .venv/docs from requirements/docs.txt, which `make docs` builds the site with.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -23,13 +24,19 @@ DRIFT_PY := $(DRIFT_VENV)/bin/python
 DRIFT_STAMP := $(DRIFT_VENV)/.installed-drift
 DRIFT_DEPS_STAMP := $(DRIFT_VENV)/.installed-deps
 DRIFT_PIP := $(DRIFT_PY) -m pip --quiet --disable-pip-version-check
+DOCS_VENV := .venv/docs
+DOCS_PY := $(DOCS_VENV)/bin/python
+DOCS_STAMP := $(DOCS_VENV)/.installed-docs
+DOCS_PIP := $(DOCS_PY) -m pip --quiet --disable-pip-version-check
+# mkdocs and mkdocs-material each print a banner about MkDocs' future on every build; these turn them off.
+MKDOCS := DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs
 
 # The environments build side by side: their installs are mostly downloads and unpacking.
 MAKEFLAGS += --jobs=2
 SAMPLE := data/chicago_taxi/data.csv
 PIP := $(PY) -m pip --quiet --disable-pip-version-check
 
-.PHONY: help run test bench compile images manifests data env tfdv-env drift-env lock clean
+.PHONY: help run test bench compile images manifests data docs env tfdv-env drift-env docs-env lock clean
 
 # The images `make images` builds and the compiled pipelines reference (slipway/runtimes.py reads the
 # same two values as SLIPWAY_IMAGE_REGISTRY and SLIPWAY_IMAGE_TAG). The tag defaults to the version.
@@ -46,7 +53,7 @@ run: env tfdv-env drift-env data  ## run the training pipeline locally on the sa
 	$(SLIPWAY) run training --data $(SAMPLE)
 	$(SLIPWAY) compile --output-dir dist
 
-test: $(TEST_STAMP) $(TFDV_STAMP) $(DRIFT_STAMP) data  ## lint, then run the test suite
+test: $(TEST_STAMP) $(TFDV_STAMP) $(DRIFT_STAMP) $(DOCS_STAMP) data  ## lint, then run the test suite
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)  # the online feature store tests run a real Redis
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
@@ -80,6 +87,15 @@ manifests: env  ## render manifests/base from the SDK model classes (kubectl kus
 
 data: env  ## fetch and verify the Chicago taxi sample (a no-op when cached)
 	$(PY) scripts/fetch_sample_data.py
+
+# The reference is written from the components by core (which has kfp), then built by mkdocs in the docs
+# environment; --strict fails on a broken link or an API object griffe cannot find, and --check on a
+# component without a built page that lists its inputs.
+docs: $(CORE_STAMP) $(DOCS_STAMP)  ## build the docs site into site/ (the component reference is generated first)
+	$(PY) -m slipway.pipelines.component_docs docs/reference
+	$(MKDOCS) build --strict --site-dir site
+	$(PY) -m slipway.pipelines.component_docs --check site/reference
+	@echo "browse it: python3 -m http.server -d site 8000, then http://localhost:8000"
 
 env: $(CORE_STAMP)  ## build the core environment
 
@@ -127,6 +143,15 @@ $(DRIFT_STAMP): $(DRIFT_DEPS_STAMP) $(CORE_STAMP) setup.cfg pyproject.toml
 	$(DRIFT_PY) -m pip check
 	touch $@
 
+docs-env: $(DOCS_STAMP)  ## build the docs environment (mkdocs, its theme and mkdocstrings; about 15 seconds)
+
+# Slipway itself is not installed here: mkdocstrings reads its sources from the checkout (mkdocs.yml).
+$(DOCS_STAMP): requirements/docs.txt
+	test -x $(DOCS_PY) || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_PIP) install -r requirements/docs.txt
+	$(DOCS_PY) -m pip check
+	touch $@
+
 $(TEST_STAMP): $(CORE_STAMP) requirements/test.txt
 	$(PIP) install -r requirements/test.txt -c requirements/core.txt
 	touch $@
@@ -136,6 +161,7 @@ lock: env  ## re-resolve requirements/*.txt from requirements/*.in
 	$(PY) scripts/lock_requirements.py test --constraint requirements/core.txt
 	$(PY) scripts/lock_requirements.py tfdv
 	$(PY) scripts/lock_requirements.py drift
+	$(PY) scripts/lock_requirements.py docs
 
 clean:  ## remove runs, compiled pipelines and build leftovers (keeps .venv and data)
 	rm -rf runs dist build *.egg-info
