@@ -117,3 +117,11 @@ def test_every_library_module_imports_inside_a_running_task_of_its_runtime(runti
 def test_every_component_is_importable_from_slipway_components() -> None:
     for name in slipway.components.COMPONENTS:
         assert isinstance(getattr(slipway.components, name), base_component.BaseComponent), name
+
+
+def test_the_changelogs_newest_release_is_the_package_version_with_unreleased_changes_above_it() -> None:
+    headings = re.findall(r"^## \[([^\]]+)\](?: - (\d{4}-\d{2}-\d{2}))?$", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert headings[0] == ("Unreleased", "")
+    version, date = headings[1]
+    assert version == __version__, "bump slipway.__version__ with the release's CHANGELOG heading"
+    assert date, f"the {version} heading has no release date"
