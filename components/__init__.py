@@ -12,7 +12,7 @@ from typing import Any
 
 COMPONENTS = ("ingest", "statistics", "schema", "validate", "feature_tables", "feast_apply", "materialize",
               "training_set", "tune", "train", "evaluate", "bless", "register", "promote", "deploy", "champion",
-              "drift", "retrain_trigger")
+              "drift", "batch_predict", "retrain_trigger")
 
 __all__ = list(COMPONENTS)
 

@@ -261,6 +261,13 @@ def read_manifest(output: Path | str) -> dict[str, Any]:
             from None
 
 
+def is_prediction_output(path: Path | str) -> bool:
+    """Whether the local `path` is a finished scoring output (a directory with its manifest): a prediction log
+    that drift (components/drift_detection.py) reads, judging its logged scores."""
+    local = _local_path(str(path))
+    return local.is_dir() and (local / MANIFEST_FILE).is_file()
+
+
 def read_predictions(output: Path | str) -> pd.DataFrame:
     """The predictions of a finished output: the parts its manifest lists, in order (never a crashed run's)."""
     return _read_listed(output, read_manifest(output)["parts"])
@@ -713,4 +720,5 @@ def _problem_required(model: LoadedModel) -> tuple[str, ...]:
 
 __all__ = ["CPU_BATCH_SIZE", "GPU_BATCH_SIZE", "JOIN_DROPPED", "MANIFEST_FILE", "MODEL_VERSION", "REASON",
            "REJECTS_FILE", "ROW_ID", "RUN_ID", "SCORE", "BatchInputError", "ChunkScorer", "ScoringConfig",
-           "ScoringResult", "peak_rss_bytes", "read_manifest", "read_predictions", "read_rejects", "score_file"]
+           "ScoringResult", "is_prediction_output", "peak_rss_bytes", "read_manifest", "read_predictions",
+           "read_rejects", "score_file"]

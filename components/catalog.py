@@ -512,24 +512,26 @@ def champion(
 def drift(
     reference: dsl.Input[dsl.Dataset],
     model: dsl.Input[dsl.Model],
-    current_uri: str,
+    current: dsl.Input[dsl.Dataset],
     problem: str,
     alpha: float,
     correction: str,
     metrics: dsl.Output[dsl.Metrics],
     report: dsl.Output[dsl.HTML],
 ) -> str:
-    """How far the data at `current_uri` (CSV/Parquet) has moved from `reference`, per feature and in `model`'s
-    scores (the `prediction` row): PSI and a KS or Chi-squared test (alibi-detect), p-values corrected
-    (`bonferroni` or `fdr`) at `alpha`. Writes per-feature PSI and p-values as Metrics and an HTML report with each
-    feature's shares per bin; returns the level, `none`, `warning` or `critical`, for the pipeline to branch on.
-    A batch without the Feast features the model reads cannot be scored: `prediction` says so, and which."""
+    """How far `current` (a CSV/Parquet file, or `batch_predict`'s predictions) has moved from `reference`, per
+    feature and in `model`'s scores (the `prediction` row): PSI and a KS or Chi-squared test (alibi-detect),
+    p-values corrected (`bonferroni` or `fdr`) at `alpha`. Writes per-feature PSI and p-values as Metrics and an
+    HTML report with each feature's shares per bin; returns the level, `none`, `warning` or `critical`, for the
+    pipeline to branch on. Predictions are judged as the online monitor judges served traffic: their logged scores
+    against `model`'s on the reference. A raw batch without the Feast features the model reads cannot be scored:
+    `prediction` says so, and which."""
     import logging
     import tempfile
     from pathlib import Path
 
     from slipway import logs
-    from slipway.components.drift_detection import DriftConfig, detect_drift, drift_table
+    from slipway.components.drift_detection import DriftConfig, current_table, detect_drift
     from slipway.components.drift_report import write_drift_report
     from slipway.components.model_artifact import load_model
     from slipway.problem import load_problem
@@ -538,16 +540,66 @@ def drift(
     loaded = load_problem(problem)
     scorer = load_model(Path(model.path))
     with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
-        current = drift_table(current_uri, loaded, Path(tmp) / "current.parquet", "current",
-                              extra=scorer.preprocessing.numeric)
-        result = detect_drift(Path(reference.path), current, loaded.features.numeric, loaded.features.categorical,
+        table, logged = current_table(current.path, loaded, Path(tmp) / "current.parquet",
+                                      extra=scorer.preprocessing.numeric)
+        result = detect_drift(Path(reference.path), table, loaded.features.numeric, loaded.features.categorical,
                               DriftConfig(alpha=alpha, correction=correction), model=scorer,
-                              model_name=f"the champion ({model.metadata.get('model_uri') or model.uri})")
+                              model_name=f"the champion ({model.metadata.get('model_uri') or model.uri})",
+                              current_scores=logged)
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)
-    write_drift_report(result, Path(report.path), f"Drift of {current_uri} from the champion's training data")
+    source = current.metadata.get("source") or current.uri
+    write_drift_report(result, Path(report.path), f"Drift of {source} from the champion's training data")
     logging.getLogger("slipway.drift").info("drift: %s\n%s", result.level, result.table())
     return result.level
+
+
+@dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
+def batch_predict(
+    data: dsl.Input[dsl.Dataset],
+    model_uri: str,
+    problem: str,
+    join_features: bool,
+    feature_repo: str,
+    tracking_uri: str,
+    pipeline_root: str,
+    pipeline_run_id: str,
+    predictions: dsl.Output[dsl.Dataset],
+    rejects: dsl.Output[dsl.Dataset],
+    metrics: dsl.Output[dsl.Metrics],
+) -> NamedTuple("BatchPredictOutputs", [("model_version", str)]):
+    """Scores every row of `data` (CSV or Parquet) with the model at `model_uri` (`models:/NAME@champion`, a
+    registry version, or an s3://, gs:// or local model folder), streaming it in chunks, into `predictions`: Parquet
+    parts, each row with its `score`, `model_version` and `run_id` (`pipeline_run_id`), written all at once or not at
+    all. With `join_features`, each row first gets its point-in-time Feast features as of its own timestamp, the
+    training sets' join (`feature_repo` empty: SLIPWAY_FEAST_* from the environment, else the embedded store under
+    the pipeline root); without it, `data` holds them already. Rows that cannot be scored go to `rejects` with a
+    `reason`; counts, per reason too, go to `metrics`. `tracking_uri` is the registry's, as for `register`."""
+    import shutil
+    from pathlib import Path
+
+    from slipway import logs
+    from slipway.components import feature_store
+    from slipway.components.batch_prediction import feature_join, predict_batch
+    from slipway.components.tracking import TrackingConfig
+    from slipway.problem import load_problem
+
+    logs.configure()
+    join = None
+    if join_features:
+        config = feature_store.StoreConfig.from_env(Path(feature_repo or Path(pipeline_root) / "feature_repo"))
+        join = feature_join(config, load_problem(problem))
+    result = predict_batch(data.path, model_uri, predictions.path, run_id=pipeline_run_id, join=join,
+                           tracking_uri=TrackingConfig.resolve(tracking_uri, pipeline_root).tracking_uri)
+    shutil.copyfile(result.rejects, rejects.path)
+    predictions.metadata.update({"format": "parquet-dataset", "model_uri": model_uri,
+                                 "model_version": result.model_version, "run_id": result.run_id,
+                                 "rows": result.scored, "parts": result.parts,
+                                 "source": data.metadata.get("source") or data.uri})
+    rejects.metadata.update({"format": "parquet", "rows": result.rejected, "reasons": result.rejects_by_reason})
+    for name, value in result.metrics().items():
+        metrics.log_metric(name, value)
+    return (result.model_version,)
 
 
 @dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)

@@ -184,22 +184,26 @@ class DriftReport:
 
 def detect_drift(reference: Path, current: Path, numeric: Sequence[str], categorical: Sequence[str],
                  config: DriftConfig | None = None, model: LoadedModel | None = None,
-                 model_name: str = "the model") -> DriftReport:
+                 model_name: str = "the model", current_scores: str | None = None) -> DriftReport:
     """Measures every feature of `current` against `reference` (both Parquet files with those columns), and,
-    given a `model` (`model_name` says which, for people), its scores on both as the `prediction` row."""
+    given a `model` (`model_name` says which, for people), its scores on both as the `prediction` row.
+
+    `current_scores` names a column of `current` that already holds the model's scores, as a batch prediction
+    log does: those are the current side of the `prediction` row, as the online monitor takes the answers it
+    logged, rather than `current` scored again."""
     config = config or DriftConfig()
     columns = list(numeric) + list(categorical)
     if PREDICTION in columns:
         raise DriftInputError(f"a feature is named {PREDICTION!r}, the name of the model's scores' row: rename it")
     for path, side in ((reference, "reference"), (current, "current")):
         _check_schema(path, side, numeric, categorical)
-    lacking = _lacking_columns(model, model_name, reference, current) if model is not None else ""
+    lacking = _lacking_columns(model, model_name, reference, current, current_scores) if model is not None else ""
     if model is None or lacking:
         report = _measure(reference, current, numeric, categorical, [], config)
     else:
         with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
-            scored = [_scored_copy(path, side, columns, model, model_name, Path(tmp) / f"{side}.parquet")
-                      for path, side in ((reference, "reference"), (current, "current"))]
+            scored = [_scored_copy(path, side, columns, model, model_name, Path(tmp) / f"{side}.parquet", logged)
+                      for path, side, logged in ((reference, "reference", None), (current, "current", current_scores))]
             report = _measure(*scored, numeric, categorical, [PREDICTION], config)
     if model is not None:
         unscored = (_unscored(lacking),) if lacking else ()
@@ -254,12 +258,16 @@ def _measure(reference: Path, current: Path, numeric: Sequence[str], categorical
                        mmd=mmd, seconds=seconds)
 
 
-def _lacking_columns(model: LoadedModel, model_name: str, reference: Path, current: Path) -> str:
-    """Why the model cannot score both sides, naming the columns each lacks; "" when it can."""
-    needed = _model_columns(model)
-    lacking = {side: [c for c in needed if c not in pq.read_schema(path).names]
+def _lacking_columns(model: LoadedModel, model_name: str, reference: Path, current: Path,
+                     current_scores: str | None) -> str:
+    """Why the `prediction` row cannot be measured, naming the columns each side lacks; "" when it can. The
+    current side needs the model's columns, or only `current_scores` when its scores were logged."""
+    needed = {"reference": _model_columns(model),
+              "current": [current_scores] if current_scores else _model_columns(model)}
+    lacking = {side: [c for c in needed[side] if c not in pq.read_schema(path).names]
                for path, side in ((reference, "reference"), (current, "current"))}
-    return "; ".join(f"{model_name} reads column(s) {names} that the {side} data lacks"
+    return "; ".join(f"{model_name} reads column(s) {names} that the {side} data lacks" if side == "reference" or
+                     not current_scores else f"the {side} data lacks its logged scores' column {current_scores!r}"
                      for side, names in lacking.items() if names)
 
 
@@ -270,8 +278,14 @@ def _unscored(reason: str) -> FeatureDrift:
                         reference_missing=1.0, current_missing=1.0, reason=reason)
 
 
-def _scored_copy(path: Path, side: str, columns: list[str], model: LoadedModel, model_name: str, dest: Path) -> Path:
-    """The file's feature `columns` and the model's score for each row (column `prediction`), written to `dest`."""
+def _scored_copy(path: Path, side: str, columns: list[str], model: LoadedModel, model_name: str, dest: Path,
+                 logged: str | None = None) -> Path:
+    """The file's feature `columns` and the model's score for each row (column `prediction`), written to `dest`;
+    with `logged`, the scores are that column's, the ones the model gave when the rows were scored."""
+    if logged:
+        frame = pd.read_parquet(path, columns=list(dict.fromkeys([*columns, logged])))
+        frame[columns].assign(**{PREDICTION: frame[logged].to_numpy(dtype=float)}).to_parquet(dest, index=False)
+        return dest
     frame = pd.read_parquet(path, columns=list(dict.fromkeys(columns + _model_columns(model))))
     from slipway.components.preprocessing import FeatureInputError  # torch: imported with the model already
 
@@ -415,19 +429,39 @@ def format_p(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}" if value < 0.001 else f"{value:.3f}"
 
 
+def current_table(uri: str, problem: Problem, dest: Path, extra: Sequence[str] = ()) -> tuple[Path, str | None]:
+    """`drift_table` of the current side, and, when `uri` is a batch prediction output (`batch_predict`, `slipway
+    score`), the column of the scores it logged, for `detect_drift(current_scores=...)`; else None."""
+    logged = None
+    if Path(uri).is_dir():
+        from slipway.components import batch_scoring  # torch: only for a directory, which may be a prediction log
+
+        logged = batch_scoring.SCORE if batch_scoring.is_prediction_output(uri) else None
+    return drift_table(uri, problem, dest, "current", [*extra, *([logged] if logged else [])]), logged
+
+
 def drift_table(uri: str, problem: Problem, dest: Path, side: str, extra: Sequence[str] = ()) -> Path:
-    """The problem's features of a CSV or Parquet file (any URI), typed as the problem declares, as Parquet.
+    """The problem's features of a CSV or Parquet file (any URI), or of a batch prediction output directory
+    (`slipway score`, `batch_predict`), typed as the problem declares, as Parquet.
 
     Only the features are needed: a serving log or a new batch without labels or timestamps compares.
-    `extra` are more numeric columns a model reads (its Feast features), kept as floats when the file has
-    them: one it lacks is left out here, and scoring names it.
+    `extra` are more numeric columns kept as floats when the file has them: those a model reads (its Feast
+    features; one the file lacks is left out here, and scoring names it), or a prediction log's scores.
     """
     features = list(problem.features.all)
     with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
         local = Path(tmp) / (Path(uri.split("?")[0]).name or "data")
         try:
-            download(uri, local)
-            raw = read_table(local, uri)
+            if Path(uri).is_dir():
+                from slipway.components import batch_scoring  # torch: only for a prediction log
+
+                try:
+                    raw = batch_scoring.read_predictions(uri)
+                except batch_scoring.BatchInputError as exc:
+                    raise IngestError(str(exc)) from None
+            else:
+                download(uri, local)
+                raw = read_table(local, uri)
             kept = {c: "float" for c in extra if c in raw.columns and c not in features}
             typed = enforce_types(raw, dataclasses.replace(problem, columns={
                 **{c: problem.columns[c] for c in features}, **kept}), uri)

@@ -2,12 +2,14 @@
 
 from kfp.dsl.graph_component import GraphComponent
 
+from slipway.pipelines.batch_scoring import batch_scoring
 from slipway.pipelines.continuous_training import continuous_training
 from slipway.pipelines.training import training
 
 PIPELINES: dict[str, GraphComponent] = {
     "training": training,
     "continuous_training": continuous_training,
+    "batch_scoring": batch_scoring,
 }
 
 

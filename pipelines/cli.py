@@ -41,7 +41,7 @@ from slipway.serving.server import DEFAULT_MAX_PAYLOAD_BYTES
 
 # Kept in step with slipway.pipelines.catalog.PIPELINES by a test; listed here so that
 # `slipway --help` answers without importing kfp and every pipeline.
-PIPELINE_NAMES = ("continuous_training", "training")
+PIPELINE_NAMES = ("batch_scoring", "continuous_training", "training")
 SOURCE_PARAMETER = "source_uri"
 
 
@@ -788,7 +788,8 @@ class UnusableInputError(click.ClickException):
 @click.option("--reference", "reference_uri", required=True, metavar="URI",
               help="What the model was trained on (a run's train split, or any CSV/Parquet file by URI).")
 @click.option("--current", "current_uri", required=True, metavar="URI",
-              help="The new data: a batch, or a window of the prediction log (CSV/Parquet, any URI).")
+              help="The new data: a batch, or a window of the prediction log (CSV/Parquet, any URI), or a "
+                   "`slipway score` output directory (with --model, its logged scores are the `prediction` row).")
 @click.option("--problem", default=DEFAULT_PROBLEM, show_default=True,
               help="Problem whose features are compared, and whose column types the data is read with.")
 @click.option("--bins", type=click.IntRange(min=2), default=DriftConfig.bins, show_default=True,
@@ -820,7 +821,7 @@ def drift_command(reference_uri: str, current_uri: str, problem: str, bins: int,
     """
     import tempfile
 
-    from slipway.components.drift_detection import DriftInputError, detect_drift, drift_table
+    from slipway.components.drift_detection import DriftInputError, current_table, detect_drift, drift_table
     from slipway.problem import ProblemError, load_problem
 
     logs.configure(logging.WARNING)  # the table, not the detectors' progress
@@ -831,9 +832,9 @@ def drift_command(reference_uri: str, current_uri: str, problem: str, bins: int,
             model = _drift_model(model_ref, Path(tmp) / "model") if model_ref else None
             extra = model.preprocessing.numeric if model else []
             reference = drift_table(reference_uri, loaded, Path(tmp) / "reference.parquet", "reference", extra)
-            current = drift_table(current_uri, loaded, Path(tmp) / "current.parquet", "current", extra)
+            current, logged = current_table(current_uri, loaded, Path(tmp) / "current.parquet", extra)
             report = detect_drift(reference, current, loaded.features.numeric, loaded.features.categorical, config,
-                                  model, f"model {model_ref}")
+                                  model, f"model {model_ref}", current_scores=logged)
     except (ProblemError, DriftInputError) as exc:
         raise UnusableInputError(str(exc)) from None
     if report_path is not None:
@@ -1287,38 +1288,23 @@ def score_command(data_uri: str, model_ref: str, output_uri: str, chunk_rows: in
     Each output row carries the model version (the registry's, else `sha256:` of the weights) and the
     run id. Exit 0 when the run finished (rejects or not), 1 when the input or the model cannot be used.
     """
-    import functools
-    import hashlib
-    import tempfile
-    import uuid
-
     from slipway.components import feature_store
-    from slipway.components.batch_scoring import BatchInputError, ScoringConfig, score_file
-    from slipway.components.model_artifact import WEIGHTS_FILE, ModelArtifactError
+    from slipway.components.batch_prediction import feature_join, new_run_id, predict_batch
+    from slipway.components.batch_scoring import BatchInputError, ScoringConfig
+    from slipway.components.model_artifact import ModelArtifactError
     from slipway.components.registry import RegistryError
-    from slipway.serving.model_source import fetch_model
+    from slipway.problem import load_problem
     from slipway.storage import StorageError
 
     logs.configure()
     sizes = {k: v for k, v in {"chunk_rows": chunk_rows, "batch_size": batch_size}.items() if v is not None}
     config = ScoringConfig(device=device, **sizes)
-    run_id = run_id or f"score-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     try:
         join = None
         if feature_repo is not None:
-            from slipway.problem import load_problem
-
-            loaded = load_problem(problem)
-            store = feature_store.open_store(feature_store.StoreConfig.from_env(feature_repo), loaded)
-            join = functools.partial(feature_store.training_set, store, loaded)
-        with tempfile.TemporaryDirectory(prefix="slipway-score-model-") as tmp:
-            source = fetch_model(model_ref, Path(tmp), tracking_uri)
-            version = source.version
-            if not version:
-                with open(source.path / WEIGHTS_FILE, "rb") as weights:
-                    version = "sha256:" + hashlib.file_digest(weights, "sha256").hexdigest()[:12]
-            result = score_file(data_uri, source.path, output_uri, model_version=version, run_id=run_id,
-                                join=join, config=config)
+            join = feature_join(feature_store.StoreConfig.from_env(feature_repo), load_problem(problem))
+        result = predict_batch(data_uri, model_ref, output_uri, run_id=run_id or new_run_id(),
+                               tracking_uri=tracking_uri, join=join, config=config)
     except BatchInputError as exc:
         hint = " (or give --feature-repo DIR to join them here)" if "point-in-time" in str(exc) and not join else ""
         raise click.ClickException(f"{exc}{hint}") from None

@@ -99,7 +99,9 @@ def continuous_training(
     inferred = schema(statistics=stats.outputs["statistics"], problem=problem,
                       pinned_schema=serving.outputs["schema_uri"])
     validated = validate(statistics=stats.outputs["statistics"], schema=inferred.outputs["schema"], problem=problem)
-    drifted = drift(reference=serving.outputs["reference"], model=serving.outputs["model"], current_uri=source_uri,
+    batch = dsl.importer(artifact_uri=source_uri, artifact_class=dsl.Dataset, reimport=True,
+                         metadata={"source": source_uri})
+    drifted = drift(reference=serving.outputs["reference"], model=serving.outputs["model"], current=batch.output,
                     problem=problem, alpha=drift_alpha,
                     correction=drift_correction).after(validated).set_caching_options(False)
     trigger = retrain_trigger(drift_level=drifted.outputs["Output"], retrain_at=RETRAIN_AT,

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from slipway.components import models
+from slipway.components.batch_scoring import SCORE, read_manifest, score_file
 from slipway.components.drift_detection import (
     INSUFFICIENT,
     PREDICTION,
@@ -19,6 +20,7 @@ from slipway.components.drift_detection import (
     DriftInputError,
     DriftReport,
     correct,
+    current_table,
     detect_drift,
     drift_table,
 )
@@ -180,11 +182,16 @@ def test_the_html_report_escapes_what_the_data_says_and_draws_each_measured_feat
 
 
 @pytest.fixture(scope="module")
-def raw_model(taxi_splits: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    """The MLP trained on the sample's train split (raw columns, no Feast features: a few seconds), loaded."""
+def raw_model_dir(taxi_splits: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The MLP trained on the sample's train split (raw columns, no Feast features: a few seconds)."""
     out = tmp_path_factory.mktemp("raw-model")
     train(*taxi_splits, RAW_PROBLEM, TrainConfig(epochs=3), out / "model", out / "checkpoints")
-    return load_model(out / "model")
+    return out / "model"
+
+
+@pytest.fixture(scope="module")
+def raw_model(raw_model_dir: Path) -> LoadedModel:
+    return load_model(raw_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +294,29 @@ def test_the_html_report_says_whose_scores_prediction_is_and_draws_them(scored_r
     assert "<code>prediction</code> is the score of the taxi MLP on each row" in page
     assert page.count("data:image/png;base64,") == len(NUMERIC) + len(CATEGORICAL) + 1
     assert 'alt="prediction: reference and current shares per bin"' in page
+
+
+def test_a_batch_prediction_log_is_judged_by_the_scores_it_logged(reference: Path, raw_model_dir: Path,
+                                                                    raw_model: LoadedModel, tmp_path: Path) -> None:
+    """A `slipway score` / `batch_predict` output feeds the drift checks as served traffic feeds the online monitor:
+    its features against the reference, and the scores it logged (not the rows scored again) against the model's
+    scores on the reference. A log whose scores were changed after the fact, features untouched, is critical in
+    `prediction` alone."""
+    batch = written(pd.read_parquet(reference).sample(n=5000, replace=True, random_state=1), tmp_path / "batch.parquet")
+    scores = tmp_path / "scores"
+    score_file(batch, raw_model_dir, scores, model_version="1", run_id="nightly")
+    extra = raw_model.preprocessing.numeric
+    table, logged = current_table(str(scores), RAW_PROBLEM, tmp_path / "current.parquet", extra)
+    assert logged == SCORE
+    honest = detect_drift(reference, table, NUMERIC, CATEGORICAL, DriftConfig(mmd_sample_rows=0), model=raw_model,
+                          current_scores=logged)
+    assert honest.level == "none" and by_feature(honest)[PREDICTION].current_rows == 5000
+
+    [part] = read_manifest(scores)["parts"]
+    logged_rows = pd.read_parquet(scores / part)
+    written(logged_rows.assign(**{SCORE: 1.0 - logged_rows[SCORE]}), scores / part)
+    table, _ = current_table(str(scores), RAW_PROBLEM, tmp_path / "tampered.parquet", extra)
+    tampered = by_feature(detect_drift(reference, table, NUMERIC, CATEGORICAL, DriftConfig(mmd_sample_rows=0),
+                                       model=raw_model, current_scores=logged))
+    assert tampered[PREDICTION].level == "critical"
+    assert all(f.level == "none" for name, f in tampered.items() if name != PREDICTION)

@@ -1,0 +1,61 @@
+"""Batch prediction by reference: a model URI (registry alias, version or folder) and a feature store in, scores out.
+
+`slipway score` and the `batch_predict` component both come here, so that what a model version is
+called on each output row, and how a batch gets its Feast features, is decided in one place:
+
+    join = feature_join(StoreConfig.from_env(Path("feature_repo")), load_problem())
+    result = predict_batch("trips.parquet", "models:/chicago_taxi@champion", "scores", run_id=new_run_id(),
+                           join=join)
+
+The scoring itself (chunks, rejects, the atomic output) is `batch_scoring.score_file`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+import tempfile
+import uuid
+from pathlib import Path
+
+from slipway.components import feature_store
+from slipway.components.batch_scoring import Join, ScoringConfig, ScoringResult, score_file
+from slipway.components.model_artifact import WEIGHTS_FILE
+from slipway.problem import Problem
+from slipway.serving.model_source import ModelSource, fetch_model
+
+
+def predict_batch(data: Path | str, model_ref: str, output: Path | str, *, run_id: str, tracking_uri: str = "",
+                  join: Join | None = None, config: ScoringConfig | None = None) -> ScoringResult:
+    """Scores `data` with the model `model_ref` names (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, a folder or
+    an s3://, gs:// folder) into `output`; each row records `model_version(...)` and `run_id`.
+
+    The alias is resolved once, here: every row of one run is scored by the same version even if the alias
+    moves meanwhile. `tracking_uri` is the registry's (empty: MLFLOW_TRACKING_URI, else the local default);
+    `config` None is `ScoringConfig()`.
+    """
+    with tempfile.TemporaryDirectory(prefix="slipway-score-model-") as tmp:
+        source = fetch_model(model_ref, Path(tmp), tracking_uri)
+        return score_file(data, source.path, output, model_version=model_version(source), run_id=run_id, join=join,
+                          config=config or ScoringConfig())
+
+
+def model_version(source: ModelSource) -> str:
+    """What the output rows call the model: the registry version, else `sha256:` and the weights' hash (a folder
+    has no version, but the same weights are the same model)."""
+    if source.version:
+        return source.version
+    with open(source.path / WEIGHTS_FILE, "rb") as weights:
+        return "sha256:" + hashlib.file_digest(weights, "sha256").hexdigest()[:12]
+
+
+def feature_join(config: feature_store.StoreConfig, problem: Problem) -> Join:
+    """The training sets' own point-in-time join (`feature_store.training_set`) over the store `config` names,
+    for each chunk: a batch is scored with exactly the features its model was trained with (no skew)."""
+    return functools.partial(feature_store.training_set, feature_store.open_store(config, problem), problem)
+
+
+def new_run_id() -> str:
+    """A run id for a scoring run started by hand: `score-<UTC time>-<random>`."""
+    return f"score-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
