@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from kfp import compiler, components, dsl
 from kfp.dsl.base_component import BaseComponent
 from kfp.dsl.types.type_utils import InconsistentTypeException
 
 import slipway.components
 from slipway import __version__, runtimes
+from slipway.pipelines.cli import cli
 from slipway.pipelines.compile import COMPONENTS_DIR, compile_components
 
 # The components that do not run on the core image (DESIGN.md §3): validation on tfdv, drift on drift.
@@ -24,8 +26,10 @@ NON_CORE_RUNTIMES = {"statistics": runtimes.TFDV, "schema": runtimes.TFDV, "vali
 
 @pytest.fixture(scope="module")
 def component_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dist/components/ as `slipway compile --output-dir dist` leaves it."""
     output = tmp_path_factory.mktemp("dist")
-    compile_components(output)
+    result = CliRunner().invoke(cli, ["compile", "--output-dir", str(output)])
+    assert result.exit_code == 0, result.output
     return output / COMPONENTS_DIR
 
 
