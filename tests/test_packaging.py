@@ -125,3 +125,19 @@ def test_the_changelogs_newest_release_is_the_package_version_with_unreleased_ch
     version, date = headings[1]
     assert version == __version__, "bump slipway.__version__ with the release's CHANGELOG heading"
     assert date, f"the {version} heading has no release date"
+
+
+def test_slipway_version_reads_the_tfdv_and_drift_key_libraries_in_their_own_runtimes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from slipway.pipelines.cli import cli
+
+    output = CliRunner().invoke(cli, ["version"]).output
+    tfdv, drift = pins(ROOT / "requirements" / "tfdv.txt"), pins(ROOT / "requirements" / "drift.txt")
+    assert f"\ntensorflow-data-validation {tfdv['tensorflow-data-validation']} (in tfdv)\n" in output
+    assert f"\nalibi-detect {drift['alibi-detect']} (in drift)\n" in output
+    monkeypatch.setenv("SLIPWAY_DRIFT_PYTHON", "/nonexistent/python")
+    output = CliRunner().invoke(cli, ["version"]).output
+    assert ("\nalibi-detect (unknown: the `drift` runtime's environment is missing (/nonexistent/python): "
+            "build it with `make drift-env`)\n") in output
