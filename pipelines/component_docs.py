@@ -102,11 +102,19 @@ def producers(port: Port, names: Iterable[str]) -> list[str]:
             if any(output == port for output in outputs(component(name).component_spec))]
 
 
-def task_settings(spec: structures.ComponentSpec) -> list[str]:
-    """The task settings (`.set_cpu_limit`, `.set_env_variable`, ...) that reach the component's body."""
-    return [f"`{passthrough.field.name}`" + (" (also applied to the task's own pod)" if passthrough.apply_to_task
-                                            else "")
-            for passthrough in spec.task_config_passthroughs or []]
+def task_settings(spec: structures.ComponentSpec) -> str:
+    """Which settings of the task (`.set_cpu_limit`, `.set_env_variable`, ...) its body receives, as its
+    `TaskConfig`: those that the body hands on (to a job's nodes, say) instead of the task's own pod, and those
+    that apply to both. Empty for a component without passthroughs."""
+    def names(apply_to_task: bool) -> str:
+        return ", ".join(passthrough.field.name.lower().replace("_", " ")
+                         for passthrough in spec.task_config_passthroughs or []
+                         if passthrough.apply_to_task == apply_to_task)
+
+    body_only, both = names(False), names(True)
+    sentences = [f"Set on the task, these go to the component's body instead of the task's own pod: {body_only}."
+                 if body_only else "", f"These go to the body and to the task's pod: {both}." if both else ""]
+    return " ".join(sentence for sentence in sentences if sentence)
 
 
 def usage(name: str, spec: structures.ComponentSpec) -> str:
@@ -121,8 +129,8 @@ def usage(name: str, spec: structures.ComponentSpec) -> str:
     lines = ["from kfp import compiler, dsl", "", f"from slipway.components import {name}", "", "",
              f'@dsl.pipeline(name="{pipeline.replace("_", "-")}")',
              f"def {pipeline}({signature}{chr(10) if signature else ''}):"]
-    lines += [f"    {port.name} = dsl.importer(\n"
-              f'        artifact_uri="gs://your-bucket/{port.name}", artifact_class=dsl.{port.artifact_class}).output'
+    lines += [f'    {port.name} = dsl.importer(\n        artifact_uri="gs://your-bucket/{port.name}",\n'
+              f"        artifact_class=dsl.{port.artifact_class},\n    ).output"
               for port in artifacts]
     lines.append(f"    task = {name}(")
     lines += [f"        {port.name}={PLACEHOLDERS.get(port.name, port.name)}," for port in required]
@@ -137,6 +145,13 @@ def _reference(port: Port) -> str:
     return f'task.outputs["{port.name}"]'
 
 
+def _source(port: Port, names: Iterable[str]) -> str:
+    """Where an input usually comes from: the components that make such an artifact, or KFP's placeholder."""
+    if port.name in PLACEHOLDERS:
+        return f"`{PLACEHOLDERS[port.name]}`"
+    return ", ".join(f"[`{source}`]({source}.md)" for source in producers(port, names)) if port.is_artifact else ""
+
+
 def _default(port: Port) -> str:
     return f"`{port.default!r}`" if not port.required else "required"
 
@@ -147,16 +162,15 @@ def page(name: str, names: Iterable[str]) -> str:
     spec = built.component_spec
     image = spec.implementation.container.image
     runtime = runtime_of(image)
-    lines = [f"# {name}", "", inspect.getdoc(built.python_func) or "", "",
+    # The page hides Material's table of contents (four fixed sections) to give its tables the width.
+    lines = ["---", "hide:", "  - toc", "---", "", f"# {name}", "", inspect.getdoc(built.python_func) or "", "",
              f"**Runtime image:** `{image}`" + (f" (the `{runtime}` runtime)" if runtime else ""), "",
              "## Inputs", ""]
     ports = inputs(spec)
     if ports:
-        lines += ["| name | kind | KFP type | default | output of |", "|---|---|---|---|---|"]
-        for port in ports:
-            sources = ", ".join(f"[`{source}`]({source}.md)" for source in producers(port, names)) \
-                if port.is_artifact else ""
-            lines.append(f"| `{port.name}` | {port.kind} | `{port.kfp_type}` | {_default(port)} | {sources} |")
+        lines += ["| name | kind | KFP type | default | usually from |", "|---|---|---|---|---|"]
+        lines += [f"| `{port.name}` | {port.kind} | `{port.kfp_type}` | {_default(port)} | {_source(port, names)} |"
+                  for port in ports]
     else:
         lines.append("None.")
     lines += ["", "## Outputs", ""]
@@ -168,9 +182,7 @@ def page(name: str, names: Iterable[str]) -> str:
         lines.append("None.")
     settings = task_settings(spec)
     if settings:
-        lines += ["", "## Task settings", "",
-                  "These settings of the task reach the component's body rather than only its pod: "
-                  + ", ".join(settings) + "."]
+        lines += ["", "## Task settings", "", settings]
     lines += ["", "## Usage", "", "```python", usage(name, spec), "```", ""]
     return "\n".join(lines)
 

@@ -50,7 +50,9 @@ def test_a_page_reads_types_defaults_and_producers_off_the_component(reference: 
     train = (reference / "train.md").read_text()
     assert "| `model` | artifact | `system.Model` |" in train
     assert "task_config" not in train.split("## Outputs")[0]  # KFP fills it from the task's settings
-    assert "`RESOURCES`" in train and "(the `core` runtime)" in train
+    assert "instead of the task's own pod: resources, kubernetes tolerations, kubernetes node selector." in train
+    assert "| `pipeline_run_id` | parameter | `String` | required | `dsl.PIPELINE_JOB_ID_PLACEHOLDER` |" in train
+    assert "(the `core` runtime)" in train
     assert "(the `tfdv` runtime)" in (reference / "validate.md").read_text()
 
 
