@@ -99,7 +99,8 @@ def runtime_of(image: str) -> str | None:
 def producers(port: Port, names: Iterable[str]) -> list[str]:
     """The components among `names` with an output of the same name and type: where this input usually comes from."""
     return [name for name in names
-            if any(output == port for output in outputs(component(name).component_spec))]
+            if any((output.name, output.kfp_type) == (port.name, port.kfp_type)
+                   for output in outputs(component(name).component_spec))]
 
 
 def task_settings(spec: structures.ComponentSpec) -> str:
@@ -196,7 +197,8 @@ def index(names: Iterable[str]) -> str:
              "| component | runtime | what it does |", "|---|---|---|"]
     for name in names:
         built = component(name)
-        summary = re.split(r"(?<=\.)\s", inspect.getdoc(built.python_func) or "", maxsplit=1)[0].replace("\n", " ")
+        first_sentence = re.split(r"(?<=\.)\s", inspect.getdoc(built.python_func) or "", maxsplit=1)[0]
+        summary = first_sentence.replace("\n", " ").replace("|", "\\|")  # a `|` would end the table cell
         runtime = runtime_of(built.component_spec.implementation.container.image) or "custom"
         lines.append(f"| [`{name}`]({name}.md) | `{runtime}` | {summary} |")
     return "\n".join(lines) + "\n"
