@@ -36,6 +36,10 @@ import slipway
 from slipway.storage import boto3_environment
 
 EMBEDDED_DIR_NAME = "mlflow"
+# The pipeline root of local runs (`slipway run`, `make run`): where the CLI and a model server find the embedded
+# MLflow store (and the Feast repo) by default. Here, not beside kfp.local in pipelines/local.py, because a running
+# KFP task that resolves a models:/ URI must not import kfp's compiler.
+DEFAULT_PIPELINE_ROOT = Path("runs")
 DEFAULT_EXPERIMENT = "slipway"
 VERSIONED_PACKAGES = ("torch", "kfp", "mlflow", "numpy", "pandas", "slipway")
 _SQLITE = "sqlite:///"

@@ -117,8 +117,7 @@ def _summary(run: Any, arguments: dict[str, Any], pipeline_root: Path) -> str:
 
     from slipway.components.blessing import BLESSED
     from slipway.components.feedback import NO_RETRAINING
-    from slipway.components.tracking import TrackingConfig
-    from slipway.pipelines.local import DEFAULT_PIPELINE_ROOT
+    from slipway.components.tracking import DEFAULT_PIPELINE_ROOT, TrackingConfig
 
     lines = ["", f"Pipeline {run.pipeline!r} succeeded in {run.seconds:.1f} s", f"  run directory: {run.run_dir}"]
     for name, value in arguments.items():
@@ -352,8 +351,7 @@ def _assignment(params: dict[str, Any]) -> str:
 def _registry(tracking_uri: str) -> Any:
     """The registry at --tracking-uri, else MLFLOW_TRACKING_URI, else `slipway run`'s embedded store."""
     from slipway.components.registry import ModelRegistry
-    from slipway.components.tracking import TrackingConfig
-    from slipway.pipelines.local import DEFAULT_PIPELINE_ROOT
+    from slipway.components.tracking import DEFAULT_PIPELINE_ROOT, TrackingConfig
 
     return ModelRegistry.connect(TrackingConfig.resolve(tracking_uri, DEFAULT_PIPELINE_ROOT).tracking_uri)
 
@@ -362,6 +360,31 @@ _REGISTRY_OPTION = click.option(
     "--tracking-uri", default="", metavar="URI",
     help="MLflow tracking/registry URI. Default: MLFLOW_TRACKING_URI, else the embedded store of `slipway run` "
          "(runs/mlflow/mlflow.db).")
+def _cache_options(*, from_env: bool) -> Callable[[Callable], Callable]:
+    """The inference cache's options (serving/inference_cache.py): `serve` also reads them from the
+    SLIPWAY_INFERENCE_CACHE_* variables, which `manifests inference-service` sets on the predictor."""
+    from slipway.serving.inference_cache import DEFAULT_TTL_S, REDIS_ENV, SIZE_ENV, TTL_ENV
+
+    def env(name: str) -> dict[str, Any]:
+        return {"envvar": name, "show_envvar": True} if from_env else {}
+
+    def attach(command: Callable) -> Callable:
+        for option in reversed((
+            click.option("--cache-size", type=click.IntRange(min=0), default=0, show_default=True, **env(SIZE_ENV),
+                         help="Remember this many rows' scores in process (LRU, by model and feature values); 0: no "
+                              "cache. Never used for a model whose model.json says \"deterministic\": false."),
+            click.option("--cache-ttl", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TTL_S,
+                         show_default=True, **env(TTL_ENV), help="Seconds a cached score is kept."),
+            click.option("--cache-redis", default="", metavar="HOST:PORT", **env(REDIS_ENV),
+                         help="Share cached scores with the other replicas through this Redis (behind the in-process "
+                              "cache when --cache-size is set too). A Redis that fails is a miss."),
+        )):
+            command = option(command)
+        return command
+
+    return attach
+
+
 _MODEL_OPTION = click.option("--model", "model_name", required=True, metavar="NAME",
                              help="Registered model name; the training pipeline registers under its problem's name "
                                   "(e.g. chicago_taxi).")
@@ -560,13 +583,15 @@ def manifests_group() -> None:
 @click.option("--fallback-score", type=click.FloatRange(0, 1), default=UNINFORMED_SCORE, show_default=True,
               help="What the transformer answers, marked degraded, when the predictor cannot: best the model's "
                    "training positive rate.")
+@_cache_options(from_env=False)
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("dist/manifests"),
               show_default=True)
 @_REGISTRY_OPTION
 def inference_service_command(model_uri: str, name: str, namespace: str, model_name: str, mode: str,
-                      canary_percent: int | None, stable_uri: str | None, service_account: str | None,
-                      logger_url: str | None, gpus: int, feast_redis: str | None, feast_registry: str | None,
-                      fallback_score: float, output_dir: Path, tracking_uri: str) -> None:
+                              canary_percent: int | None, stable_uri: str | None, service_account: str | None,
+                              logger_url: str | None, gpus: int, feast_redis: str | None, feast_registry: str | None,
+                              fallback_score: float, cache_size: int, cache_ttl: float, cache_redis: str,
+                              output_dir: Path, tracking_uri: str) -> None:
     """Write the KServe InferenceService that serves a model (and its canary), ready for `kubectl apply -f`.
 
     Built with the kserve SDK's model classes and checked against KServe's CRD in the tests: the
@@ -575,6 +600,7 @@ def inference_service_command(model_uri: str, name: str, namespace: str, model_n
     """
     from slipway.components.feature_store import ENV_REDIS, ENV_REGISTRY
     from slipway.components.registry import RegistryError
+    from slipway.serving.inference_cache import CacheSettings
     from slipway.serving.inference_service import (
         LoggerConfig,
         ServingConfig,
@@ -601,7 +627,8 @@ def inference_service_command(model_uri: str, name: str, namespace: str, model_n
             name=name or model_name.replace("_", "-").lower(), namespace=namespace,
             storage_uri=stable_uri or storage_uri, model_name=model_name, deployment_mode=mode,
             resources=ServingResources(gpus=gpus), service_account=service_account,
-            logger=LoggerConfig(url=logger_url) if logger_url else None, transformer=transformer)
+            logger=LoggerConfig(url=logger_url) if logger_url else None, transformer=transformer,
+            cache=CacheSettings(size=cache_size, ttl_s=cache_ttl, redis=cache_redis))
         written = [write_manifest(build_inference_service(config), output_dir / f"{config.name}.yaml")]
         if canary_percent is not None:
             written.append(write_manifest(build_canary(config, storage_uri, canary_percent),
@@ -691,7 +718,7 @@ def features_command(entities: tuple[str, ...], problem: str, feature_repo: Path
     entity never seen, or not materialized yet).
     """
     from slipway.components import feature_store
-    from slipway.pipelines.local import DEFAULT_PIPELINE_ROOT
+    from slipway.components.tracking import DEFAULT_PIPELINE_ROOT
     from slipway.problem import load_problem
 
     logs.configure(logging.WARNING)  # the answer, not the lookup's progress
@@ -987,15 +1014,7 @@ def feedback_command(prediction_log: Path, labels_uri: str, baseline_auc: float 
               help="Add the online features of each request's entities from the Feast store before scoring "
                    "(SLIPWAY_FEAST_* from the environment, else REPO, default runs/feature_repo). A store that "
                    "fails answers the features missing and marks the response degraded.")
-@click.option("--cache-size", type=click.IntRange(min=0), default=0, show_default=True,
-              envvar="SLIPWAY_INFERENCE_CACHE_SIZE", show_envvar=True,
-              help="Remember this many rows' scores in process (LRU, by model and feature values); 0: no cache. "
-                   "Never used for a model whose model.json says \"deterministic\": false.")
-@click.option("--cache-ttl", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
-              envvar="SLIPWAY_INFERENCE_CACHE_TTL", show_envvar=True, help="Seconds a cached score is kept.")
-@click.option("--cache-redis", default="", metavar="HOST:PORT", envvar="SLIPWAY_INFERENCE_CACHE_REDIS",
-              show_envvar=True, help="Share cached scores with the other replicas through this Redis (behind the "
-                                     "in-process cache when --cache-size is set too). A Redis that fails is a miss.")
+@_cache_options(from_env=True)
 @_REGISTRY_OPTION
 def serve_command(model_uri: str, name: str, http_port: int, grpc_port: int, workers: int,
                   fallback_score: float | None, max_payload_bytes: int, max_batch_rows: int,
@@ -1291,6 +1310,7 @@ def score_command(data_uri: str, model_ref: str, output_uri: str, chunk_rows: in
     from slipway.components import feature_store
     from slipway.components.batch_prediction import feature_join, new_run_id, predict_batch
     from slipway.components.batch_scoring import BatchInputError, ScoringConfig
+    from slipway.components.ingestion import IngestError
     from slipway.components.model_artifact import ModelArtifactError
     from slipway.components.registry import RegistryError
     from slipway.problem import load_problem
@@ -1308,7 +1328,7 @@ def score_command(data_uri: str, model_ref: str, output_uri: str, chunk_rows: in
     except BatchInputError as exc:
         hint = " (or give --feature-repo DIR to join them here)" if "point-in-time" in str(exc) and not join else ""
         raise click.ClickException(f"{exc}{hint}") from None
-    except (feature_store.FeatureStoreError, ModelArtifactError, RegistryError, StorageError,
+    except (feature_store.FeatureStoreError, IngestError, ModelArtifactError, RegistryError, StorageError,
             FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(result.describe())

@@ -17,9 +17,9 @@ from typing import Any
 from kfp import dsl, local
 from kfp.dsl.graph_component import GraphComponent
 
-log = logging.getLogger(__name__)
+from slipway.components.tracking import DEFAULT_PIPELINE_ROOT
 
-DEFAULT_PIPELINE_ROOT = Path("runs")
+log = logging.getLogger(__name__)
 
 # KFP parameter types -> how a `--set key=value` text becomes that type.
 _PARSERS = {

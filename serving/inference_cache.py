@@ -106,6 +106,11 @@ class CacheSettings:
     def enabled(self) -> bool:
         return self.size > 0 or bool(self.redis)
 
+    def environment(self) -> dict[str, str]:
+        """These settings as the SLIPWAY_INFERENCE_CACHE_* variables `slipway serve` reads: how an
+        InferenceService's predictor gets them (serving/inference_service.py)."""
+        return {SIZE_ENV: str(self.size), TTL_ENV: f"{self.ttl_s:g}", **({REDIS_ENV: self.redis} if self.redis else {})}
+
 
 class InferenceCache(Protocol):
     def get_many(self, keys: Sequence[bytes]) -> list[float | None]:

@@ -86,6 +86,7 @@ from kubernetes import client
 from slipway.atomic import atomic_output
 from slipway.quantities import is_positive_quantity, parse_quantity
 from slipway.runtimes import SERVING_IMAGE
+from slipway.serving.inference_cache import CacheSettings
 from slipway.serving.protocol import MODEL_URI_ENV, UNINFORMED_SCORE
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -268,6 +269,7 @@ class ServingConfig:
     batcher: BatcherConfig | None = None
     service_account: str | None = None
     predictor_name: str | None = None
+    cache: CacheSettings | None = None  # the predictor's inference cache (serving/inference_cache.py); None: off
 
     def __post_init__(self) -> None:
         try:
@@ -289,7 +291,7 @@ class ServingConfig:
                                      "segment of /v2/models/<model_name>)")
         _check_image(self.image, "ServingConfig.image")
         for field, kind in (("resources", ServingResources), ("transformer", TransformerConfig),
-                            ("logger", LoggerConfig), ("batcher", BatcherConfig)):
+                            ("logger", LoggerConfig), ("batcher", BatcherConfig), ("cache", CacheSettings)):
             value = getattr(self, field)
             if not isinstance(value, kind) and not (value is None and field != "resources"):
                 raise ServingConfigError(f"ServingConfig.{field}: expected a {kind.__name__}, got {value!r}")
@@ -470,7 +472,9 @@ def _predictor(config: ServingConfig, *, name: str | None, canary: bool) -> V1be
         # in MODEL_URI_ENV too, which the server names in every answer's MODEL_HEADER, so that a canary's answers
         # can be told from the stable model's (serving/cluster_deploy.py).
         env=[client.V1EnvVar(name=STORAGE_URI_ENV, value=config.storage_uri),
-             client.V1EnvVar(name=MODEL_URI_ENV, value=config.storage_uri)],
+             client.V1EnvVar(name=MODEL_URI_ENV, value=config.storage_uri),
+             *(client.V1EnvVar(name=name, value=value) for name, value in
+               (config.cache.environment() if config.cache and config.cache.enabled else {}).items())],
         ports=_ports(config.deployment_mode),
         readiness_probe=client.V1Probe(
             http_get=client.V1HTTPGetAction(path=f"/v2/models/{config.model_name}/ready", port=HTTP_PORT),

@@ -39,8 +39,7 @@ def fetch_model(uri: str, cache_dir: Path, tracking_uri: str = "") -> ModelSourc
     """The local folder for `uri`, downloading it under `cache_dir` when it is remote."""
     if uri.startswith(REGISTRY_SCHEME):
         from slipway.components.registry import ModelRegistry
-        from slipway.components.tracking import TrackingConfig
-        from slipway.pipelines.local import DEFAULT_PIPELINE_ROOT
+        from slipway.components.tracking import DEFAULT_PIPELINE_ROOT, TrackingConfig
 
         registry = ModelRegistry.connect(TrackingConfig.resolve(tracking_uri, DEFAULT_PIPELINE_ROOT).tracking_uri)
         version = registry.resolve(uri)

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
+from slipway.components import COMPONENTS
 from slipway.components.model_artifact import load_model
 from slipway.components.tracking import TrackingConfig
 from slipway.pipelines.catalog import PIPELINES
@@ -26,7 +27,7 @@ def test_the_cli_lists_every_pipeline_of_the_catalogue() -> None:
 def test_an_unknown_pipeline_is_a_usage_error_that_lists_the_valid_ones() -> None:
     result = invoke("run", "nightly")
     assert result.exit_code == 2
-    assert "'nightly' is not one of 'continuous_training', 'training'" in result.output
+    assert "'nightly' is not one of 'batch_scoring', 'continuous_training', 'training'" in result.output
 
 
 def test_an_unknown_set_key_lists_every_valid_parameter_with_its_type_and_default() -> None:
@@ -52,7 +53,9 @@ def test_a_bad_set_value_is_a_usage_error_that_says_why(assignment: str, message
 def test_compile_writes_one_ir_file_per_pipeline(tmp_path: Path) -> None:
     result = invoke("compile", "--output-dir", str(tmp_path / "dist"))
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == [f"{name}.yaml" for name in sorted(PIPELINES)]
+    assert sorted(p.name for p in (tmp_path / "dist").glob("*.yaml")) == [f"{name}.yaml" for name in sorted(PIPELINES)]
+    # Beside the pipelines, every component as a standalone component YAML (tests/test_component_yamls.py).
+    assert sorted(p.stem for p in (tmp_path / "dist" / "components").iterdir()) == sorted(COMPONENTS)
 
 
 def test_version_names_the_runtime_images_and_the_key_libraries() -> None:

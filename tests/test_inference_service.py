@@ -26,6 +26,7 @@ from crd_schema import CRDValidationError, crd_errors, crd_path, validate_agains
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from slipway.pipelines.cli import serve_command
 from slipway.runtimes import SERVING_IMAGE
 from slipway.serving.cluster_rollout import (
     CanaryEndpoint,
@@ -35,6 +36,7 @@ from slipway.serving.cluster_rollout import (
     TrafficTarget,
     promotion_patch,
 )
+from slipway.serving.inference_cache import CacheSettings
 from slipway.serving.inference_service import (
     GROUP,
     PLURAL,
@@ -151,6 +153,24 @@ def test_the_predictor_runs_our_server_on_the_model_the_storage_initializer_down
                                       "limits": {"cpu": "2", "memory": "2Gi"}}
     assert manifest["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": mode.value}
     assert (manifest["spec"]["predictor"]["minReplicas"], manifest["spec"]["predictor"]["maxReplicas"]) == (2, 6)
+
+
+def test_the_inference_cache_reaches_the_predictor_as_the_variables_slipway_serve_reads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = CacheSettings(size=10_000, ttl_s=60, redis="inference-cache.kubeflow:6379")
+    manifest = to_dict(build_inference_service(serving_config(STANDARD, cache=cache)))
+    validate_against_crd(manifest, CRD)
+    variables = env(predictor_container(manifest))
+    assert {name: value for name, value in variables.items() if name.startswith("SLIPWAY_INFERENCE_CACHE_")} == {
+        "SLIPWAY_INFERENCE_CACHE_SIZE": "10000", "SLIPWAY_INFERENCE_CACHE_TTL": "60",
+        "SLIPWAY_INFERENCE_CACHE_REDIS": "inference-cache.kubeflow:6379"}
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    served = serve_command.make_context("serve", ["--model", "/mnt/models"]).params
+    assert CacheSettings(size=served["cache_size"], ttl_s=served["cache_ttl"], redis=served["cache_redis"]) == cache
+    # Off by default: no variable at all, so the server's own default (no cache) holds.
+    assert not any(name.startswith("SLIPWAY_INFERENCE_CACHE_")
+                   for name in env(predictor_container(to_dict(build_inference_service(serving_config())))))
 
 
 def test_knative_routes_one_port_so_serverless_exposes_http_and_standard_also_grpc() -> None:
