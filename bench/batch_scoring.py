@@ -14,8 +14,10 @@ median scorer rows/s over the median limit rows/s.
 
     python bench/batch_scoring.py [--rows 1000000 10000000] [--repeats 5] [--large-repeats 2]
     python bench/batch_scoring.py --sweep            # chunk_rows x batch_size x threads on 1M, 1 run each
+    python bench/batch_scoring.py --device cuda      # on a GPU: the scorer and the limit both on it
 
-Writes bench/results/batch_scoring.json and .md (median and spread, and the machine).
+Writes bench/results/batch_scoring.json and .md (on a GPU: batch_scoring_cuda.*), median and spread, and the
+machine. On a GPU the limit's tensors are on the GPU before the clock starts, and the loop ends with a sync.
 """
 
 from __future__ import annotations
@@ -59,10 +61,11 @@ import json, sys, tempfile, time, torch, numpy as np, pyarrow as pa, pyarrow.par
 from pathlib import Path
 from slipway.components.batch_scoring import ChunkScorer, ScoringConfig
 from slipway.components.model_artifact import load_model
-source, model, rows, batch_size, threads, repeats, chunk_rows = sys.argv[1:]
+source, model, rows, batch_size, threads, repeats, chunk_rows, device = sys.argv[1:]
 rows, batch_size, threads, repeats, chunk_rows = map(int, (rows, batch_size, threads, repeats, chunk_rows))
 torch.set_num_threads(threads)
-scorer = ChunkScorer(load_model(Path(model)), ScoringConfig(device="cpu"))
+scorer = ChunkScorer(load_model(Path(model)), ScoringConfig(device=device))
+sync = torch.cuda.synchronize if scorer.device.type == "cuda" else (lambda: None)
 parts = {}
 started = time.perf_counter()
 table = pq.ParquetFile(source, pre_buffer=False).read_row_groups(range(0, -(-rows // GROUP))).slice(0, rows)
@@ -72,13 +75,16 @@ for start in range(0, rows, chunk_rows):
     scorer.transform(table.slice(start, chunk_rows))
 parts["transform (features, rejects)"] = time.perf_counter() - started
 numeric, categorical, _ = scorer.transform(table)
-numeric, categorical = numeric.contiguous(), categorical.contiguous()  # pre-built, in the model's layout
+# Pre-built, in the model's layout, on its device.
+numeric, categorical = numeric.to(scorer.device).contiguous(), categorical.to(scorer.device).contiguous()
 rates = []
 with torch.inference_mode():
     for _ in range(repeats + 1):  # the first pass warms the allocator and is not counted
+        sync()
         started = time.perf_counter()
         for start in range(0, rows, batch_size):
             scorer.module(numeric[start:start + batch_size], categorical[start:start + batch_size])
+        sync()
         rates.append(rows / (time.perf_counter() - started))
 parts["model"] = rows / float(np.median(rates[1:]))
 out = table.append_column("score", pa.array(np.zeros(rows))).append_column("model_version", pa.array(["v"] * rows))
@@ -131,10 +137,11 @@ def score_once(source: Path, model: Path, config: dict) -> dict:
 
 
 def limit(source: Path, model: Path, rows: int, batch_size: int, threads: int, repeats: int,
-          chunk_rows: int) -> dict:
+          chunk_rows: int, device: str) -> dict:
     """The bare model loop's rows/s, and the seconds of each stage of scoring `rows` rows done alone."""
     done = subprocess.run([sys.executable, "-c", LIMIT, str(source), str(model), str(rows), str(batch_size),
-                           str(threads), str(repeats), str(chunk_rows)], check=True, capture_output=True, text=True)
+                           str(threads), str(repeats), str(chunk_rows), device], check=True, capture_output=True,
+                          text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -155,6 +162,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs on the smallest size")
     parser.add_argument("--large-repeats", type=int, default=2, help="runs on each larger size")
     parser.add_argument("--sweep", action="store_true", help="only compare chunk/batch/threads on the smallest size")
+    parser.add_argument("--device", default="cpu", help="cpu (the default, the 2-core figures), cuda or auto")
     args = parser.parse_args()
     logs.configure()
     sizes = sorted(args.rows)
@@ -162,24 +170,28 @@ def main() -> None:
     if args.sweep:
         sweep(model, files[sizes[0]])
         return
-    config = ScoringConfig()
-    threads, batch_size = config.torch_threads(), config.model_batch_size(torch.device("cpu"))
+    config = ScoringConfig(device=args.device)
+    device = config.torch_device()
+    threads, batch_size = config.torch_threads(), config.model_batch_size(device)
     load_before = os.getloadavg()
     results: dict = {"machine": machine(), "config": {k: str(v) if isinstance(v, Path) else v
                                                       for k, v in dataclasses.asdict(config).items()},
-                     "threads": threads, "batch_size": batch_size, "load_average_before": load_before, "sizes": {}}
+                     "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                     "torch": torch.__version__, "threads": threads, "batch_size": batch_size,
+                     "load_average_before": load_before, "sizes": {}}
     limit_rows = min(sizes[0], 1_000_000)
-    alone = limit(files[sizes[0]], model, limit_rows, batch_size, threads, args.repeats, config.chunk_rows)
+    alone = limit(files[sizes[0]], model, limit_rows, batch_size, threads, args.repeats, config.chunk_rows,
+                  str(device))
     results["limit"] = summary(alone["rates"])
     results["stages_seconds"] = {"rows": limit_rows, "threads": threads, **alone["seconds"]}
     every_core = os.cpu_count() or 1
-    if every_core != threads:  # the model alone on every core: what the loop reaches with nothing beside it
+    if every_core != threads and device.type == "cpu":  # the model alone on every core, nothing beside it
         rates = limit(files[sizes[0]], model, limit_rows, batch_size, every_core, args.repeats,
-                      config.chunk_rows)["rates"]
+                      config.chunk_rows, "cpu")["rates"]
         results["limit_every_core"] = {"threads": every_core, **summary(rates)}
     for rows in sizes:
-        runs = [score_once(files[rows], model, {}) for _ in range(args.repeats if rows == sizes[0]
-                                                                   else args.large_repeats)]
+        runs = [score_once(files[rows], model, {"device": args.device})
+                for _ in range(args.repeats if rows == sizes[0] else args.large_repeats)]
         assert all(run["scored"] == rows for run in runs), runs
         results["sizes"][str(rows)] = {"rows_per_s": summary([r["rows_per_s"] for r in runs]),
                                        "peak_rss_mib": summary([r["peak_rss_mib"] for r in runs]),
@@ -189,12 +201,14 @@ def main() -> None:
     # what the 37 copied columns cost to write.
     problem = load_problem()
     keep = [problem.timestamp.column, *problem.entities]
-    runs = [score_once(files[sizes[0]], model, {"keep_columns": keep}) for _ in range(args.repeats)]
+    runs = [score_once(files[sizes[0]], model, {"keep_columns": keep, "device": args.device})
+            for _ in range(args.repeats)]
     results["narrow"] = {"rows": sizes[0], "keep_columns": keep,
                          "rows_per_s": summary([r["rows_per_s"] for r in runs]),
                          "peak_rss_mib": summary([r["peak_rss_mib"] for r in runs])}
     results["load_average_after"] = os.getloadavg()
-    write_results("batch_scoring", results, report(results))
+    write_results("batch_scoring" if device.type == "cpu" else f"batch_scoring_{device.type}", results,
+                  report(results))
 
 
 def report(results: dict) -> str:
@@ -203,8 +217,9 @@ def report(results: dict) -> str:
     lines = [
         "# Batch scoring",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; device cpu, torch threads "
-        f"{results['threads']}. Load average before / after: {results['load_average_before'][0]:.2f} / "
+        f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {results['torch']}; device "
+        f"{results['device']}, torch threads {results['threads']}. Load average before / after: "
+        f"{results['load_average_before'][0]:.2f} / "
         f"{results['load_average_after'][0]:.2f} (other work on the machine shows here).",
         "",
         f"`score_file` with the default `ScoringConfig` (chunk_rows {config['chunk_rows']:,}, batch_size "
@@ -228,7 +243,7 @@ def report(results: dict) -> str:
     lines += [
         "",
         f"The limit: a bare `module(numeric, categorical)` loop over tensors pre-built from 1M rows, batch "
-        f"{results['batch_size']:,}, {results['threads']} torch threads, inference_mode: "
+        f"{results['batch_size']:,}, {results['threads']} torch threads, on {results['device']}, inference_mode: "
         f"{lim['median']:,.0f} rows/s median ({lim['min']:,.0f}-{lim['max']:,.0f}, {len(lim['runs'])} runs). "
         "Goal: the scorer at >= 70% of it.",
     ]

@@ -12,15 +12,18 @@ The scoring itself (chunks, rejects, the atomic output) is `batch_scoring.score_
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import functools
 import hashlib
 import tempfile
 import uuid
 from pathlib import Path
 
+import pandas as pd
+
 from slipway.components import feature_store
 from slipway.components.batch_scoring import Join, ScoringConfig, ScoringResult, score_file
+from slipway.components.ingestion import enforce_types
 from slipway.components.model_artifact import WEIGHTS_FILE
 from slipway.problem import Problem
 from slipway.serving.model_source import ModelSource, fetch_model
@@ -52,8 +55,20 @@ def model_version(source: ModelSource) -> str:
 
 def feature_join(config: feature_store.StoreConfig, problem: Problem) -> Join:
     """The training sets' own point-in-time join (`feature_store.training_set`) over the store `config` names,
-    for each chunk: a batch is scored with exactly the features its model was trained with (no skew)."""
-    return functools.partial(feature_store.training_set, feature_store.open_store(config, problem), problem)
+    for each chunk: a batch is scored with exactly the features its model was trained with (no skew).
+
+    The rows' timestamp and entity columns are typed first, as ingestion types them (a raw CSV's epoch seconds
+    become UTC times): the join's keys are then exactly the training sets' keys. A value that does not parse
+    stops the run with an `IngestError` naming the column and the value."""
+    keys = [problem.timestamp.column, *problem.entities]
+    key_types = dataclasses.replace(problem, columns={column: problem.columns[column] for column in keys})
+    store = feature_store.open_store(config, problem)
+
+    def join(rows: pd.DataFrame) -> pd.DataFrame:
+        typed = enforce_types(rows, key_types, "the batch's join keys")
+        return feature_store.training_set(store, problem, rows.assign(**{column: typed[column] for column in keys}))
+
+    return join
 
 
 def new_run_id() -> str:

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -12,6 +13,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from mlflow.tracking import MlflowClient
 
 from slipway import runtimes
+from slipway.components.batch_scoring import read_predictions
 from slipway.components.model_artifact import load_model
 from slipway.components.tracking import TrackingConfig
 from slipway.pipelines.compile import compile_pipelines
@@ -211,6 +213,61 @@ def test_the_first_model_is_blessed_registered_with_its_lineage_and_promoted(
     assert "smoke test: 8 eval rows answered" in (first_run.run_dir / "deploy" / "report").read_text()
 
 
+# --- batch_scoring: the champion scores a batch in bulk, and its predictions feed drift ------------------------------
+# Here, before the shuffled challenger's run re-applies its feature tables to the shared Feast store.
+
+
+@pytest.fixture(scope="module")
+def batch_compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    [path] = compile_pipelines(tmp_path_factory.mktemp("dist-batch"), ["batch_scoring"])
+    return path
+
+
+def test_batch_scoring_resolves_the_champion_once_and_its_predictions_are_what_drift_reads(
+        batch_compiled: Path) -> None:
+    spec = json_format.ParseDict(pipeline_ir(batch_compiled), pipeline_spec_pb2.PipelineSpec())
+    tasks = spec.root.dag.tasks
+    assert set(tasks) == {"champion", "importer", "batch-predict", "drift"}
+    predict = tasks["batch-predict"]
+    # The version the alias named when the run started, for every row, and for drift's `prediction` row too.
+    assert predict.inputs.parameters["model_uri"].task_output_parameter.output_parameter_key == "model_uri"
+    assert tasks["drift"].inputs.artifacts["model"].task_output_artifact.producer_task == "champion"
+    assert predict.inputs.artifacts["data"].task_output_artifact.producer_task == "importer"
+    current = tasks["drift"].inputs.artifacts["current"].task_output_artifact
+    assert (current.producer_task, current.output_artifact_key) == ("batch-predict", "predictions")
+    # The batch and the champion can change behind the same names: neither is taken from the cache.
+    assert not predict.caching_options.enable_cache and not tasks["champion"].caching_options.enable_cache
+    assert pipeline_ir(batch_compiled)["deploymentSpec"]["executors"]["exec-importer"]["importer"]["reimport"]
+
+
+@pytest.mark.pipeline
+def test_batch_scoring_scores_every_trip_with_the_champion_as_it_scored_its_eval_set(
+        first_run: LocalRun, batch_compiled: Path, taxi_csv: Path, pipeline_root: Path) -> None:
+    """The raw trips, joined to their point-in-time Feast features in the pipeline, score exactly as the champion
+    scored its registered eval set (no skew); every row names the version and the run; drift reads the log."""
+    run = run_local(components.load_component_from_file(str(batch_compiled)), {"source_uri": str(taxi_csv)},
+                    pipeline_root)
+    predictions = read_predictions(run.outputs["predictions"].path)
+    rejects = pd.read_parquet(run.outputs["rejects"].path)
+    counts = run.outputs["scoring_metrics"].metadata
+    assert counts["rows_in"] == len(pd.read_csv(taxi_csv)) == counts["scored"] + counts["rejected"]
+    assert (counts["scored"], counts["rejected"]) == (len(predictions), len(rejects))
+    assert run.outputs["model_version"] == "1"
+    assert set(predictions["model_version"]) == {"1"}
+    assert predictions["run_id"].nunique() == 1 and predictions["run_id"].iloc[0]
+
+    version = registry_client(pipeline_root).get_model_version_by_alias("chicago_taxi", "champion")
+    eval_set = pd.read_parquet(version.tags["slipway.eval_data"])
+    starts = pd.to_datetime(predictions["trip_start_timestamp"], unit="s", utc=True)
+    in_eval = predictions[starts >= eval_set["trip_start_timestamp"].min()]
+    expected = load_model(Path(first_run.outputs["model"].path)).predict_proba(eval_set)
+    np.testing.assert_allclose(np.sort(in_eval["score"].to_numpy()), np.sort(expected), atol=1e-5)
+
+    assert run.outputs["drift_level"] == "none"
+    assert "psi_prediction" in run.outputs["drift_metrics"].metadata
+    assert "the champion (models:/chicago_taxi/1)" in Path(run.outputs["drift_report"].path).read_text()
+
+
 @pytest.mark.pipeline
 def test_a_challenger_trained_on_shuffled_labels_is_refused_and_the_champion_does_not_move(
     worse_run: LocalRun, pipeline_root: Path
@@ -265,12 +322,13 @@ def continuous(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_continuous_training_retrains_only_inside_the_critical_drift_branch(continuous: Path) -> None:
     spec = json_format.ParseDict(pipeline_ir(continuous), pipeline_spec_pb2.PipelineSpec())
     tasks = spec.root.dag.tasks
-    assert set(tasks) == {"champion", "ingest", "statistics", "schema", "validate", "drift", "retrain-trigger",
-                          "condition-1"}
+    assert set(tasks) == {"champion", "ingest", "statistics", "schema", "validate", "importer", "drift",
+                          "retrain-trigger", "condition-1"}
     # The batch is validated against the champion's own schema, and measured against its training data.
     assert tasks["schema"].inputs.parameters["pinned_schema"].task_output_parameter.producer_task == "champion"
     assert tasks["drift"].inputs.artifacts["reference"].task_output_artifact.producer_task == "champion"
-    assert set(tasks["drift"].dependent_tasks) == {"champion", "validate"}
+    assert tasks["drift"].inputs.artifacts["current"].task_output_artifact.producer_task == "importer"
+    assert set(tasks["drift"].dependent_tasks) == {"champion", "importer", "validate"}
     # Critical drift or the champion's live AUC below its own eval AUC decides; the branch runs on either.
     trigger = tasks["retrain-trigger"].inputs.parameters
     assert trigger["drift_level"].task_output_parameter.producer_task == "drift"
