@@ -65,7 +65,7 @@ def feature_join(config: feature_store.StoreConfig, problem: Problem) -> Join:
     store = feature_store.open_store(config, problem)
 
     def join(rows: pd.DataFrame) -> pd.DataFrame:
-        typed = enforce_types(rows, key_types, "the batch's join keys")
+        typed = enforce_types(rows[keys], key_types, "the batch's join keys")
         return feature_store.training_set(store, problem, rows.assign(**{column: typed[column] for column in keys}))
 
     return join

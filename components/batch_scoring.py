@@ -21,9 +21,11 @@ is bounded by a few chunks whatever the input's size. For each chunk:
    once per chunk (on the GPU when there is one: the chunk is copied over once and only the scores
    come back).
 
-Every core works: a reader thread reads, joins and transforms the next chunk while the model scores
-this one (torch gets every core but one, `ScoringConfig.torch_threads`), and a writer thread encodes
-the previous chunk's part file. At most about four chunks are in memory at once.
+Every core works: a reader thread reads the next chunks, `ScoringConfig.worker_threads()` threads
+transform them (join included; one thread when there is a join, which need not be thread-safe) and as
+many write the part files of the chunks already scored, while the model scores this one (torch gets
+every core but one, `ScoringConfig.torch_threads`). Arrow, numpy and torch release the GIL for their
+work, so the threads run side by side. At most about 2 x workers + 2 chunks are in memory at once.
 
 Rejects. What the model handles by design is scored: a missing numeric (imputed, with its missing
 indicator), a missing or never-seen category (ids 0 and 1). A row is rejected, with a `reason`
@@ -62,8 +64,10 @@ manifest, parts and rejects stay valid until the new manifest replaces it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -119,6 +123,7 @@ class ScoringConfig:
     chunk_rows: int = 131_072  # rows read, joined, transformed and written at a time: memory is a few chunks
     batch_size: int = 0  # rows per model call; 0 = CPU_BATCH_SIZE on a CPU, GPU_BATCH_SIZE on a GPU
     threads: int = 0  # torch intra-op threads; 0 = every core but one, which reads and writes beside the model
+    workers: int = 0  # threads transforming, and as many writing, chunks beside the model; 0 = half the cores
     device: str = "auto"  # "auto" = cuda when available, else cpu; or "cpu", "cuda", "cuda:1"
     required: tuple[str, ...] | None = None  # features that must be present; None = the model problem's
     keep_columns: tuple[str, ...] | None = None  # input columns copied to the output; None = all
@@ -127,13 +132,17 @@ class ScoringConfig:
     def __post_init__(self) -> None:
         if self.chunk_rows < 1:
             raise ValueError(f"chunk_rows must be at least 1, got {self.chunk_rows}")
-        for name in ("batch_size", "threads"):
+        for name in ("batch_size", "threads", "workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 (automatic) or more, got {getattr(self, name)}")
 
     def torch_threads(self) -> int:
         """The torch threads: as configured, else every core but one (the reader and the writer threads use it)."""
         return self.threads or max(1, (os.cpu_count() or 1) - 1)
+
+    def worker_threads(self) -> int:
+        """Threads transforming chunks, and as many writing them: as configured, else half the cores, at least 1."""
+        return self.workers or max(1, (os.cpu_count() or 1) // 2)
 
     def model_batch_size(self, device: torch.device) -> int:
         return self.batch_size or (GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE)
@@ -293,6 +302,7 @@ class ChunkScorer:
         self.vocabulary_ids = prep.vocabulary_ids
         self.required = set(config.required if config.required is not None else _problem_required(model))
         self._reason_index: dict[str, int] = {}  # reason -> its code in `transform`'s result (1, 2, ...)
+        self._reason_lock = threading.Lock()
 
     @property
     def features(self) -> list[str]:
@@ -351,7 +361,8 @@ class ChunkScorer:
         """Rejects the rows of `mask` for `reason`, unless an earlier reason already rejected them."""
         if not mask.any():
             return
-        code = self._reason_index.setdefault(reason, len(self._reason_index) + 1)
+        with self._reason_lock:  # chunks are transformed in several threads: one code per reason, ever
+            code = self._reason_index.setdefault(reason, len(self._reason_index) + 1)
         codes[mask & (codes == 0)] = code
 
     @staticmethod
@@ -388,11 +399,13 @@ def _score_into(path: Path, source: str, scorer: ChunkScorer, staging: Path, tok
     rejects_writer: pq.ParquetWriter | None = None
     input_schema: pa.Schema | None = None
     pending: list[Future] = []
+    workers = config.worker_threads()
+    prepare = functools.partial(_prepared, scorer=scorer, source=source, join=join, keep_columns=config.keep_columns)
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slipway-score-write") as writer:
-            chunks = _chunks(path, source, config.chunk_rows, scorer.numeric)
-            for chunk, kept, positions, (numeric, categorical, codes) in _prefetch(
-                    _prepared(chunks, scorer, source, join, config.keep_columns)):
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slipway-score-write") as writer:
+            chunks = enumerate(_prefetch(_chunks(path, source, config.chunk_rows, scorer.numeric)))
+            for chunk, kept, positions, (numeric, categorical, codes) in _ordered_map(
+                    prepare, chunks, 1 if join is not None else workers):
                 input_schema = input_schema or chunk.schema
                 good = codes == 0
                 everything = bool(good.all())
@@ -429,7 +442,7 @@ def _score_into(path: Path, source: str, scorer: ChunkScorer, staging: Path, tok
                         counts.rejected += len(rejected)
                 counts.rows_in += chunk.num_rows
                 counts.scored += len(scored_positions)
-                while len(pending) > 1:  # at most one part being written while the next chunk is scored
+                while len(pending) > workers:  # at most `workers` parts being written while the next is scored
                     pending.pop(0).result()
             for future in pending:
                 future.result()
@@ -448,18 +461,34 @@ def _score_into(path: Path, source: str, scorer: ChunkScorer, staging: Path, tok
     return counts
 
 
-def _prepared(chunks: Iterator[pa.Table], scorer: ChunkScorer, source: str, join: Join | None,
-              keep_columns: Sequence[str] | None) -> Iterator[tuple]:
-    """Per chunk: (chunk, the columns to output, the chunk position of each feature row, `scorer.transform`).
-    Runs in the reader thread, so that a chunk's join and transform overlap the model on the previous one."""
-    for index, chunk in enumerate(chunks):
-        if index == 0 and join is None:
-            _check_columns(scorer, chunk.column_names, source, joined=False)
-        kept = chunk if keep_columns is None else _select(chunk, keep_columns, source)
-        features, positions = chunk, np.arange(chunk.num_rows)
-        if join is not None:
-            features, positions = _joined(chunk, join, scorer, source, first=index == 0)
-        yield chunk, kept, positions, scorer.transform(features)
+def _prepared(numbered: tuple[int, pa.Table], *, scorer: ChunkScorer, source: str, join: Join | None,
+              keep_columns: Sequence[str] | None) -> tuple:
+    """For the chunk numbered `index`: (chunk, the columns to output, the chunk position of each feature row,
+    `scorer.transform`). Runs in a worker thread, so that chunks are joined and transformed beside the model."""
+    index, chunk = numbered
+    if index == 0 and join is None:
+        _check_columns(scorer, chunk.column_names, source, joined=False)
+    kept = chunk if keep_columns is None else _select(chunk, keep_columns, source)
+    features, positions = chunk, np.arange(chunk.num_rows)
+    if join is not None:
+        features, positions = _joined(chunk, join, scorer, source, first=index == 0)
+    return chunk, kept, positions, scorer.transform(features)
+
+
+def _ordered_map(function: Callable[[Any], Any], items: Iterator[Any], workers: int) -> Iterator[Any]:
+    """`function(item)` for each item, in the items' order, up to `workers` computed at once in threads."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slipway-score-prepare") as pool:
+        pending: collections.deque[Future] = collections.deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _numbers_parsed(kept: pa.Table, numeric: Sequence[str]) -> pa.Table:

@@ -171,6 +171,8 @@ def _parse_timestamp(values: pd.Series, problem: Problem, source_uri: str) -> pd
             f"{source_uri}: column {column!r}: {count} row(s) have no timestamp "
             f"(first at row {_row_number(values, values.isna())}); every row needs one for the time split"
         )
+    if pd.api.types.is_datetime64_any_dtype(values):  # a Parquet file's own timestamps: already times (naive = UTC)
+        return values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
     if unit == "iso8601":
         parsed = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
         _raise_on_first_bad(values, parsed.isna(), column, "an ISO 8601 timestamp", source_uri)

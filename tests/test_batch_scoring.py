@@ -242,8 +242,8 @@ def test_the_model_gets_every_core_but_the_one_that_reads_and_writes_and_torch_t
 
 def test_memory_does_not_grow_with_the_input(rows: pd.DataFrame, taxi_model: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Arrow's memory while scoring 80 chunks stays far below the file's size: the reader keeps nothing it has
-    handed on (pyarrow's default pre_buffer keeps every column chunk read so far, growing with the file)."""
+    """Arrow's memory while scoring 80 chunks stays flat, and below half the file's size: the reader keeps nothing
+    it has handed on (pyarrow's default pre_buffer keeps every column chunk read so far, growing with the file)."""
     pd.concat([rows] * 40, ignore_index=True).to_parquet(tmp_path / "big.parquet", row_group_size=1000)
     allocated = []
     original = ChunkScorer.transform
@@ -255,7 +255,8 @@ def test_memory_does_not_grow_with_the_input(rows: pd.DataFrame, taxi_model: Pat
     monkeypatch.setattr(ChunkScorer, "transform", recording)
     result = score(tmp_path / "big.parquet", taxi_model, tmp_path / "scores", chunk_rows=1000)
     assert result.rows_in == 40 * len(rows)
-    assert max(allocated) < (tmp_path / "big.parquet").stat().st_size / 3
+    assert max(allocated[40:]) < 1.25 * max(allocated[:20])  # what the chunks in flight hold, no more later
+    assert max(allocated) < (tmp_path / "big.parquet").stat().st_size / 2
 
 
 def test_on_object_storage_the_manifest_written_last_is_what_makes_a_run_visible(

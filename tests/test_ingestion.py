@@ -77,6 +77,18 @@ def test_a_parquet_source_gives_the_same_splits_as_its_csv(taxi_csv: Path, tmp_p
                                   pd.read_parquet(tmp_path / "b" / "e.parquet"))
 
 
+
+def test_a_parquet_source_with_real_timestamps_gives_the_same_splits_as_its_epoch_seconds(
+        taxi_csv: Path, tmp_path: Path) -> None:
+    """A Parquet file whose timestamp column holds times (naive ones read as UTC), not numbers of seconds."""
+    frame = pd.read_csv(taxi_csv)
+    parquet = tmp_path / "trips.parquet"
+    frame.assign(trip_start_timestamp=pd.to_datetime(frame["trip_start_timestamp"], unit="s")).to_parquet(parquet)
+    ingest_source(str(taxi_csv), PROBLEM, tmp_path / "a" / "t.parquet", tmp_path / "a" / "e.parquet")
+    ingest_source(str(parquet), PROBLEM, tmp_path / "b" / "t.parquet", tmp_path / "b" / "e.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / "e.parquet"),
+                                  pd.read_parquet(tmp_path / "b" / "e.parquet"), check_dtype=False)
+
 @pytest.mark.servers
 def test_a_source_on_s3_is_read_through_the_s3_api(taxi_csv: Path, tmp_path: Path, s3_config: StorageConfig) -> None:
     uri = f"s3://{S3_BUCKET}/raw/trips.csv"
