@@ -21,10 +21,10 @@ is bounded by a few chunks whatever the input's size. For each chunk:
    once per chunk (on the GPU when there is one: the chunk is copied over once and only the scores
    come back).
 
-Every core works: a reader thread reads the next chunks, `ScoringConfig.worker_threads()` threads
+Every core works: a reader thread reads the next chunks, `ScoringConfig.worker_threads` threads
 transform them (join included; one thread when there is a join, which need not be thread-safe) and as
 many write the part files of the chunks already scored, while the model scores this one (torch gets
-every core but one, `ScoringConfig.torch_threads`). Arrow, numpy and torch release the GIL for their
+half the cores, `ScoringConfig.torch_threads`). Arrow, numpy and torch release the GIL for their
 work, so the threads run side by side. At most about 2 x workers + 2 chunks are in memory at once.
 
 Rejects. What the model handles by design is scored: a missing numeric (imputed, with its missing
@@ -118,12 +118,13 @@ class BatchInputError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ScoringConfig:
-    """How to score. The defaults were chosen with `bench/batch_scoring.py --sweep` on 2 CPU cores."""
+    """How to score. The defaults were chosen with `bench/batch_scoring.py` on 2 CPU cores and on a 16-core
+    machine with a GPU (bench/results/batch_scoring*.md)."""
 
     chunk_rows: int = 131_072  # rows read, joined, transformed and written at a time: memory is a few chunks
     batch_size: int = 0  # rows per model call; 0 = CPU_BATCH_SIZE on a CPU, GPU_BATCH_SIZE on a GPU
-    threads: int = 0  # torch intra-op threads; 0 = every core but one, which reads and writes beside the model
-    workers: int = 0  # threads transforming, and as many writing, chunks beside the model; 0 = half the cores
+    threads: int = 0  # torch intra-op threads; 0 = half the cores (at least 1): the rest read, transform, write
+    workers: int = 0  # threads transforming, and as many writing, chunks; 0 = a quarter of the cores, half on a GPU
     device: str = "auto"  # "auto" = cuda when available, else cpu; or "cpu", "cuda", "cuda:1"
     required: tuple[str, ...] | None = None  # features that must be present; None = the model problem's
     keep_columns: tuple[str, ...] | None = None  # input columns copied to the output; None = all
@@ -137,12 +138,14 @@ class ScoringConfig:
                 raise ValueError(f"{name} must be 0 (automatic) or more, got {getattr(self, name)}")
 
     def torch_threads(self) -> int:
-        """The torch threads: as configured, else every core but one (the reader and the writer threads use it)."""
-        return self.threads or max(1, (os.cpu_count() or 1) - 1)
+        """The torch threads: as configured, else half the cores, at least 1. More starve the threads that feed the
+        model: on 16 cores, 15 torch threads scored at half the rate of 8 (bench/results/batch_scoring_cpu16.md)."""
+        return self.threads or max(1, (os.cpu_count() or 1) // 2)
 
-    def worker_threads(self) -> int:
-        """Threads transforming chunks, and as many writing them: as configured, else half the cores, at least 1."""
-        return self.workers or max(1, (os.cpu_count() or 1) // 2)
+    def worker_threads(self, device: torch.device) -> int:
+        """Threads transforming chunks, and as many writing them: as configured, else a quarter of the cores (half on
+        a GPU, where the model needs none of them), at least 1."""
+        return self.workers or max(1, (os.cpu_count() or 1) // (2 if device.type == "cuda" else 4))
 
     def model_batch_size(self, device: torch.device) -> int:
         return self.batch_size or (GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE)
@@ -399,7 +402,7 @@ def _score_into(path: Path, source: str, scorer: ChunkScorer, staging: Path, tok
     rejects_writer: pq.ParquetWriter | None = None
     input_schema: pa.Schema | None = None
     pending: list[Future] = []
-    workers = config.worker_threads()
+    workers = config.worker_threads(scorer.device)
     prepare = functools.partial(_prepared, scorer=scorer, source=source, join=join, keep_columns=config.keep_columns)
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slipway-score-write") as writer:
