@@ -163,5 +163,5 @@ lock: env  ## re-resolve requirements/*.txt from requirements/*.in
 	$(PY) scripts/lock_requirements.py drift
 	$(PY) scripts/lock_requirements.py docs
 
-clean:  ## remove runs, compiled pipelines and build leftovers (keeps .venv and data)
-	rm -rf runs dist build *.egg-info
+clean:  ## remove runs, compiled pipelines, the docs site and build leftovers (keeps .venv and data)
+	rm -rf runs dist build *.egg-info site docs/reference
