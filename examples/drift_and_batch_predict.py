@@ -17,6 +17,7 @@ from typing import NamedTuple
 from kfp import compiler, dsl
 
 from slipway.components import batch_predict, drift
+from slipway.pipelines.cluster_config import attach_cluster_config
 
 
 class ScoringOutputs(NamedTuple):
@@ -61,6 +62,8 @@ def drift_and_batch_predict(
     # The predictions carry the scores the model gave: drift compares them with its scores on the reference.
     drifted = drift(reference=reference.output, model=model.output, current=scored.outputs["predictions"],
                     problem=problem, alpha=drift_alpha, correction=drift_correction)
+    # On Kubeflow every task gets the cluster's settings (MLflow, object storage) as env; kfp.local ignores this.
+    attach_cluster_config()
     return ScoringOutputs(predictions=scored.outputs["predictions"], rejects=scored.outputs["rejects"],
                           scoring_metrics=scored.outputs["metrics"], drift_level=drifted.outputs["Output"],
                           drift_report=drifted.outputs["report"], drift_metrics=drifted.outputs["metrics"])

@@ -21,6 +21,7 @@ from kfp import compiler, dsl
 
 from slipway import runtimes
 from slipway.components import bless, deploy, evaluate, register, schema, statistics, train, validate
+from slipway.pipelines.cluster_config import attach_cluster_config
 
 
 # The user's own step. It runs on Slipway's core image, which has pandas, kfp and Slipway, so it needs
@@ -134,6 +135,8 @@ def own_ingest(
         deploy(eval_data=eval_data, problem=problem, model_name=model_name, version=registered.outputs["version"],
                canary_steps=[10, 50, 100], canary_min_requests=200, traffic_rps=50.0,
                serving_target=serving_target, **run).set_caching_options(False)
+    # On Kubeflow every task gets the cluster's settings (MLflow, object storage) as env; kfp.local ignores this.
+    attach_cluster_config()
     return OwnIngestOutputs(train_data=train_data, eval_data=eval_data, anomalies=validated.outputs["summary"],
                             model=trained.outputs["model"], eval_metrics=evaluated.outputs["metrics"],
                             model_card=registered.outputs["model_card"], decision=blessed.outputs["Output"],

@@ -14,7 +14,7 @@ from kfp import components
 from kfp.pipeline_spec import pipeline_spec_pb2
 from mlflow.tracking import MlflowClient
 
-from slipway import runtimes
+from slipway import cluster, runtimes
 from slipway.components.model_artifact import load_model
 from slipway.components.tracking import TrackingConfig
 from slipway.pipelines.local import LocalRun, run_local
@@ -97,6 +97,19 @@ def test_the_users_step_runs_on_the_core_image_without_installing_anything(own_i
     assert container["image"] == runtimes.CORE_IMAGE
     assert "pip install" not in " ".join(container["command"])
     assert executors["exec-validate"]["container"]["image"] == runtimes.TFDV_IMAGE
+
+
+def test_every_task_of_both_examples_gets_the_clusters_settings_on_kubeflow(own_ingest_yaml: Path, own_ingest_spec,
+                                                                            tmp_path: Path, monkeypatch) -> None:
+    compile_example("drift_and_batch_predict.py", tmp_path / "scoring.yaml", monkeypatch)
+    for path, tasks in ((own_ingest_yaml, ("clean-trips", "train", "register", "deploy")),
+                        (tmp_path / "scoring.yaml", ("batch-predict", "drift"))):
+        [_, platform] = yaml.safe_load_all(path.read_text())
+        executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        for task in tasks:
+            env = executors[f"exec-{task}"]
+            assert env["configMapAsEnv"][0]["configMapName"] == cluster.CONFIG_MAP, (path.name, task)
+            assert env["secretAsEnv"][0]["secretName"] == cluster.STORAGE_SECRET, (path.name, task)
 
 
 @pytest.fixture(scope="module")
