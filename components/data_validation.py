@@ -198,7 +198,7 @@ def curate_schema(schema: schema_pb2.Schema, problem: Problem) -> schema_pb2.Sch
     """Applies what the problem knows and the statistics cannot: the reviewed parts of a schema.
 
     - presence: every declared column must be there; `features.required` ones in every row, the
-      rest may be missing in some (the problem's types allow missing values);
+      rest may be missing in some (the problem's types allow missing values), even one that never was in training;
     - categorical integer features are categories, with the declared range as their domain;
     - string features keep the domain inferred from training, closed unless `open_domains` lets
       new values in up to `1 - min_domain_mass` of the rows;
@@ -211,7 +211,10 @@ def curate_schema(schema: schema_pb2.Schema, problem: Problem) -> schema_pb2.Sch
     schema.default_environment[:] = [TRAINING, SERVING]
     for name, feature in features.items():
         if name in problem.columns and name not in problem.features.required:
+            # A column never missing in training may be missing later: TFDV's inferred fixed shape (one value in
+            # every row) would call one missing value "Feature shape dropped".
             feature.presence.ClearField("min_fraction")
+            feature.ClearField("shape")
     for name in problem.features.required:
         if name in features:
             features[name].presence.min_fraction = 1.0

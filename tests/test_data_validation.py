@@ -125,6 +125,15 @@ def test_raw_source_is_judged_in_serving_environment_against_the_pipeline_schema
     assert (result.environment, result.comparison, result.anomalies) == ("SERVING", "skew", [])
 
 
+
+def test_an_optional_column_never_missing_in_training_may_be_missing_later(sample, csv_schema, tmp_path):
+    """trip_miles has a value in every row of data.csv, but the problem does not require it: a row without one is
+    what the model handles (imputed, with its missing indicator), not an anomaly."""
+    assert sample["trip_miles"].notna().all()
+    result = validate_csv(sample.assign(trip_miles=sample.trip_miles.where(sample.index != 7)), tmp_path,
+                          csv_schema["schema"])
+    assert result.anomalies == [], result.text()
+
 @pytest.mark.parametrize(("mutation", "feature", "kind"), [
     ("renamed column", "fare", "Column dropped"),
     ("text in a numeric column", "trip_miles", "Unexpected data type"),
