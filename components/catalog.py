@@ -141,24 +141,26 @@ def train(
     train_data: dsl.Input[dsl.Dataset],
     eval_data: dsl.Input[dsl.Dataset],
     problem: str,
-    architecture: str,
-    hidden_units: list,
-    dropout: float,
-    epochs: int,
-    learning_rate: float,
-    batch_size: int,
-    weight_decay: float,
-    patience: int,
-    seed: int,
-    processes: int,
-    launcher: str,
-    num_nodes: int,
-    credentials_secret: str,
-    tracking_uri: str,
     pipeline_root: str,
     pipeline_run_id: str,
     model: dsl.Output[dsl.Model],
     metrics: dsl.Output[dsl.Metrics],
+    # TrainConfig's defaults, written out: KFP ships this function's source alone, so a default must be a literal
+    # (tests/test_component_yamls.py keeps them equal to TrainConfig's).
+    architecture: str = "mlp",
+    hidden_units: list = [64, 32],  # noqa: B006 - KFP records the default in the IR
+    dropout: float = 0.1,
+    epochs: int = 20,
+    learning_rate: float = 0.003,
+    batch_size: int = 256,
+    weight_decay: float = 0.0001,
+    patience: int = 3,
+    seed: int = 0,
+    processes: int = 2,
+    launcher: str = "torchrun",
+    num_nodes: int = 1,
+    credentials_secret: str = "",
+    tracking_uri: str = "",
     task_config: dsl.TaskConfig = None,
 ) -> NamedTuple("TrainOutputs", [("mlflow_run_id", str)]):
     """Trains the model with DDP, tracked in MLflow; writes a safetensors + JSON Model and training Metrics.
@@ -215,24 +217,25 @@ def train(
 def tune(
     train_data: dsl.Input[dsl.Dataset],
     problem: str,
-    tuner: str,
-    search_space: str,
-    max_trials: int,
-    architecture: str,
-    hidden_units: list,
-    dropout: float,
-    epochs: int,
-    learning_rate: float,
-    batch_size: int,
-    weight_decay: float,
-    patience: int,
-    seed: int,
-    credentials_secret: str,
-    tracking_uri: str,
     pipeline_root: str,
     pipeline_run_id: str,
     trials: dsl.Output[dsl.Markdown],
     best_params: dsl.Output[dsl.Metrics],
+    # Literals, as `train`'s (tests/test_component_yamls.py keeps them equal to TrainConfig's and the packaged space).
+    tuner: str = "optuna",
+    search_space: str = "default",
+    max_trials: int = 0,
+    architecture: str = "mlp",
+    hidden_units: list = [64, 32],  # noqa: B006 - KFP records the default in the IR
+    dropout: float = 0.1,
+    epochs: int = 20,
+    learning_rate: float = 0.003,
+    batch_size: int = 256,
+    weight_decay: float = 0.0001,
+    patience: int = 3,
+    seed: int = 0,
+    credentials_secret: str = "",
+    tracking_uri: str = "",
 ) -> NamedTuple("TunedConfig", [("architecture", str), ("hidden_units", list), ("dropout", float), ("epochs", int),
                                 ("learning_rate", float), ("batch_size", int), ("weight_decay", float),
                                 ("patience", int)]):
@@ -519,7 +522,8 @@ def drift(
     metrics: dsl.Output[dsl.Metrics],
     report: dsl.Output[dsl.HTML],
 ) -> str:
-    """How far `current` (a CSV/Parquet file, or `batch_predict`'s predictions) has moved from `reference`, per
+    """How far `current` (a CSV/Parquet file, or `batch_predict`'s predictions) has moved from `reference` (CSV or
+    Parquet, with the features `model` reads: its training set, as `champion` gives it), per
     feature and in `model`'s scores (the `prediction` row): PSI and a KS or Chi-squared test (alibi-detect),
     p-values corrected (`bonferroni` or `fdr`) at `alpha`. Writes per-feature PSI and p-values as Metrics and an
     HTML report with each feature's shares per bin; returns the level, `none`, `warning` or `critical`, for the
@@ -531,7 +535,7 @@ def drift(
     from pathlib import Path
 
     from slipway import logs
-    from slipway.components.drift_detection import DriftConfig, current_table, detect_drift
+    from slipway.components.drift_detection import DriftConfig, current_table, detect_drift, drift_table
     from slipway.components.drift_report import write_drift_report
     from slipway.components.model_artifact import load_model
     from slipway.problem import load_problem
@@ -540,9 +544,11 @@ def drift(
     loaded = load_problem(problem)
     scorer = load_model(Path(model.path))
     with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
+        baseline = drift_table(reference.path, loaded, Path(tmp) / "reference.parquet", "reference",
+                               extra=scorer.preprocessing.numeric)
         table, logged = current_table(current.path, loaded, Path(tmp) / "current.parquet",
                                       extra=scorer.preprocessing.numeric)
-        result = detect_drift(Path(reference.path), table, loaded.features.numeric, loaded.features.categorical,
+        result = detect_drift(baseline, table, loaded.features.numeric, loaded.features.categorical,
                               DriftConfig(alpha=alpha, correction=correction), model=scorer,
                               model_name=f"the champion ({model.metadata.get('model_uri') or model.uri})",
                               current_scores=logged)

@@ -4,6 +4,7 @@ as the same component the Python import gives, run on this release's image, and 
 wiring when the user's pipeline is compiled, with KFP's own words.
 """
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from kfp.dsl.types.type_utils import InconsistentTypeException
 
 import slipway.components
 from slipway import __version__, runtimes
+from slipway.components.search_space import DEFAULT_SEARCH_SPACE
+from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
 from slipway.pipelines.cli import cli
 from slipway.pipelines.compile import COMPONENTS_DIR, compile_components
 
@@ -70,6 +73,17 @@ def test_compiling_again_removes_the_yaml_of_a_component_that_no_longer_exists(t
     assert not retired.exists()
     assert sorted(p.name for p in (tmp_path / COMPONENTS_DIR).iterdir()) == sorted(p.name for p in written)
 
+
+def test_train_and_tune_default_to_the_train_configs_so_a_user_sets_only_what_they_change(
+        loaded: dict[str, BaseComponent]) -> None:
+    for name in ("train", "tune"):
+        inputs = loaded[name].component_spec.inputs
+        for field, value in dataclasses.asdict(TrainConfig()).items():
+            assert inputs[field].default == (list(value) if isinstance(value, tuple) else value), (name, field)
+    assert loaded["train"].component_spec.inputs["processes"].default == DEFAULT_PROCESSES
+    assert loaded["tune"].component_spec.inputs["search_space"].default == DEFAULT_SEARCH_SPACE
+    required = {name for name, spec in loaded["train"].component_spec.inputs.items() if not spec.optional}
+    assert required == {"train_data", "eval_data", "problem", "pipeline_root", "pipeline_run_id"}
 
 def test_a_pipeline_wired_from_the_loaded_yamls_compiles_with_the_outputs_feeding_the_inputs(
         loaded: dict[str, BaseComponent], tmp_path: Path) -> None:
