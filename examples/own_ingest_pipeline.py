@@ -117,11 +117,9 @@ def own_ingest(
     validated = validate(statistics=stats.outputs["statistics"], schema=inferred.outputs["schema"], problem=problem)
 
     # Training waits for validation: nothing is trained on data that failed it.
-    trained = train(
-        train_data=train_data, eval_data=eval_data, problem=problem, architecture="mlp", hidden_units=[64, 32],
-        dropout=0.1, epochs=epochs, learning_rate=3e-3, batch_size=256, weight_decay=1e-4, patience=3, seed=0,
-        processes=processes, launcher="torchrun", num_nodes=1, credentials_secret="", pipeline_run_id=run_id, **run,
-    ).after(validated)
+    # The hyperparameters not set here are train's defaults (TrainConfig's).
+    trained = train(train_data=train_data, eval_data=eval_data, problem=problem, epochs=epochs, processes=processes,
+                    pipeline_run_id=run_id, **run).after(validated)
     evaluated = evaluate(model=trained.outputs["model"], eval_data=eval_data, problem=problem, threshold=0.5)
     # The registry's champion can change between runs while these inputs stay the same: never cached.
     blessed = bless(evaluation=evaluated.outputs["evaluation"], eval_data=eval_data, problem=problem,
