@@ -15,8 +15,10 @@ from slipway.serving.deploy import LocalDeployConfig, deploy_locally
 from slipway.serving.process import ServerProcess, ServerStartError
 
 # Fewer requests per step than the production default (500) keep the test short; the statistics
-# behind the default are tested in test_canary.py.
-POLICY = AnalysisPolicy(min_requests=150)
+# behind the default are tested in test_canary.py. So is the latency gate, on fixed numbers: here two server
+# processes share 2 cores with the test suite, and scheduling alone moves their p99s apart by several ms, so only a
+# real regression (50 ms over stable) may fail a step; these tests are about what the canary answers.
+POLICY = AnalysisPolicy(min_requests=150, p99_slack_ms=50.0)
 CONFIG = LocalDeployConfig(name="chicago_taxi", steps=(20, 100), policy=POLICY, traffic_rps=200, step_timeout_s=60)
 
 
