@@ -1,6 +1,7 @@
 """The training pipeline compiles to KFP IR that Kubeflow accepts, and that IR runs locally on real data."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from slipway import runtimes
 from slipway.components.batch_scoring import read_predictions
 from slipway.components.model_artifact import load_model
 from slipway.components.tracking import TrackingConfig
+from slipway.pipelines.cli import _summary
 from slipway.pipelines.compile import compile_pipelines
 from slipway.pipelines.local import LocalRun, run_local
 from slipway.sample_data import SAMPLE_FILES
@@ -211,6 +213,21 @@ def test_the_first_model_is_blessed_registered_with_its_lineage_and_promoted(
     rollout = json.loads((first_run.run_dir / "deploy" / "rollout").read_text())
     assert rollout == {"outcome": "promoted", "model_uri": "models:/chicago_taxi/1", "canary": None}
     assert "smoke test: 8 eval rows answered" in (first_run.run_dir / "deploy" / "report").read_text()
+
+
+@pytest.mark.pipeline
+def test_slipway_run_summarises_the_run_with_eval_auc_the_artifacts_and_how_to_undo_the_promotion(
+        first_run: LocalRun, pipeline_root: Path) -> None:
+    """What `slipway run training` prints after the run (the CLI's own summary of this very run; the command's
+    failure path is in test_cli.py): the pipeline's own full run is not repeated there."""
+    summary = _summary(first_run, {"source_uri": "data.csv", "epochs": 3}, pipeline_root)
+    assert "Pipeline 'training' succeeded" in summary and "  epochs = 3" in summary
+    auc = float(re.search(r"eval_metrics: .*\bauc ([0-9.]+)", summary).group(1))
+    assert auc == pytest.approx(first_run.outputs["eval_metrics"].metadata["auc"], abs=1e-4)
+    assert Path(re.search(r"^  model: (.+)$", summary, re.M).group(1)) == Path(first_run.outputs["model"].path)
+    assert "decision: blessed" in summary and "registered: models:/chicago_taxi/1" in summary
+    undo = re.search(r"undo with: slipway (rollback .+)$", summary, re.M).group(1).split()
+    assert undo[undo.index("--tracking-uri") + 1] == TrackingConfig.embedded(pipeline_root / "mlflow").tracking_uri
 
 
 # --- batch_scoring: the champion scores a batch in bulk, and its predictions feed drift ------------------------------
