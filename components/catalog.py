@@ -582,7 +582,6 @@ def batch_predict(
     the pipeline root); without it, `data` holds them already. Rows that cannot be scored go to `rejects` with a
     `reason`; counts, per reason too, go to `metrics`. `tracking_uri` is the registry's, as for `register`."""
     import shutil
-    from pathlib import Path
 
     from slipway import logs
     from slipway.components import feature_store
@@ -593,7 +592,7 @@ def batch_predict(
     logs.configure()
     join = None
     if join_features:
-        config = feature_store.StoreConfig.from_env(Path(feature_repo or Path(pipeline_root) / "feature_repo"))
+        config = feature_store.StoreConfig.for_pipeline(feature_repo, pipeline_root)
         join = feature_join(config, load_problem(problem))
     result = predict_batch(data.path, model_uri, predictions.path, run_id=pipeline_run_id, join=join,
                            tracking_uri=TrackingConfig.resolve(tracking_uri, pipeline_root).tracking_uri)
@@ -688,7 +687,7 @@ def feast_apply(
 
     logs.configure()
     loaded = load_problem(problem)
-    config = feature_store.StoreConfig.from_env(Path(feature_repo or Path(pipeline_root) / "feature_repo"))
+    config = feature_store.StoreConfig.for_pipeline(feature_repo, pipeline_root)
     store = feature_store.open_store(config, loaded)
     feature_store.apply(store, loaded, {entity: Path(tables.path) / f"{entity}.parquet" for entity in loaded.entities})
     return config.registry_location
@@ -715,7 +714,7 @@ def materialize(
 
     logs.configure()
     loaded = load_problem(problem)
-    config = feature_store.StoreConfig.from_env(Path(feature_repo or Path(pipeline_root) / "feature_repo"))
+    config = feature_store.StoreConfig.for_pipeline(feature_repo, pipeline_root)
     end = max(pd.read_parquet(Path(tables.path) / f"{entity}.parquet", columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP].max()
               for entity in loaded.entities)
     feature_store.materialize(feature_store.open_store(config, loaded), end.to_pydatetime())
@@ -743,7 +742,7 @@ def training_set(
 
     logs.configure()
     loaded = load_problem(problem)
-    config = feature_store.StoreConfig.from_env(Path(feature_repo or Path(pipeline_root) / "feature_repo"))
+    config = feature_store.StoreConfig.for_pipeline(feature_repo, pipeline_root)
     rows = pd.read_parquet(trips.path)
     joined = feature_store.training_set(feature_store.open_store(config, loaded), loaded, rows)
     with atomic_output(Path(features.path)) as temp:

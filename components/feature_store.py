@@ -87,6 +87,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PIPELINE_REPO_DIR = "feature_repo"  # the embedded store's folder under a pipeline root
+
 OnlineStore = Literal["sqlite", "redis"]
 # The environment variables that select the store on a cluster (see StoreConfig.from_env).
 ENV_REPO_DIR = "SLIPWAY_FEAST_REPO_DIR"
@@ -131,6 +133,12 @@ class StoreConfig:
     def __post_init__(self) -> None:
         if self.online not in get_args(OnlineStore):
             raise FeatureStoreError(f"online store {self.online!r} is not one of {list(get_args(OnlineStore))}")
+
+    @classmethod
+    def for_pipeline(cls, feature_repo: str | Path, pipeline_root: str | Path) -> StoreConfig:
+        """The store a pipeline step uses: `from_env`, whose embedded default is `feature_repo` when given, else
+        the one under the pipeline root, `<pipeline_root>/feature_repo`, which every step of a run shares."""
+        return cls.from_env(Path(feature_repo or Path(pipeline_root) / PIPELINE_REPO_DIR))
 
     @classmethod
     def from_env(cls, default_repo_dir: Path, env: Mapping[str, str] | None = None) -> StoreConfig:

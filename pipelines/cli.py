@@ -116,6 +116,7 @@ def _summary(run: Any, arguments: dict[str, Any], pipeline_root: Path) -> str:
     from kfp import dsl
 
     from slipway.components.blessing import BLESSED
+    from slipway.components.feature_store import PIPELINE_REPO_DIR
     from slipway.components.feedback import NO_RETRAINING
     from slipway.components.tracking import DEFAULT_PIPELINE_ROOT, TrackingConfig
 
@@ -149,7 +150,7 @@ def _summary(run: Any, arguments: dict[str, Any], pipeline_root: Path) -> str:
             lines.append(f"  deployment: {deployed} (report: {rollout.parent / 'report'})")
         if deployed == "promoted":
             lines.append(f"  version {version} is the champion; undo with: slipway rollback --model {name}{where}")
-            repo = Path(arguments.get("feature_repo") or pipeline_root / "feature_repo")
+            repo = Path(arguments.get("feature_repo") or pipeline_root / PIPELINE_REPO_DIR)
             features = f" --features {repo}" if (repo / "registry.db").is_file() else ""
             lines.append(f"  serve it: slipway serve --model models:/{name}@champion{features}{where}")
         elif run.outputs.get("decision", _decision(run.run_dir)) == BLESSED:
@@ -360,6 +361,8 @@ _REGISTRY_OPTION = click.option(
     "--tracking-uri", default="", metavar="URI",
     help="MLflow tracking/registry URI. Default: MLFLOW_TRACKING_URI, else the embedded store of `slipway run` "
          "(runs/mlflow/mlflow.db).")
+
+
 def _cache_options(*, from_env: bool) -> Callable[[Callable], Callable]:
     """The inference cache's options (serving/inference_cache.py): `serve` also reads them from the
     SLIPWAY_INFERENCE_CACHE_* variables, which `manifests inference-service` sets on the predictor."""
@@ -732,7 +735,7 @@ def features_command(entities: tuple[str, ...], problem: str, feature_repo: Path
         keys[name] = [int(value) if loaded.columns[name] == "integer" and value.lstrip("-").isdigit() else value]
     refs = [ref for ref in feature_store.feature_refs(loaded) if ref.split(":")[0] in
             {feature_store.view_name(entity) for entity in keys}]
-    config = feature_store.StoreConfig.from_env(feature_repo or Path(DEFAULT_PIPELINE_ROOT) / "feature_repo")
+    config = feature_store.StoreConfig.for_pipeline(feature_repo or "", DEFAULT_PIPELINE_ROOT)
     try:
         answer = feature_store.online_features(feature_store.open_store(config, loaded), loaded, keys, refs)
     except feature_store.FeatureStoreError as exc:
