@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from slipway.atomic import atomic_outputs
+from slipway.expression import ExpressionError, evaluate
 from slipway.problem import AggregateSpec, FeatureStoreSpec, Problem
 
 log = logging.getLogger(__name__)
@@ -230,8 +231,8 @@ def _aggregate_values(trips: pd.DataFrame, aggregate: AggregateSpec, problem: Pr
     """The aggregate's `of` expression per trip, as float64 with NaN where it has no value."""
     where = f"feature_store aggregate {aggregate.name!r}: of {aggregate.of!r}"
     try:
-        values = trips.eval(aggregate.of, engine="python")
-    except Exception as exc:  # pandas raises many types for a bad expression
+        values = evaluate(aggregate.of, trips)
+    except (ExpressionError, TypeError, ValueError, ArithmeticError) as exc:  # a term of the wrong type
         raise FeatureError(f"{where} cannot be evaluated ({problem.source}): {exc}") from exc
     if not isinstance(values, pd.Series) or not (
         pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)

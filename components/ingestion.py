@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from slipway.atomic import atomic_outputs
+from slipway.expression import ExpressionError, evaluate
 from slipway.problem import Problem
 from slipway.storage import StorageConfig, download
 
@@ -201,8 +202,8 @@ def add_label(frame: pd.DataFrame, problem: Problem, source_uri: str) -> tuple[p
     # Nullable floats make a missing term propagate to <NA> instead of comparing as False.
     nullable = frame.astype({c: "Float64" for c, k in problem.columns.items() if k == "float"})
     try:
-        label = nullable.eval(problem.label.expression, engine="python")
-    except Exception as exc:  # pandas raises many types for a bad expression
+        label = evaluate(problem.label.expression, nullable)
+    except (ExpressionError, TypeError, ValueError, ArithmeticError) as exc:  # a term of the wrong type
         raise IngestError(
             f"{problem.source}: label.expression {problem.label.expression!r} cannot be evaluated "
             f"on {source_uri}: {exc}"

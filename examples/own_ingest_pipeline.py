@@ -40,6 +40,7 @@ def clean_trips(
 
     import pandas as pd
 
+    from slipway.expression import evaluate
     from slipway.problem import load_problem
 
     loaded = load_problem(problem)
@@ -60,7 +61,8 @@ def clean_trips(
         else:
             trips[column] = trips[column].astype(dtypes[kind])
     trips = trips[list(loaded.columns)]
-    trips[loaded.label.name] = trips.eval(loaded.label.expression).astype("int64")
+    # The problem's label expression, evaluated as data (never pandas' eval: a problem file must not run code).
+    trips[loaded.label.name] = evaluate(loaded.label.expression, trips).astype("int64")
 
     # Train on the past, evaluate on the future: no trip time is in both splits.
     time = loaded.timestamp.column

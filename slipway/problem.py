@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 import pandas as pd
 import yaml
 
+from slipway.expression import ExpressionError, Kind, check_expression
 from slipway.storage import download, scheme_of
 
 ColumnType = Literal["integer", "float", "string", "timestamp"]
@@ -39,7 +40,8 @@ class TimestampSpec:
 
 @dataclasses.dataclass(frozen=True)
 class LabelSpec:
-    """The binary label: `expression` is a pandas expression over the typed columns."""
+    """The binary label: `expression` is a true/false expression over the typed columns (slipway/expression.py
+    says which operators it may use: a problem file holds data, never code)."""
 
     name: str
     expression: str
@@ -75,8 +77,9 @@ AggregateFunction = Literal["count", "mean"]
 
 @dataclasses.dataclass(frozen=True)
 class AggregateSpec:
-    """One time-windowed aggregate per entity: `function` over `of` (a pandas expression over the typed
-    columns; unused by `count`), computed for every window from events strictly before each row's time."""
+    """One time-windowed aggregate per entity: `function` over `of` (a numeric expression over the typed
+    columns, as slipway/expression.py allows; unused by `count`), computed for every window from events strictly
+    before each row's time."""
 
     name: str
     function: AggregateFunction
@@ -221,6 +224,7 @@ def _parse(raw: Any, source: str) -> Problem:
     )
     if label.name in columns:
         raise fail("label.name", f"{label.name!r} clashes with a source column")
+    _check_expression(label.expression, columns, ("bool",), "label.expression", fail)
 
     features_raw = need(raw, "features", "features")
     features = FeatureSpec(
@@ -325,6 +329,8 @@ def _parse_feature_store(
             raise fail(f"{field}.function", f"{item['function']!r} is not one of {list(get_args(AggregateFunction))}")
         if item["function"] != "count" and not item.get("of"):
             raise fail(f"{field}.of", f"{item['function']} needs `of`: a column or expression to aggregate")
+        if item["function"] != "count":
+            _check_expression(item["of"], columns, ("number", "bool"), f"{field}.of", fail)
         aggregates.append(AggregateSpec(name=str(item["name"]), function=item["function"], of=str(item.get("of", ""))))
     names = [a.name for a in aggregates]
     if len(set(names)) != len(names):
@@ -384,6 +390,15 @@ def _parse_validation(raw: Any, columns: dict[str, Any], features: FeatureSpec, 
     return ValidationSpec(ranges=ranges, domains=domains, open_domains=tuple(open_domains),
                           min_domain_mass=float(min_domain_mass), drift=thresholds["drift"],
                           skew=thresholds["skew"], fail_on_anomalies=fail_on_anomalies)
+
+
+def _check_expression(text: Any, columns: dict[str, Any], kinds: tuple[Kind, ...], field: str, fail: Any) -> None:
+    if not isinstance(text, str):
+        raise fail(field, f"expected an expression as text, got {text!r}")
+    try:
+        check_expression(text, columns, kinds)
+    except ExpressionError as exc:
+        raise fail(field, str(exc)) from None
 
 
 def _check_duration(text: Any, field: str, fail: Any) -> None:
