@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from slipway.components import feature_store
-from slipway.components.batch_scoring import Join, ScoringConfig, ScoringResult, score_file
+from slipway.components.batch_scoring import Join, ScoringConfig, ScoringResult, check_output, score_file
 from slipway.components.ingestion import enforce_types
 from slipway.components.model_artifact import WEIGHTS_FILE
 from slipway.problem import Problem
@@ -30,18 +30,21 @@ from slipway.serving.model_source import ModelSource, fetch_model
 
 
 def predict_batch(data: Path | str, model_ref: str, output: Path | str, *, run_id: str, tracking_uri: str = "",
-                  join: Join | None = None, config: ScoringConfig | None = None) -> ScoringResult:
+                  join: Join | None = None, config: ScoringConfig | None = None,
+                  overwrite: bool = False) -> ScoringResult:
     """Scores `data` with the model `model_ref` names (`models:/NAME@ALIAS`, `models:/NAME/VERSION`, a folder or
     an s3://, gs:// folder) into `output`; each row records `model_version(...)` and `run_id`.
 
     The alias is resolved once, here: every row of one run is scored by the same version even if the alias
     moves meanwhile. `tracking_uri` is the registry's (empty: MLFLOW_TRACKING_URI, else the local default);
-    `config` None is `ScoringConfig()`.
+    `config` None is `ScoringConfig()`; `overwrite` as in `batch_scoring.check_output`, which runs first, before
+    the model is fetched.
     """
+    check_output(data, output, overwrite=overwrite)
     with tempfile.TemporaryDirectory(prefix="slipway-score-model-") as tmp:
         source = fetch_model(model_ref, Path(tmp), tracking_uri)
         return score_file(data, source.path, output, model_version=model_version(source), run_id=run_id, join=join,
-                          config=config or ScoringConfig())
+                          config=config or ScoringConfig(), overwrite=overwrite)
 
 
 def model_version(source: ModelSource) -> str:

@@ -49,7 +49,12 @@ Atomicity. Locally, everything is written into a hidden sibling directory of `ou
 (`.<name>.scoring-<host>-<pid>-<hex>`), the manifest last; only then is the directory renamed to
 `output` in one `os.replace`, so predictions and rejects appear together or not at all. An existing
 `output` is replaced only then: it is renamed aside, the new one renamed in, the old one removed
-(a reader between those two renames finds no output, never a mixed or partial one). A crash
+(a reader between those two renames finds no output, never a mixed or partial one).
+
+What may be replaced (`check_output`, before any work and again at publishing): only an earlier
+scoring output (its `_SUCCESS` manifest says Slipway's scorer wrote it) or an empty directory. A
+file or any other directory is refused unless `overwrite` is given (a mistyped `--output ~/data`
+must not delete `~/data`), and the input itself or a directory holding it is refused even then. A crash
 (even SIGKILL) leaves only the hidden directory; the next run for the same `output` on the same
 host removes those whose process is gone. A failure that raises removes its own directory.
 
@@ -102,6 +107,7 @@ ROW_ID = "__slipway_row"  # the input row number, given to `join` so that it can
 SCORE, MODEL_VERSION, RUN_ID, REASON = "score", "model_version", "run_id", "reason"
 REJECTS_FILE = "_rejects.parquet"
 MANIFEST_FILE = "_SUCCESS"
+MANIFEST_FORMAT = "slipway.batch_scoring/1"  # what an output's manifest says: the scorer wrote this directory
 JOIN_DROPPED = "join: no feature row for the row's entity and time (dropped by the join)"
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".tsv")
 # Measured best on 2 CPU cores (bench/results/batch_scoring.md): a batch's activations stay in cache.
@@ -110,6 +116,10 @@ CPU_BATCH_SIZE = 4_096
 GPU_BATCH_SIZE = 65_536
 
 Join = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+class OutputConflictError(ValueError):
+    """The output path holds data a scoring run must not replace: the input, or something Slipway did not write."""
 
 
 class BatchInputError(ValueError):
@@ -200,14 +210,17 @@ def score_file(
     run_id: str,
     join: Join | None = None,
     config: ScoringConfig = ScoringConfig(),
+    overwrite: bool = False,
 ) -> ScoringResult:
     """Scores every row of `source` (CSV or Parquet file, Parquet directory, or storage URI of one file)
     with the model in `model_dir` into the dataset `output` (a path or s3://, gs:// URI), atomically.
 
     Raises `BatchInputError` (file or column named) when the input cannot be read or lacks a column the
-    model reads; nothing is written then.
+    model reads, and `OutputConflictError` when `output` may not be replaced (`check_output`); nothing is
+    written then.
     """
     started = time.perf_counter()
+    check_output(source, output, overwrite=overwrite)
     remote_output = storage.scheme_of(str(output)) != "file"
     with contextlib.ExitStack() as stack:
         scratch = None
@@ -229,7 +242,7 @@ def score_file(
         counts = _score_into(local_source, str(source), scorer, staging, token, model_version, run_id, join, config)
         # On object storage the rejects are named for the run too: uploading them must not touch the last run's.
         rejects = f"_rejects-{token}.parquet" if remote_output else REJECTS_FILE
-        manifest = {"format": "slipway.batch_scoring/1", "source": str(source), "model_version": model_version,
+        manifest = {"format": MANIFEST_FORMAT, "source": str(source), "model_version": model_version,
                     "run_id": run_id, "parts": counts.parts, "rejects": rejects,
                     "rows_in": counts.rows_in, "scored": counts.scored, "rejected": counts.rejected,
                     "rejects_by_reason": counts.by_reason}
@@ -237,6 +250,7 @@ def score_file(
         if remote_output:
             _publish_remote(staging, str(output), counts.parts, rejects)
         else:
+            check_output(source, output, overwrite=overwrite)  # what was checked may have changed meanwhile
             _publish_local(staging, final)
     seconds = time.perf_counter() - started
     result = ScoringResult(
@@ -247,6 +261,44 @@ def score_file(
     log.info("scored %d, rejected %d of %d rows into %s in %.1f s", result.scored, result.rejected, result.rows_in,
              result.output, seconds)
     return result
+
+
+def check_output(source: Path | str, output: Path | str, *, overwrite: bool = False) -> None:
+    """Refuses, with an `OutputConflictError` naming the path, a local `output` whose replacement would destroy
+    data: the input `source` or a directory holding it (always), a file or a non-empty directory that is no
+    scoring output (unless `overwrite`). On object storage nothing is deleted (a new manifest supersedes the
+    old one and its parts stay), so there is nothing to check."""
+    if storage.scheme_of(str(output)) != "file":
+        return
+    final = _local_path(str(output)).resolve()
+    if storage.scheme_of(str(source)) == "file":
+        data = _local_path(str(source)).resolve()
+        if final == data:
+            raise OutputConflictError(f"{output}: is the input ({source}); scoring into it would destroy it: "
+                                      "choose another output path")
+        if final in data.parents:
+            raise OutputConflictError(f"{output}: holds the input {source}; replacing it would destroy the input: "
+                                      "choose another output path")
+    if overwrite or not final.exists() or _is_scoring_output(final):
+        return
+    if final.is_dir():
+        entries = sum(1 for _ in final.iterdir())
+        if not entries:
+            return
+        what = (f"a directory of {entries} entr{'y' if entries == 1 else 'ies'} that is no Slipway scoring output "
+                f"(no {MANIFEST_FILE} manifest of its own)")
+    else:
+        what = "a file, not a Slipway scoring output"
+    raise OutputConflictError(f"{output}: is {what}; scoring would replace it: choose another output path, or "
+                              "pass --overwrite to replace it")
+
+
+def _is_scoring_output(path: Path) -> bool:
+    """Whether `path` is a directory that an earlier scoring run published: its manifest says so."""
+    try:
+        return json.loads((path / MANIFEST_FILE).read_text()).get("format") == MANIFEST_FORMAT
+    except (OSError, ValueError, AttributeError):  # no manifest, not JSON, or JSON that is not an object
+        return False
 
 
 def peak_rss_bytes() -> int:
@@ -691,8 +743,10 @@ def _publish_local(staging: Path, final: Path) -> None:
         os.replace(final, aside)
     os.replace(staging, final)
     _fsync_dir(final.parent)
-    if aside is not None:
+    if aside is not None and aside.is_dir():
         shutil.rmtree(aside, ignore_errors=True)
+    elif aside is not None:  # a file that --overwrite replaces
+        aside.unlink(missing_ok=True)
 
 
 def _publish_remote(staging: Path, output: str, parts: Sequence[str], rejects: str) -> None:
@@ -750,7 +804,7 @@ def _problem_required(model: LoadedModel) -> tuple[str, ...]:
         return ()
 
 
-__all__ = ["CPU_BATCH_SIZE", "GPU_BATCH_SIZE", "JOIN_DROPPED", "MANIFEST_FILE", "MODEL_VERSION", "REASON",
-           "REJECTS_FILE", "ROW_ID", "RUN_ID", "SCORE", "BatchInputError", "ChunkScorer", "ScoringConfig",
-           "ScoringResult", "is_prediction_output", "peak_rss_bytes", "read_manifest", "read_predictions",
-           "read_rejects", "score_file"]
+__all__ = ["CPU_BATCH_SIZE", "GPU_BATCH_SIZE", "JOIN_DROPPED", "MANIFEST_FILE", "MANIFEST_FORMAT", "MODEL_VERSION",
+           "REASON", "REJECTS_FILE", "ROW_ID", "RUN_ID", "SCORE", "BatchInputError", "ChunkScorer",
+           "OutputConflictError", "ScoringConfig", "ScoringResult", "check_output", "is_prediction_output",
+           "peak_rss_bytes", "read_manifest", "read_predictions", "read_rejects", "score_file"]

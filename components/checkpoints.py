@@ -75,13 +75,17 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> Path:
         }
         (staging / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
         if final.exists():  # a rerun of an epoch whose checkpoint was written: replace it whole
+            if not _holds_only_a_checkpoint(final):
+                raise CheckpointError(f"{final} holds files no checkpoint has ({', '.join(_foreign_files(final))}); "
+                                      "not replacing it: point --checkpoint-dir at a directory of checkpoints only")
             shutil.rmtree(final)
         os.replace(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     for old in _checkpoint_dirs(directory)[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+        if _holds_only_a_checkpoint(old):  # never a folder that merely has a checkpoint's name
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -157,3 +161,12 @@ def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
 def _checkpoint_dirs(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("epoch-[0-9][0-9][0-9][0-9]") if p.is_dir())
 
+
+def _foreign_files(path: Path) -> list[str]:
+    """The entries of `path` that a checkpoint does not write."""
+    return sorted(entry.name for entry in path.iterdir() if entry.name not in (TENSORS_FILE, STATE_FILE))
+
+
+def _holds_only_a_checkpoint(path: Path) -> bool:
+    """Whether `path` is a directory that holds a checkpoint's files and nothing else: one this module may delete."""
+    return path.is_dir() and not _foreign_files(path)

@@ -1289,7 +1289,11 @@ def _utc_now() -> str:
                                       "or models:/NAME/VERSION URI in the registry.")
 @click.option("--output", "output_uri", required=True, metavar="URI",
               help="The prediction dataset to write (a directory, or an s3:// or gs:// prefix): Parquet parts, "
-                   "_rejects.parquet and the _SUCCESS manifest, all visible only once the whole run succeeded.")
+                   "_rejects.parquet and the _SUCCESS manifest, all visible only once the whole run succeeded. An "
+                   "earlier `slipway score` output there is replaced; anything else is refused (see --overwrite).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a file or a directory at --output that is not an earlier scoring output. Never the "
+                   "input, nor a directory holding it.")
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=None, metavar="N",
               help="Rows read and scored at a time (bounds memory). Default: 131,072.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, metavar="N",
@@ -1303,16 +1307,18 @@ def _utc_now() -> str:
                    "features`. Default: no join: --data already holds the features.")
 @click.option("--problem", default=DEFAULT_PROBLEM, show_default=True, help="Problem of --data (with --feature-repo).")
 @_REGISTRY_OPTION
-def score_command(data_uri: str, model_ref: str, output_uri: str, chunk_rows: int | None, batch_size: int | None,
-                  device: str, run_id: str | None, feature_repo: Path | None, problem: str, tracking_uri: str) -> None:
+def score_command(data_uri: str, model_ref: str, output_uri: str, overwrite: bool, chunk_rows: int | None,
+                  batch_size: int | None, device: str, run_id: str | None, feature_repo: Path | None, problem: str,
+                  tracking_uri: str) -> None:
     """Score every row of --data with --model into --output, atomically; unscorable rows go to the rejects file.
 
     Each output row carries the model version (the registry's, else `sha256:` of the weights) and the
-    run id. Exit 0 when the run finished (rejects or not), 1 when the input or the model cannot be used.
+    run id. Exit 0 when the run finished (rejects or not), 1 when the input or the model cannot be used, 2 bad
+    usage, such as an --output that is the input or that holds data no scoring run wrote.
     """
     from slipway.components import feature_store
     from slipway.components.batch_prediction import feature_join, new_run_id, predict_batch
-    from slipway.components.batch_scoring import BatchInputError, ScoringConfig
+    from slipway.components.batch_scoring import BatchInputError, OutputConflictError, ScoringConfig, check_output
     from slipway.components.ingestion import IngestError
     from slipway.components.model_artifact import ModelArtifactError
     from slipway.components.registry import RegistryError
@@ -1323,15 +1329,19 @@ def score_command(data_uri: str, model_ref: str, output_uri: str, chunk_rows: in
     sizes = {k: v for k, v in {"chunk_rows": chunk_rows, "batch_size": batch_size}.items() if v is not None}
     config = ScoringConfig(device=device, **sizes)
     try:
+        check_output(data_uri, output_uri, overwrite=overwrite)  # before the feature store or the model is opened
+    except OutputConflictError as exc:
+        raise click.BadParameter(str(exc), param_hint="--output") from None
+    try:
         join = None
         if feature_repo is not None:
             join = feature_join(feature_store.StoreConfig.from_env(feature_repo), load_problem(problem))
         result = predict_batch(data_uri, model_ref, output_uri, run_id=run_id or new_run_id(),
-                               tracking_uri=tracking_uri, join=join, config=config)
+                               tracking_uri=tracking_uri, join=join, config=config, overwrite=overwrite)
     except BatchInputError as exc:
         hint = " (or give --feature-repo DIR to join them here)" if "point-in-time" in str(exc) and not join else ""
         raise click.ClickException(f"{exc}{hint}") from None
-    except (feature_store.FeatureStoreError, IngestError, ModelArtifactError, RegistryError, StorageError,
-            FileNotFoundError) as exc:
+    except (feature_store.FeatureStoreError, IngestError, ModelArtifactError, OutputConflictError, RegistryError,
+            StorageError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(result.describe())

@@ -27,6 +27,7 @@ from slipway.components.batch_scoring import (
     ROW_ID,
     BatchInputError,
     ChunkScorer,
+    OutputConflictError,
     ScoringConfig,
     read_manifest,
     read_predictions,
@@ -222,6 +223,67 @@ def test_slipway_score_scores_a_file_and_says_where_everything_is(rows: pd.DataF
                                       "--output", str(tmp_path / "bad")])
     assert result.exit_code == 1
     assert f"{tmp_path / 'no_fare.csv'}: no column(s) ['fare'], which the model reads" in result.output
+
+
+def score_cli(*args: str):
+    return CliRunner().invoke(cli, ["score", *args])
+
+
+def test_a_mistyped_output_directory_that_scoring_did_not_write_survives_with_its_files(
+        rows: pd.DataFrame, taxi_model: Path, tmp_path: Path) -> None:
+    rows.head(50).to_csv(tmp_path / "trips.csv", index=False)
+    home_data = tmp_path / "data"  # `--output ~/data` meant as `--output ~/data/scores`
+    (home_data / "thesis").mkdir(parents=True)
+    (home_data / "thesis" / "draft.tex").write_text("years of work")
+    (home_data / "notes.txt").write_text("keep")
+    result = score_cli("--data", str(tmp_path / "trips.csv"), "--model", str(taxi_model), "--output", str(home_data))
+    assert result.exit_code == 2
+    assert (f"Invalid value for --output: {home_data}: is a directory of 2 entries that is no Slipway scoring "
+            f"output (no {MANIFEST_FILE} manifest of its own); scoring would replace it: choose another output path, "
+            "or pass --overwrite to replace it") in result.output
+    assert (home_data / "thesis" / "draft.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "trips.csv"], "no staging directory either"
+
+
+def test_an_output_that_is_the_input_or_holds_it_is_refused_even_with_overwrite(
+        rows: pd.DataFrame, rows_file: Path, taxi_model: Path, tmp_path: Path) -> None:
+    rows.head(50).to_csv(tmp_path / "trips.csv", index=False)
+    before = (tmp_path / "trips.csv").read_bytes()
+    same = score_cli("--data", str(tmp_path / "trips.csv"), "--model", str(taxi_model),
+                     "--output", str(tmp_path / "trips.csv"), "--overwrite")
+    assert same.exit_code == 2
+    assert (f"{tmp_path / 'trips.csv'}: is the input ({tmp_path / 'trips.csv'}); scoring into it would destroy it: "
+            "choose another output path") in same.output
+    holder = score_cli("--data", str(tmp_path / "trips.csv"), "--model", str(taxi_model), "--output", str(tmp_path),
+                       "--overwrite")
+    assert holder.exit_code == 2
+    assert (f"{tmp_path}: holds the input {tmp_path / 'trips.csv'}; replacing it would destroy the input: choose "
+            "another output path") in holder.output
+    assert (tmp_path / "trips.csv").read_bytes() == before
+    with pytest.raises(OutputConflictError, match="is the input"):  # the library refuses it the same way
+        score_file(rows_file, taxi_model, rows_file, model_version="7", run_id="r", overwrite=True)
+
+
+def test_an_earlier_scoring_output_is_replaced_and_overwrite_replaces_anything_else(
+        rows: pd.DataFrame, taxi_model: Path, tmp_path: Path) -> None:
+    rows.head(50).to_csv(tmp_path / "trips.csv", index=False)
+    data = ("--data", str(tmp_path / "trips.csv"), "--model", str(taxi_model))
+    assert score_cli(*data, "--output", str(tmp_path / "scores"), "--run-id", "monday").exit_code == 0
+    again = score_cli(*data, "--output", str(tmp_path / "scores"), "--run-id", "tuesday")
+    assert again.exit_code == 0, again.output
+    assert set(read_predictions(tmp_path / "scores")["run_id"]) == {"tuesday"}
+
+    (tmp_path / "scores.parquet").write_text("not mine")
+    refused = score_cli(*data, "--output", str(tmp_path / "scores.parquet"))
+    assert refused.exit_code == 2
+    assert (f"{tmp_path / 'scores.parquet'}: is a file, not a Slipway scoring output; scoring would replace it: "
+            "choose another output path, or pass --overwrite to replace it") in refused.output
+    replaced = score_cli(*data, "--output", str(tmp_path / "scores.parquet"), "--overwrite", "--run-id", "wed")
+    assert replaced.exit_code == 0, replaced.output
+    assert set(read_predictions(tmp_path / "scores.parquet")["run_id"]) == {"wed"}
+    (tmp_path / "empty").mkdir()
+    assert score_cli(*data, "--output", str(tmp_path / "empty")).exit_code == 0  # nothing to lose
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "scores", "scores.parquet", "trips.csv"]
 
 
 def test_the_model_gets_half_the_cores_the_rest_feed_it_and_torch_threads_are_restored(

@@ -81,3 +81,19 @@ def test_no_checkpoint_means_a_fresh_start(tmp_path: Path) -> None:
     assert load_latest_checkpoint(tmp_path / "never-written", SHAPE) is None
     (tmp_path / "epoch-0003").mkdir()  # a folder without files is not a checkpoint
     assert load_latest_checkpoint(tmp_path, SHAPE) is None
+
+
+def test_a_folder_with_a_checkpoints_name_but_other_files_is_neither_replaced_nor_pruned(tmp_path: Path) -> None:
+    (tmp_path / "epoch-0001").mkdir()
+    (tmp_path / "epoch-0001" / "results.csv").write_text("someone's work")
+    (tmp_path / "epoch-0002").mkdir()
+    (tmp_path / "epoch-0002" / "notes.txt").write_text("keep")
+    with pytest.raises(CheckpointError) as refused:
+        save_checkpoint(tmp_path, trained_checkpoint(2))
+    assert str(refused.value) == (f"{tmp_path / 'epoch-0002'} holds files no checkpoint has (notes.txt); not "
+                                  "replacing it: point --checkpoint-dir at a directory of checkpoints only")
+    for epoch in (3, 4, 5):  # pruning keeps the newest KEEP checkpoints, and never touches the foreign folder
+        save_checkpoint(tmp_path, trained_checkpoint(epoch))
+    assert (tmp_path / "epoch-0001" / "results.csv").read_text() == "someone's work"
+    assert (tmp_path / "epoch-0002" / "notes.txt").read_text() == "keep"
+    assert not (tmp_path / "epoch-0003").exists() and (tmp_path / "epoch-0005").is_dir()
