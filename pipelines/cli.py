@@ -1031,6 +1031,7 @@ def serve_command(model_uri: str, name: str, http_port: int, grpc_port: int, wor
     """
     from slipway.components.registry import RegistryError
     from slipway.serving.inference_cache import CacheSettings
+    from slipway.serving.ports import PortError
     from slipway.serving.prediction_log import PredictionLogError
     from slipway.serving.server import ServeConfig, serve
     from slipway.storage import StorageError
@@ -1043,10 +1044,14 @@ def serve_command(model_uri: str, name: str, http_port: int, grpc_port: int, wor
                              prediction_log=prediction_log, log_sample_rate=log_sample_rate, access_log=access_log,
                              feature_repo=feature_repo,
                              cache=CacheSettings(size=cache_size, ttl_s=cache_ttl, redis=cache_redis))
+    except PortError as exc:
+        raise click.ClickException(str(exc)) from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
         serve(config)
+    except PortError as exc:
+        raise click.ClickException(str(exc)) from None
     except (ValueError, RegistryError, StorageError, PredictionLogError) as exc:  # ValueError: a bad artifact
         raise click.ClickException(f"cannot serve {model_uri}: {exc}") from None
 
@@ -1091,6 +1096,7 @@ def transform_command(model_name: str, predictor_host: str, http_port: int, grpc
     curl localhost:8090/v1/models/chicago_taxi:predict -d '{"instances": [{"company": "Flash Cab", ...}]}'
     """
     from slipway.problem import ProblemError, load_problem
+    from slipway.serving.ports import PortError
     from slipway.serving.server import TransformConfig, transform
 
     logs.configure()
@@ -1101,9 +1107,14 @@ def transform_command(model_name: str, predictor_host: str, http_port: int, grpc
                                  fallback_score=fallback_score, predictor_timeout_s=predictor_timeout_s,
                                  max_payload_bytes=max_payload_bytes, max_batch_rows=max_batch_rows,
                                  access_log=access_log)
+    except PortError as exc:
+        raise click.ClickException(str(exc)) from None
     except (ValueError, ProblemError) as exc:
         raise click.UsageError(str(exc)) from None
-    transform(config)
+    try:
+        transform(config)
+    except PortError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command("version")

@@ -30,6 +30,8 @@ Guarantees that callers rely on:
 - Sampling is decided by a hash of the request id (`in_sample`), the same in every process and
   replica, so a request is logged whole (request and response) or not at all, and a feedback label
   joined later by request id finds its pair whenever the pair was kept.
+- Lines are JSON: a number that is not finite (NaN, which a gRPC or binary request can carry for a
+  missing value, or an infinity) is written as null, never as the bare `NaN` that JSON parsers refuse.
 - Lines are whole: a pair is written with one `write` call, never split across two files by
   rotation, and a failed write is cut back to the last whole line. `read_events` treats an
   unterminated last line as a write in progress, and a logger that finds a file ending in a torn
@@ -52,6 +54,7 @@ import datetime
 import fcntl
 import hashlib
 import logging
+import math
 import os
 import queue
 import threading
@@ -281,8 +284,8 @@ class PredictionLogger:
         if pair.degraded is not None:
             attributes[DEGRADED_ATTR] = pair.degraded
         return (
-            CloudEvent({**attributes, "type": REQUEST_EVENT_TYPE}, pair.request),
-            CloudEvent({**attributes, "type": RESPONSE_EVENT_TYPE}, pair.response),
+            CloudEvent({**attributes, "type": REQUEST_EVENT_TYPE}, _finite(pair.request)),
+            CloudEvent({**attributes, "type": RESPONSE_EVENT_TYPE}, _finite(pair.response)),
         )
 
     def _rotate(self) -> None:
@@ -295,6 +298,17 @@ class PredictionLogger:
         fd = _open_append(path)
         os.close(self._fd)
         self._fd, self._size = fd, 0
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float as None: JSON has no NaN or infinity."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def log_files(path: Path | str) -> list[Path]:

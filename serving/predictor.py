@@ -11,11 +11,18 @@ used, so serving cannot drift from it.
                                          -> output "probability", FP64, shape [N]
 
 A V1 instance must name every feature (null for an unknown value), so that a misspelt key is a
-400 rather than a silently missing value; extra keys (ids, timestamps) are ignored. A malformed
-request is a 400 naming the field. A failure inside the model is not the caller's fault and must
-not become a 5xx: the server answers the configured fallback score for every row, marks the
-response degraded (header `x-slipway-degraded: <reason>`, V2 parameter `degraded`) and counts it
-in `slipway_degraded_responses_total`.
+400 rather than a silently missing value; extra keys (ids, timestamps) are ignored. A V1 body is
+read as JSON whatever its Content-Type. A malformed request is a 400 naming the field, checked
+before the model runs (serving/request_parsing.py): a list or object where a value belongs, text
+that is not a number, and an infinite number or one out of the range the model computes with
+(float32, after standardising) are the caller's errors, never the model's. A failure inside the
+model is not the caller's fault and must not become a 5xx: the server answers the configured
+fallback score for every row, marks the response degraded (header `x-slipway-degraded: <reason>`,
+V2 parameter `degraded`) and counts it in `slipway_degraded_responses_total`. A score that is not
+finite is such a failure: it is never answered, cached or logged.
+
+`GET /v2/models/<name>` lists the request's inputs (numeric features FP64, categorical ones and
+entity keys BYTES, shape [-1]) and the output, as the open inference protocol's model metadata.
 
 A model trained on a problem with a feature store also reads its Feast features
 ("{view}__{feature}"). Without online features the request carries them (a caller that has
@@ -65,11 +72,21 @@ from slipway.serving.protocol import (
     OUTPUT_NAME,
     UNINFORMED_SCORE,
     joined,
+    output_types,
 )
-from slipway.serving.request_parsing import check_rows, tensor_values, v1_instances
+from slipway.serving.request_parsing import (
+    check_categories,
+    check_rows,
+    numeric_values,
+    tensor_values,
+    v1_body,
+    v1_instances,
+)
 
 log = logging.getLogger(__name__)
 
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model computes in float32, on standardised values
 
 PREDICTED_ROWS = Counter("slipway_predicted_rows", "Rows scored (by the model or the fallback)", ["model"])
 
@@ -99,6 +116,17 @@ def request_features(model: LoadedModel, online_features: OnlineFeatures | None)
     return kept + [entity for entity in online_features.problem.entities if entity not in kept]
 
 
+class NonFiniteScore(ArithmeticError):
+    """The model answered a score that is not a finite number: its failure, answered with the fallback."""
+
+
+def numeric_ranges(model: LoadedModel) -> dict[str, tuple[float, float]]:
+    """Each numeric feature's values the model can compute with: standardised, they must fit float32."""
+    preprocessing = model.preprocessing
+    return {name: (mean - FLOAT32_MAX * std, mean + FLOAT32_MAX * std)
+            for name, mean, std in zip(preprocessing.numeric, preprocessing.means, preprocessing.stds, strict=True)}
+
+
 class SlipwayPredictor(kserve.Model):
     def __init__(
         self,
@@ -123,6 +151,8 @@ class SlipwayPredictor(kserve.Model):
         are dropped, and shared ones no longer match (the key holds the model's identity) and expire."""
         self.model = model
         self.features = request_features(model, self.online_features)
+        self.ranges = {name: bounds for name, bounds in numeric_ranges(model).items() if name in self.features}
+        self.categories = [name for name in model.preprocessing.categorical if name in self.features]
         self.cache = self.configured_cache
         if self.cache is None:
             return
@@ -141,7 +171,15 @@ class SlipwayPredictor(kserve.Model):
     ) -> dict[str, Any] | InferResponse:
         if isinstance(payload, InferRequest):
             return self._answer_v2(payload, headers or {}, response_headers)
-        return self._answer_v1(payload, headers or {}, response_headers)
+        return self._answer_v1(v1_body(payload, headers or {}), headers or {}, response_headers)
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """The request's tensors (V2 model metadata): one per feature the request carries, any number of rows."""
+        return [{"name": name, "datatype": "FP64" if name in self.ranges else "BYTES", "shape": [-1]}
+                for name in self.features]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return output_types()
 
     def _answer_v1(
         self, payload: Any, headers: Mapping[str, str], response_headers: dict[str, str] | None
@@ -192,6 +230,7 @@ class SlipwayPredictor(kserve.Model):
         """Model scores (with the online features added first, when configured), or the fallback score with
         the reason when the model fails; a feature store that fails marks the answer degraded."""
         rows = len(next(iter(columns.values())))
+        columns = self._checked(columns)
         PREDICTED_ROWS.labels(self.name).inc(rows)
         degraded = None
         if self.online_features is not None:
@@ -210,11 +249,25 @@ class SlipwayPredictor(kserve.Model):
             DEGRADED_RESPONSES.labels(self.name, MODEL_ERROR).inc()
             return np.full(rows, self.settings.fallback_score), joined(degraded, MODEL_ERROR)
 
+    def _checked(self, columns: dict[str, list[Any]]) -> dict[str, Any]:
+        """The request's columns with its numeric features read as numbers; a value the model cannot read is the
+        caller's error (InvalidInput), found here, before it could count as the model failing."""
+        for name in self.categories:
+            check_categories(name, columns[name])
+        return columns | {name: numeric_values(name, columns[name], *bounds) for name, bounds in self.ranges.items()}
+
+    def _scores(self, columns: Mapping[str, Any]) -> np.ndarray:
+        scores = self.model.predict_proba(columns)
+        if not np.isfinite(scores).all():
+            raise NonFiniteScore(f"the model's score is not a number for row(s) "
+                                 f"{np.flatnonzero(~np.isfinite(scores)).tolist()[:10]}")
+        return scores
+
     def _predict(self, columns: dict[str, list[Any]], rows: int, cached: bool) -> np.ndarray:
         """The model's scores, the cache's where it holds them (`cached`: the answer may be cached): the model
         runs on the missed rows only, and the scores come back in the rows' order."""
         if self.cache is None or not cached:
-            return self.model.predict_proba(columns)
+            return self._scores(columns)
         preprocessing = self.model.preprocessing
         keys = row_keys(self.identity, preprocessing.numeric, preprocessing.categorical, columns)
         found = self.cache.get_many(keys)
@@ -224,9 +277,9 @@ class SlipwayPredictor(kserve.Model):
         if not missed:
             return np.array(found, dtype="float64")
         if len(missed) == rows:
-            scores = self.model.predict_proba(columns)
+            scores = self._scores(columns)
         else:
-            scores = self.model.predict_proba({name: [values[i] for i in missed] for name, values in columns.items()})
+            scores = self._scores({name: [values[i] for i in missed] for name, values in columns.items()})
         self.cache.put_many(zip([keys[i] for i in missed], scores.tolist(), strict=True))
         if len(missed) == rows:
             return scores

@@ -1,7 +1,8 @@
 """What Slipway's servers promise callers beyond KServe's protocols: the output's name, and how an
 answer says "this is a fallback" (one header, one metric, a few reasons).
 
-Every model answers one V2 output, `probability` (FP64, one score per row; V1: `predictions`).
+Every model answers one V2 output, `probability` (FP64, one score per row; V1: `predictions`), which
+the V2 model metadata (`GET /v2/models/<name>`) lists as `output_types()`.
 
 Every server on the request path (the predictor, the Feast transformer) answers rather than fail
 when something behind it does, and marks the answer so that callers, the canary router and
@@ -23,6 +24,8 @@ import torch to share these names with the predictor.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter
 
 OUTPUT_NAME = "probability"
@@ -42,6 +45,11 @@ MONITOR_PORT = 8095  # the drift monitor's (serving/drift_service.py): the Infer
 DEGRADED_RESPONSES = Counter(
     "slipway_degraded_responses", "Responses answered with the fallback score instead of the model", ["model", "reason"]
 )
+
+
+def output_types() -> list[dict[str, Any]]:
+    """The V2 model metadata's `outputs`: one score per row."""
+    return [{"name": OUTPUT_NAME, "datatype": "FP64", "shape": [-1]}]
 
 
 def joined(*reasons: str | None) -> str | None:

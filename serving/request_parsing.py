@@ -1,16 +1,39 @@
 """Reading V1 instances and V2 tensors, for the predictor and the Feast transformer alike.
 
-Both servers refuse a malformed request the same way: a 400 (`InvalidInput`) naming the field, the
-row and what was expected, before any work is done for it.
+Both servers refuse a malformed request the same way: a 400 (`InvalidInput`; gRPC INVALID_ARGUMENT)
+naming the field, the row and what was expected, before any work is done for it. Whatever a client
+sends, decoding it raises `InvalidInput` or succeeds: malformed input never reaches a 5xx, and never
+reaches the model, where a failure would be answered with the fallback and counted as the model's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import orjson
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput
+
+# What decoding a tensor raises on malformed contents: a value that is not of its datatype (TypeError,
+# ValueError), out of an integer datatype's range (OverflowError), or a BYTES element whose length prefix
+# runs past the data (struct.error).
+TENSOR_DECODE_ERRORS = (TypeError, ValueError, OverflowError, struct.error)
+FLOAT_DATATYPES = ("FP16", "FP32", "FP64")
+
+
+def v1_body(payload: Any, headers: Mapping[str, str]) -> Any:
+    """A V1 body as JSON, whatever its Content-Type: KServe leaves a body that is not declared JSON as bytes
+    (curl's `-d` declares application/x-www-form-urlencoded)."""
+    if not isinstance(payload, bytes | str):
+        return payload
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        declared = headers.get("content-type", "none")
+        raise InvalidInput(f"the body is not JSON (Content-Type: {declared}): {error}") from None
 
 
 def v1_instances(payload: Any, required: Sequence[str], what: str, max_rows: int) -> list[dict[str, Any]]:
@@ -30,18 +53,82 @@ def v1_instances(payload: Any, required: Sequence[str], what: str, max_rows: int
 
 
 def tensor_values(tensor: InferInput) -> list[Any]:
-    """A [N] or [N, 1] tensor's values as a list (REST JSON or gRPC raw contents alike), text decoded."""
+    """A [N] or [N, 1] tensor's values as a list (REST JSON or gRPC raw contents alike), text decoded.
+
+    An infinite float is refused (a value too large for the tensor's datatype, such as 1e308 sent as
+    FP32, arrives as one); NaN stays: it is a missing value."""
     try:
         values = tensor.as_numpy()
-    except (TypeError, ValueError) as error:
+    except TENSOR_DECODE_ERRORS as error:  # (InvalidInput too: an unknown datatype)
         raise InvalidInput(f"input {tensor.name!r} ({tensor.datatype}): {error}") from None
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
     if values.ndim != 1:
         raise InvalidInput(f"input {tensor.name!r}: expected shape [N] or [N, 1], got {list(values.shape)}")
+    if tensor.datatype in FLOAT_DATATYPES:
+        infinite = np.flatnonzero(np.isinf(values))
+        if infinite.size:
+            raise InvalidInput(f"input {tensor.name!r} ({tensor.datatype}), row {infinite[0]}: infinite, or too "
+                               f"large for {tensor.datatype}; send a finite number (NaN for missing)")
     if tensor.datatype == "BYTES":
-        return [value.decode("utf-8") if isinstance(value, bytes) else value for value in values.tolist()]
+        return [_text(tensor.name, row, value) for row, value in enumerate(values.tolist())]
     return values.tolist()
+
+
+def _text(name: str, row: int, value: Any) -> Any:
+    if not isinstance(value, bytes):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidInput(f"input {name!r} (BYTES), row {row}: not UTF-8 text ({error.reason} at byte "
+                           f"{error.start})") from None
+
+
+def numeric_values(name: str, values: Sequence[Any], low: float, high: float) -> np.ndarray:
+    """A numeric feature's values as float64, NaN for missing (null, or NaN): each must be a number (or a
+    numeric string) in [low, high], the range the model computes with. Anything else is the caller's error,
+    named with the feature and row: a list or object where a number belongs, text that is not a number, an
+    infinite or out-of-range number."""
+    try:
+        array = np.array([np.nan if value is None else value for value in values], dtype="float64")
+    except (TypeError, ValueError, OverflowError):
+        array = None
+    if array is None or array.ndim != 1:
+        row = next((row for row, value in enumerate(values) if not _is_number(value)), 0)
+        raise InvalidInput(f"feature {name!r}, row {row}: expected a number (or null), got "
+                           f"{_described(values[row])}")
+    outside = np.flatnonzero(~((array >= low) & (array <= high)) & ~np.isnan(array))
+    if outside.size:
+        row = int(outside[0])
+        raise InvalidInput(f"feature {name!r}, row {row}: {values[row]!r} is not a finite number in the range the "
+                           f"model computes with, [{low:.3g}, {high:.3g}]")
+    return array
+
+
+def check_categories(name: str, values: Sequence[Any]) -> None:
+    """A categorical feature's values must be scalars (text, a number, or null): a list or an object is not a
+    category."""
+    for row, value in enumerate(values):
+        if isinstance(value, list | dict):
+            raise InvalidInput(f"feature {name!r}, row {row}: expected a category (text or a whole number, or "
+                               f"null), got {_described(value)}")
+
+
+def _is_number(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
+def _described(value: Any) -> str:
+    kind = {list: "a list", dict: "an object", str: "text"}.get(type(value), type(value).__name__)
+    shown = repr(value)
+    return f"{kind} {shown if len(shown) <= 40 else shown[:37] + '...'}"
 
 
 def check_rows(rows: int, field: str, max_rows: int) -> None:

@@ -12,7 +12,12 @@ with `--model /mnt/models`, where KServe's storage initializer has put the artif
 KServe writes three log lines per request (uvicorn's access line and two `kserve.trace` lines), which
 costs about a quarter of the throughput (REFERENCE.md, KServe): the server logs those at WARNING
 unless `access_log` is set. Requests larger than `max_payload_bytes` are refused with 413 before
-their body is parsed; gRPC messages keep KServe's own receive limit.
+their body is parsed; gRPC messages keep KServe's own receive limit. A client's bad request is a 4xx
+logged in one INFO line (serving/client_errors.py).
+
+Each server owns its ports (serving/ports.py): a busy `--http-port` or `--grpc-port`, or one port for
+both, is a `PortError` naming the flag and port, raised before the model loads; the gRPC server never
+shares its port with another process.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from slipway.serving.inference_cache import CacheSettings
+from slipway.serving.ports import check_distinct, check_ports
 from slipway.serving.protocol import MODEL_URI_ENV, UNINFORMED_SCORE
 
 log = logging.getLogger(__name__)
@@ -64,12 +70,13 @@ class ServeConfig:
 
 
 def check_server_limits(http_port: int, grpc_port: int, max_payload_bytes: int) -> None:
-    """What every Slipway server's configuration must hold: two TCP ports and a sane payload limit."""
+    """What every Slipway server's configuration must hold: two distinct TCP ports and a sane payload limit."""
     if max_payload_bytes < 1024:
         raise ValueError(f"max_payload_bytes must be at least 1024, got {max_payload_bytes}")
     for field, port in (("http_port", http_port), ("grpc_port", grpc_port)):
         if not 0 < port < 65536:
             raise ValueError(f"{field} must be a TCP port, got {port}")
+    check_distinct(http_port, grpc_port)
 
 
 def build_predictor(config: ServeConfig) -> Any:
@@ -115,6 +122,7 @@ def build_predictor(config: ServeConfig) -> Any:
 
 def serve(config: ServeConfig) -> None:
     """Starts KServe's ModelServer with the predictor and blocks until SIGINT/SIGTERM."""
+    check_ports(config.http_port, config.grpc_port)
     import torch
 
     torch.set_num_threads(1)  # one small request at a time: more threads only add contention
@@ -170,24 +178,32 @@ def build_transformer(config: TransformConfig) -> Any:
 
 def transform(config: TransformConfig) -> None:
     """Starts KServe's ModelServer with the Feast transformer and blocks until SIGINT/SIGTERM."""
+    check_ports(config.http_port, config.grpc_port)
     run_model_server(build_transformer(config), config.http_port, config.grpc_port, config.max_payload_bytes,
                      config.access_log)
 
 
 def run_model_server(model: Any, http_port: int, grpc_port: int, max_payload_bytes: int, access_log: bool) -> None:
     """KServe's ModelServer for one model, one worker, with the payload limit, the leaner V2 REST infer route
-    (serving/v2_rest.py) and quiet per-request logs."""
+    (serving/v2_rest.py), a gRPC server that owns its port, 404 for what is not served, and quiet logs:
+    per-request lines off, a client's error in one line."""
     import kserve
     import kserve.model_server
 
+    from slipway.serving.client_errors import add_unserved_routes, quiet_client_errors
+    from slipway.serving.grpc_server import serve_grpc_exclusively
     from slipway.serving.v2_rest import add_v2_infer_route
 
     # Everything loaded so far (torch, kserve, the model) lives as long as the server: moved out of
     # the collector's sight, a full collection no longer walks it in the middle of requests.
     gc.freeze()
     kserve.model_server.app.add_middleware(PayloadLimit, max_bytes=max_payload_bytes)
-    server = kserve.ModelServer(http_port=http_port, grpc_port=grpc_port, workers=1, enable_latency_logging=False)
+    server = kserve.ModelServer(http_port=http_port, grpc_port=grpc_port, workers=1, enable_grpc=False,
+                                enable_latency_logging=False)
+    serve_grpc_exclusively(server, grpc_port)
     add_v2_infer_route(kserve.model_server.app, server.dataplane)
+    add_unserved_routes(kserve.model_server.app)
+    quiet_client_errors()
     if not access_log:
         for name in PER_REQUEST_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)

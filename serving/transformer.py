@@ -33,13 +33,20 @@ from typing import Any
 import httpx
 import kserve
 import numpy as np
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotReady
 from kserve.inference_client import InferenceRESTClient, RESTConfig
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from slipway.serving.online_features import OnlineFeatures, RequestKeyError
-from slipway.serving.protocol import DEGRADED_HEADER, DEGRADED_RESPONSES, OUTPUT_NAME, PREDICTOR_UNAVAILABLE, joined
-from slipway.serving.request_parsing import check_rows, tensor_values, v1_instances
+from slipway.serving.protocol import (
+    DEGRADED_HEADER,
+    DEGRADED_RESPONSES,
+    OUTPUT_NAME,
+    PREDICTOR_UNAVAILABLE,
+    joined,
+    output_types,
+)
+from slipway.serving.request_parsing import check_rows, tensor_values, v1_body, v1_instances
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +100,7 @@ class FeastTransformer(kserve.Model):
             rows, enriched, degraded = self._enriched_v2(payload)
             forwarded: Any = enriched
         else:
-            rows, forwarded, degraded = self._enriched_v1(payload)
+            rows, forwarded, degraded = self._enriched_v1(v1_body(payload, headers))
         upstream: dict[str, str] = {}
         try:
             answer = await self._client("v2" if isinstance(payload, InferRequest) else "v1").infer(
@@ -122,6 +129,27 @@ class FeastTransformer(kserve.Model):
                 parameters={"degraded": degraded} if degraded else None,
             )
         return {"predictions": scores}
+
+    async def get_input_types(self) -> list[dict[str, Any]]:
+        """The request's tensors (V2 model metadata): the predictor's inputs, less the online features this
+        transformer adds, plus the entity keys it looks them up by. The predictor is asked each time: it knows
+        its model's features, and a new model may read others."""
+        url = f"{self.settings.predictor_url}/v2/models/{self.name}"
+        try:
+            async with httpx.AsyncClient(timeout=self.settings.timeout_s) as client:
+                response = await client.get(url)
+                response.raise_for_status()
+                inputs = response.json()["inputs"]
+        except (httpx.HTTPError, ValueError, KeyError) as error:
+            raise ModelNotReady(self.name, f"The predictor's metadata ({url}) could not be read: {error}") from None
+        looked_up = set(self.online_features.columns)
+        kept = [tensor for tensor in inputs if tensor["name"] not in looked_up]
+        named = {tensor["name"] for tensor in kept}
+        return kept + [{"name": entity, "datatype": "BYTES", "shape": [-1]} for entity in self.entities
+                       if entity not in named]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return output_types()
 
     def _enriched_v1(self, payload: Any) -> tuple[int, dict[str, Any], str | None]:
         instances = v1_instances(payload, self.entities, "entity key(s)", self.settings.max_batch_rows)

@@ -22,10 +22,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from kserve.errors import InvalidInput
+from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferRequest
 from starlette.requests import Request
 from starlette.responses import Response
+
+from slipway.serving.request_parsing import TENSOR_DECODE_ERRORS
 
 INFER_PATH = "/v2/models/{model_name}/infer"
 JSON_LENGTH_HEADER = "inference-header-content-length"  # the binary tensor extension's JSON part length
@@ -56,14 +58,16 @@ def add_v2_infer_route(app: Any, dataplane: Any) -> None:
 def decode(body: bytes, headers: dict[str, str], model_name: str) -> InferRequest:
     """The V2 request in `body` (JSON, or JSON then raw tensors with the binary extension's header)."""
     declared = headers.get(JSON_LENGTH_HEADER)
-    if declared is not None and not declared.isdigit():
+    # isascii: int() also reads "²" or "٣"; 18 digits: int() refuses more than 4,300, and no body is that long
+    if declared is not None and not (declared.isascii() and declared.isdigit() and len(declared) <= 18):
         raise InvalidInput(f"{JSON_LENGTH_HEADER}: {declared!r} is not a length in bytes")
     json_length = int(declared) if declared is not None else len(body)
     try:
         request = InferRequest.from_bytes(body, json_length, model_name)
     except KeyError as missing:
         raise InvalidInput(f"not a V2 inference request: no {missing} field ({EXPECTED})") from None
-    except (TypeError, AttributeError, ValueError) as error:
+    except (AttributeError, InferenceError, *TENSOR_DECODE_ERRORS) as error:
+        # InferenceError: KServe re-encodes binary BYTES tensors as text, and refuses what is not UTF-8
         raise InvalidInput(f"not a V2 inference request ({error}; {EXPECTED})") from None
     if not request.inputs:
         raise InvalidInput('"inputs" is empty: send one tensor per feature')
