@@ -17,21 +17,24 @@ The steps the pipelines and the server call:
 
     store = open_store(StoreConfig.from_env(run_dir / "feature_repo"), problem)
     apply(store, problem, {"pickup_community_area": Path("…/pickup_community_area.parquet"), …})
-    rows = training_set(store, problem, trips)     # point in time, for training and batch scoring
+    rows = training_set(store, problem, trips)     # point in time (on DuckDB), for training and batch scoring
     materialize(store, end=latest_trip_time)        # offline -> online store
     online_features(store, problem, {"pickup_community_area": [8, None], "company": ["Flash Cab", "x"]})
 
+The historical (point-in-time) join runs on DuckDB, not in Feast (components/point_in_time.py says why:
+Feast 0.67's offline stores join every entity row with every feature row of its key), over the tables and
+TTLs Feast's registry holds, with the file store's semantics kept and tested against it:
+
+- **TTL drops rows.** An entity row whose entity has feature rows but none within `ttl` before the
+  row's time is dropped from the result, not given nulls (a key that has no feature rows at all
+  keeps its row, with nulls). `training_set` keeps the row order, returns the surviving rows with
+  their original index and logs how many were dropped. The problem's `ttl` must be longer than the
+  quietest entity's gap between trips.
+- **Duplicate entity rows are kept**, each joined on its own (Feast's file store collapsed rows with
+  the same key and time, even when their other entities differed).
+
 What Feast 0.67 does that these functions guard against (each has a test):
 
-- **TTL drops rows.** In a point-in-time join, an entity row whose entity has feature rows but
-  none within `ttl` before the row's time is dropped from the result, not given nulls (a key
-  that has no feature rows at all keeps its row, with nulls). `training_set` keeps the row order,
-  returns the surviving rows with their original index and logs how many were dropped. The
-  problem's `ttl` must be longer than the quietest entity's gap between trips.
-- **Duplicate entity rows are collapsed.** Feast's file store keeps one row per (join keys seen so
-  far, timestamp): two trips at the same time in the same area (the source rounds times to 15
-  minutes) come back as one, even when their companies differ. `training_set` therefore asks
-  Feast for each view's distinct (key, time) pairs and joins the answers back onto every row.
 - **The first incremental materialization starts at wall-clock now minus the TTL**, so data
   older than that (any historical sample) is never loaded, and the view is still marked as
   materialized up to `end`. `materialize` loads a view's first window as [end - ttl, end], the
@@ -45,13 +48,6 @@ What Feast 0.67 does that these functions guard against (each has a test):
   serve rows from 2024), while a point-in-time join drops it. Materializing regularly, with `end` the
   latest data time, is what keeps the two in step. The newest row of each key is its snapshot row
   (feature_aggregates), the aggregates as of just after the batch's last trip.
-- **The file offline store's join grows with the square of the rows per key**: it joins every entity
-  row with every feature row of its key, then filters. The sample's 8,000 training trips take about
-  25 s on two cores, with `xxhash` installed (core.in): without it dask hashes every intermediate array
-  with SHA-1, because mmh3 5 refuses writable buffers, and the join takes 30 s. Feast's DuckDB store
-  did the same join in 1.5 s with identical output, but (Feast 0.67, duckdb 2.0, ibis 12) it keeps
-  rows past the TTL and its materialization fails on nanosecond UTC timestamps; a larger data set needs one of them
-  fixed, or another offline store.
 
 Importing Feast takes 6-8 s (it imports torch and FastAPI), so it is imported inside the
 functions that need it: a step that imports this module only for `feature_refs` does not pay.
@@ -59,13 +55,15 @@ functions that need it: a step that imports this module only for `feature_refs` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import os
+import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
@@ -80,10 +78,12 @@ from slipway.components.feature_aggregates import (
     utc_times,
 )
 from slipway.problem import Problem
-from slipway.storage import StorageConfig, boto3_environment
+from slipway.storage import StorageConfig, boto3_environment, download
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
+
+    from slipway.components.point_in_time import JoinSettings, PointInTimeJoin
 
 log = logging.getLogger(__name__)
 
@@ -333,17 +333,19 @@ def materialize(store: FeatureStore, end: datetime) -> None:
 
 
 def training_set(
-    store: FeatureStore, problem: Problem, entity_rows: pd.DataFrame, features: Sequence[str] | None = None
+    store: FeatureStore, problem: Problem, entity_rows: pd.DataFrame, features: Sequence[str] | None = None,
+    join: PointInTimeJoin | None = None,
 ) -> pd.DataFrame:
     """The entity rows with each feature added as of the row's own time (point in time), no later.
 
     `entity_rows` are trips: the entity columns (missing values allowed: they join through the
-    problem's missing key) and the problem's timestamp column, which Feast's join keys on.
+    problem's missing key) and the problem's timestamp column, which the join keys on.
     `features` are "{view}:{feature}" references, all of the problem's by default. Each feature
     becomes a float64 column "{view}__{feature}" holding the entity's latest feature row at or before
     the row's time, or NaN when the entity has no feature row at all. Rows keep their order and
-    index; a row whose entity's latest feature row is older than the TTL is dropped, as Feast does,
-    and logged with the count.
+    index; a row whose entity's latest feature row is older than the TTL is dropped and logged with the
+    count. The join runs on DuckDB (components/point_in_time.py) over the tables Feast's registry names;
+    `join` reuses an open one (`point_in_time_join`) across chunks, else one is opened for this call.
     """
     ts_column = problem.timestamp.column
     if ts_column not in entity_rows.columns:
@@ -355,40 +357,60 @@ def training_set(
         if entity not in entity_rows.columns:
             raise FeatureStoreError(f"entity rows have no {entity!r} column, the key of {view}; "
                                     f"they have {list(entity_rows.columns)}")
-    _require_registry(store)
+    if join is None:
+        with point_in_time_join(store, problem, features) as opened:
+            return training_set(store, problem, entity_rows, features, opened)
     started = time.perf_counter()
     try:
-        times = utc_times(entity_rows[ts_column], ts_column, rows="entity row(s)").reset_index(drop=True)
+        times = utc_times(entity_rows[ts_column], ts_column, rows="entity row(s)")
     except FeatureError as error:
         raise FeatureStoreError(str(error)) from None
+    import pyarrow as pa
+
+    from slipway.components.point_in_time import EVENT_NS, KEPT, ROW
+
+    keys = {ROW: pa.array(range(len(entity_rows)), pa.int64()),
+            EVENT_NS: pa.array(times.astype("int64").to_numpy())}
+    for table in join.tables:
+        keys[table.entity] = pa.array(entity_key_values(entity_rows[table.entity], problem, table.entity))
+    answer = join.join(pa.table(keys))
+    kept = answer[KEPT]
     result = entity_rows.copy()
-    kept = pd.Series(True, index=entity_rows.index)
-    for view, names in by_view.items():
-        entity = _entity_of(problem, view)
-        keys = entity_key_values(entity_rows[entity], problem, entity).reset_index(drop=True)
-        rows = pd.DataFrame({entity: keys, EVENT_TIMESTAMP: times})
-        # One view per call, each distinct (key, time) once, the answer joined back onto every row:
-        # a call with several views, or duplicate rows, loses rows (see the module doc).
-        requests = rows.drop_duplicates(ignore_index=True)
-        refs = [f"{view}:{name}" for name in names]
-        job = _with_registry(store, view, functools.partial(
-            store.get_historical_features, entity_df=requests, features=refs, full_feature_names=True))
-        answer = job.to_df()
-        answer[EVENT_TIMESTAMP] = answer[EVENT_TIMESTAMP].dt.as_unit("ns")
-        joined = rows.merge(answer, how="left", on=[entity, EVENT_TIMESTAMP], indicator=True, validate="many_to_one")
-        found = (joined["_merge"] == "both").to_numpy()
-        kept &= found
-        for ref in refs:
-            result[full_feature_name(ref)] = joined[full_feature_name(ref)].to_numpy(dtype="float64")
-        log.info("%s: %d entity rows, %d distinct (%s, time) pairs, %d dropped by Feast (no feature row "
-                 "within the ttl)", view, len(rows), len(requests), entity, int((~found).sum()))
+    for column in join.output_columns():
+        result[column] = answer[column].astype("float64")
     dropped = int((~kept).sum())
     if dropped:
         log.warning("training set: dropped %d of %d entity rows whose latest feature row is older than the ttl "
                     "(%s); a longer feature_store.ttl keeps them", dropped, len(entity_rows), problem.feature_store.ttl)
-    log.info("training set: %d rows x %d features in %.2f s", int(kept.sum()),
-             sum(len(n) for n in by_view.values()), time.perf_counter() - started)
-    return result[kept.to_numpy()]
+    log.info("training set: %d rows x %d features in %.2f s", int(kept.sum()), len(join.output_columns()),
+             time.perf_counter() - started)
+    return result[kept]
+
+
+@contextlib.contextmanager
+def point_in_time_join(
+    store: FeatureStore, problem: Problem, features: Sequence[str] | None = None,
+    settings: JoinSettings | None = None,
+) -> Iterator[PointInTimeJoin]:
+    """An open DuckDB join over the views' tables as Feast's registry has them (source, ttl, timestamp field);
+    a table on object storage is downloaded first, into a folder removed on exit."""
+    from slipway.components.point_in_time import JoinSettings, PointInTimeJoin, ViewTable
+
+    _require_registry(store)
+    with tempfile.TemporaryDirectory(prefix="slipway-join-") as scratch:
+        tables = []
+        for view, names in _by_view(problem, features).items():
+            registered = _with_registry(store, view, functools.partial(store.get_feature_view, view))
+            path = registered.batch_source.path
+            if "://" in path and not path.startswith("file://"):
+                local = Path(scratch) / f"{view}.parquet"
+                download(path, local)
+                path = str(local)
+            tables.append(ViewTable(view=view, entity=_entity_of(problem, view), path=path, features=tuple(names),
+                                    ttl=registered.ttl, timestamp=registered.batch_source.timestamp_field))
+        config = settings or JoinSettings.from_env()
+        with PointInTimeJoin(tables, dataclasses.replace(config, temp_dir=config.temp_dir or scratch)) as join:
+            yield join
 
 
 def local_store(splits: Sequence[Path], problem: Problem, repo_dir: Path) -> FeatureStore:

@@ -1,4 +1,5 @@
-"""The Feast layer, run for real: a registry, the Parquet offline store, SQLite and a real Redis online store.
+"""The Feast layer, run for real: a registry, the point-in-time join over its Parquet tables (on DuckDB), SQLite and
+a real Redis online store.
 
 Most tests use small hand-made feature tables of exactly feature_aggregates' shape, where every
 feature row carries a recognisable value (`row * 100 + feature index`), so an assertion can say
@@ -160,25 +161,12 @@ def test_the_training_set_is_point_in_time_correct_and_keeps_every_row_in_order(
             want = [np.nan if row is None else value(row, feature) for row in picked]
             np.testing.assert_array_equal(column.to_numpy(), want, err_msg=f"{view}__{feature}")
 
-    # Why training_set asks one view at a time: given both views, Feast keeps one row per (area, time),
-    # so the three rows of area 8 at 12:00 (two companies) come back as one: 6 rows in, 4 out.
-    keyed = rows.dropna().astype({"pickup_community_area": "int64"}).rename(columns={TS: EVENT_TIMESTAMP})
-    raw = store.get_historical_features(entity_df=keyed, features=[f"{AREA}:trips_1h", f"{COMPANY}:trips_1h"],
-                                        full_feature_names=True).to_df()
-    assert (len(keyed), len(raw)) == (6, 4), "Feast no longer collapses rows: training_set's workaround can go"
 
-
-def test_feast_drops_an_entity_row_past_the_ttl_and_the_training_set_says_so(
+def test_a_row_past_the_ttl_is_dropped_and_the_training_set_says_so(
     store: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Area 8's latest feature row is 20 Jan 12:00: 19 Feb is exactly the 30-day ttl later (kept: the
     # window includes its start), 9 Mar is 49 days later.
-    late = pd.DataFrame({"pickup_community_area": [8, 8], EVENT_TIMESTAMP: [at("2024-02-19 12:00"),
-                                                                            at("2024-03-09 12:00")]})
-    raw = store.get_historical_features(entity_df=late, features=[f"{AREA}:trips_1h"]).to_df()
-    kept = raw[EVENT_TIMESTAMP].tolist()
-    assert kept == [at("2024-02-19 12:00")], "Feast kept a row past the ttl: feature_store's docs are out of date"
-
     rows = trips((8, "Flash Cab", "2024-03-09 12:00"), (8, "Flash Cab", "2024-02-19 12:00"),
                  (32, "Flash Cab", "2024-01-02 12:00"))
     with caplog.at_level(logging.WARNING, logger="slipway.components.feature_store"):
@@ -186,6 +174,61 @@ def test_feast_drops_an_entity_row_past_the_ttl_and_the_training_set_says_so(
     assert result.index.tolist() == [1, 2]
     assert result[f"{AREA}__trips_1h"].tolist() == [300.0, 500.0]
     assert "dropped 1 of 3 entity rows whose latest feature row is older than the ttl (30d)" in caplog.text
+
+
+def test_the_ttl_window_is_closed_to_the_nanosecond_and_a_key_seen_only_later_is_dropped(store: Any) -> None:
+    """The file store's rules, kept by the DuckDB join: feature time in [row time - ttl, row time]; a key with
+    feature rows but none in that window drops its row (Feast's file store did so too); times are not rounded."""
+    last = at("2024-01-20 12:00")  # area 8's last feature row
+    ttl = pd.Timedelta(PROBLEM.feature_store.ttl)
+    one_ns = pd.Timedelta(1, "ns")
+    rows = trips((8, None, "2024-01-01")).iloc[[0, 0, 0, 0, 0]].reset_index(drop=True)
+    rows[TS] = pd.DatetimeIndex([last + ttl, last + ttl + one_ns, last - one_ns, at("2023-12-31 23:59"),
+                                 at("2024-01-01 10:00")]).as_unit("ns")
+    result = training_set(store, PROBLEM, rows, features=[f"{AREA}:trips_1h"])
+    # kept: exactly the ttl after row 3; 1 ns before row 3 (row 2); dropped: 1 ns past the ttl, and a time
+    # before area 8's first feature row (its key has rows, none at or before); at 10:00 row 1 itself.
+    assert result.index.tolist() == [0, 2, 4]
+    assert result[f"{AREA}__trips_1h"].tolist() == [300.0, 200.0, 100.0]
+
+
+def test_the_join_equals_feasts_own_file_store_join_on_real_trips(taxi_splits: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    """Today's semantics, checked against the engine they came from: Feast's file (dask) store, on 600 real
+    trips in shuffled order with duplicates, a time shift that puts some rows past the ttl and some keys no
+    table has. Feast collapses duplicate (key, time) rows and answers one view at a time correctly, so it
+    is asked per view for the distinct pairs, and its answers joined back (what training_set did up to 0.1)."""
+    trips_frame = pd.read_parquet(taxi_splits[0]).sort_values(TS, kind="stable").head(600)
+    trips_path = tmp_path / "trips.parquet"
+    trips_frame.to_parquet(trips_path)
+    tables = write_feature_tables(trips_path, PROBLEM, tmp_path / "tables")
+    store = open_store(StoreConfig(repo_dir=tmp_path / "repo"), PROBLEM)
+    apply(store, PROBLEM, tables)
+    rng = np.random.default_rng(7)
+    rows = trips_frame.sample(frac=1.0, random_state=7)
+    rows = pd.concat([rows, rows.head(50)])  # duplicates
+    shifts = rng.choice([0, 0, 0, 20, 45], size=len(rows))  # days later: some within the 30-day ttl, some past
+    rows[TS] = rows[TS] + pd.to_timedelta(shifts, unit="D")
+    rows.loc[rows.index[:20], "company"] = "A Company With No Trips"
+    rows = rows.reset_index(drop=True)
+
+    ours = training_set(store, PROBLEM, rows)
+
+    kept = pd.Series(True, index=rows.index)
+    theirs = rows.copy()
+    for entity in PROBLEM.entities:
+        view = f"{entity}_stats"
+        keyed = pd.DataFrame({entity: entity_key_values(rows[entity], PROBLEM, entity), EVENT_TIMESTAMP: rows[TS]})
+        answer = store.get_historical_features(entity_df=keyed.drop_duplicates(ignore_index=True),
+                                               features=[f"{view}:{f}" for f in FEATURES],
+                                               full_feature_names=True).to_df()
+        answer[EVENT_TIMESTAMP] = answer[EVENT_TIMESTAMP].dt.as_unit("ns")
+        joined = keyed.merge(answer, how="left", on=[entity, EVENT_TIMESTAMP], indicator=True, validate="many_to_one")
+        kept &= (joined["_merge"] == "both").to_numpy()
+        for feature in FEATURES:
+            theirs[f"{view}__{feature}"] = joined[f"{view}__{feature}"].to_numpy(dtype="float64")
+    assert 0 < (~kept).sum() < len(rows) // 2, "the shifts must drop some rows past the ttl, not most"
+    pd.testing.assert_frame_equal(ours, theirs[kept.to_numpy()])
 
 
 @pytest.mark.parametrize("online", ["sqlite", "redis"])
@@ -346,9 +389,7 @@ def test_the_store_is_selected_by_environment_variables(tmp_path: Path) -> None:
 
 def test_the_real_sample_joins_each_trip_to_the_history_before_it(taxi_splits: tuple[Path, Path],
                                                                   tmp_path: Path) -> None:
-    # The first 2,000 trips: Feast's file store joins every entity row with every feature row of its
-    # key before filtering, so its time grows with the square of trips per key (all 8,000: 30 s).
-    trips_frame = pd.read_parquet(taxi_splits[0]).sort_values(TS, kind="stable").head(2000)
+    trips_frame = pd.read_parquet(taxi_splits[0]).sort_values(TS, kind="stable")
     trips_path = tmp_path / "trips.parquet"
     trips_frame.to_parquet(trips_path)
     tables = write_feature_tables(trips_path, PROBLEM, tmp_path / "tables")
