@@ -3,20 +3,22 @@
 `slipway score` and the `batch_predict` component both come here, so that what a model version is
 called on each output row, and how a batch gets its Feast features, is decided in one place:
 
-    join = feature_join(StoreConfig.from_env(Path("feature_repo")), load_problem())
-    result = predict_batch("trips.parquet", "models:/chicago_taxi@champion", "scores", run_id=new_run_id(),
-                           join=join)
+    with feature_join(StoreConfig.from_env(Path("feature_repo")), load_problem()) as join:
+        result = predict_batch("trips.parquet", "models:/chicago_taxi@champion", "scores", run_id=new_run_id(),
+                               join=join)
 
 The scoring itself (chunks, rejects, the atomic output) is `batch_scoring.score_file`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -56,9 +58,11 @@ def model_version(source: ModelSource) -> str:
         return "sha256:" + hashlib.file_digest(weights, "sha256").hexdigest()[:12]
 
 
-def feature_join(config: feature_store.StoreConfig, problem: Problem) -> Join:
+@contextlib.contextmanager
+def feature_join(config: feature_store.StoreConfig, problem: Problem) -> Iterator[Join]:
     """The training sets' own point-in-time join (`feature_store.training_set`) over the store `config` names,
-    for each chunk: a batch is scored with exactly the features its model was trained with (no skew).
+    for each chunk: a batch is scored with exactly the features its model was trained with (no skew). One
+    DuckDB join is opened for the whole run, so its tables are opened once, not per chunk.
 
     The rows' timestamp and entity columns are typed first, as ingestion types them (a raw CSV's epoch seconds
     become UTC times): the join's keys are then exactly the training sets' keys. A value that does not parse
@@ -67,11 +71,13 @@ def feature_join(config: feature_store.StoreConfig, problem: Problem) -> Join:
     key_types = dataclasses.replace(problem, columns={column: problem.columns[column] for column in keys})
     store = feature_store.open_store(config, problem)
 
-    def join(rows: pd.DataFrame) -> pd.DataFrame:
-        typed = enforce_types(rows[keys], key_types, "the batch's join keys")
-        return feature_store.training_set(store, problem, rows.assign(**{column: typed[column] for column in keys}))
+    with feature_store.point_in_time_join(store, problem) as opened:
+        def join(rows: pd.DataFrame) -> pd.DataFrame:
+            typed = enforce_types(rows[keys], key_types, "the batch's join keys")
+            return feature_store.training_set(store, problem, rows.assign(**{column: typed[column] for column in keys}),
+                                              join=opened)
 
-    return join
+        yield join
 
 
 def new_run_id() -> str:

@@ -581,6 +581,7 @@ def batch_predict(
     training sets' join (`feature_repo` empty: SLIPWAY_FEAST_* from the environment, else the embedded store under
     the pipeline root); without it, `data` holds them already. Rows that cannot be scored go to `rejects` with a
     `reason`; counts, per reason too, go to `metrics`. `tracking_uri` is the registry's, as for `register`."""
+    import contextlib
     import shutil
 
     from slipway import logs
@@ -590,12 +591,13 @@ def batch_predict(
     from slipway.problem import load_problem
 
     logs.configure()
-    join = None
-    if join_features:
-        config = feature_store.StoreConfig.for_pipeline(feature_repo, pipeline_root)
-        join = feature_join(config, load_problem(problem))
-    result = predict_batch(data.path, model_uri, predictions.path, run_id=pipeline_run_id, join=join,
-                           tracking_uri=TrackingConfig.resolve(tracking_uri, pipeline_root).tracking_uri)
+    with contextlib.ExitStack() as stack:
+        join = None
+        if join_features:
+            config = feature_store.StoreConfig.for_pipeline(feature_repo, pipeline_root)
+            join = stack.enter_context(feature_join(config, load_problem(problem)))
+        result = predict_batch(data.path, model_uri, predictions.path, run_id=pipeline_run_id, join=join,
+                               tracking_uri=TrackingConfig.resolve(tracking_uri, pipeline_root).tracking_uri)
     shutil.copyfile(result.rejects, rejects.path)
     predictions.metadata.update({"format": "parquet-dataset", "model_uri": model_uri,
                                  "model_version": result.model_version, "run_id": result.run_id,
@@ -730,23 +732,19 @@ def training_set(
     features: dsl.Output[dsl.Dataset],
 ):
     """The trips with every Feast feature joined as of each trip's own time (point in time, no later), as a
-    Dataset; rows whose entity's latest feature row is older than the TTL are dropped, as Feast does."""
+    Dataset, joined on DuckDB a chunk at a time (bounded memory); rows whose entity's latest feature row is older
+    than the TTL are dropped, as Feast's file store did."""
     from pathlib import Path
 
-    import pandas as pd
-
     from slipway import logs
-    from slipway.atomic import atomic_output
     from slipway.components import feature_store
     from slipway.problem import load_problem
 
     logs.configure()
     loaded = load_problem(problem)
     config = feature_store.StoreConfig.for_pipeline(feature_repo, pipeline_root)
-    rows = pd.read_parquet(trips.path)
-    joined = feature_store.training_set(feature_store.open_store(config, loaded), loaded, rows)
-    with atomic_output(Path(features.path)) as temp:
-        joined.to_parquet(temp)
+    rows, kept, columns = feature_store.write_training_set(feature_store.open_store(config, loaded), loaded,
+                                                           Path(trips.path), Path(features.path))
     # The trips' own lineage (source, sha256, split) carries over: the model's lineage reads it from here.
-    features.metadata.update({**trips.metadata, "rows": len(joined), "dropped_rows": len(rows) - len(joined),
-                              "columns": list(joined.columns), "features": feature_store.feature_refs(loaded)})
+    features.metadata.update({**trips.metadata, "rows": kept, "dropped_rows": rows - kept, "columns": columns,
+                              "features": feature_store.feature_refs(loaded)})

@@ -138,10 +138,16 @@ class Evaluation:
         })
 
 
-def evaluate_model(model_dir: Path, eval_path: Path, problem: Problem, threshold: float = 0.5) -> Evaluation:
-    """Scores the eval split with the model and computes the metrics at `threshold`, overall and per slice."""
+def checked_threshold(threshold: float) -> float:
+    """`threshold` if it is a decision threshold strictly between 0 and 1, else a ValueError saying so."""
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    return threshold
+
+
+def evaluate_model(model_dir: Path, eval_path: Path, problem: Problem, threshold: float = 0.5) -> Evaluation:
+    """Scores the eval split with the model and computes the metrics at `threshold`, overall and per slice."""
+    checked_threshold(threshold)
     model = load_model(model_dir)
     label = model.preprocessing.label
     frame = pd.read_parquet(eval_path)

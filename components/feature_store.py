@@ -361,30 +361,91 @@ def training_set(
         with point_in_time_join(store, problem, features) as opened:
             return training_set(store, problem, entity_rows, features, opened)
     started = time.perf_counter()
+    kept, features_joined = _join(join, problem, entity_rows)
+    result = entity_rows.copy()
+    for column, values in features_joined.items():
+        result[column] = values
+    _log_join(problem, len(entity_rows), int(kept.sum()), len(features_joined), time.perf_counter() - started)
+    return result[kept]
+
+
+def write_training_set(
+    store: FeatureStore, problem: Problem, trips: Path, out: Path, chunk_rows: int = 1_000_000,
+) -> tuple[int, int, list[str]]:
+    """`training_set` of a Parquet file of trips, streamed: read, joined and written `chunk_rows` at a time into
+    one Parquet file at `out` (whole or not at all), so memory holds a chunk, not the data set. The trips'
+    columns keep their types; the features are float64. Returns (rows read, rows written, columns)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from slipway.atomic import atomic_output
+
     try:
-        times = utc_times(entity_rows[ts_column], ts_column, rows="entity row(s)")
-    except FeatureError as error:
-        raise FeatureStoreError(str(error)) from None
+        source = pq.ParquetFile(trips)
+    except (OSError, pa.ArrowException) as exc:
+        raise FeatureStoreError(f"{trips}: not a readable Parquet file of trips: {exc}") from exc
+    # A saved pandas index is left behind: a training set's rows are positions, and chunks would restart it.
+    columns = [name for name in source.schema_arrow.names if not name.startswith("__index_level_")]
+    keys = [problem.timestamp.column, *problem.entities]
+    started, rows_in, rows_out = time.perf_counter(), 0, 0
+    with point_in_time_join(store, problem) as join, atomic_output(Path(out)) as temp:
+        writer = None
+        try:
+            for batch in source.iter_batches(batch_size=chunk_rows, columns=columns):
+                chunk = pa.Table.from_batches([batch])
+                entity_rows = chunk.select([name for name in keys if name in columns]).to_pandas()
+                kept, features = _join(join, problem, entity_rows)
+                for name, values in features.items():
+                    chunk = chunk.append_column(name, pa.array(values, pa.float64()))
+                if writer is None:
+                    # pandas' metadata, so that a reader gets the trips' pandas types back (Int64, string).
+                    metadata = pa.Schema.from_pandas(chunk.slice(0, 1).to_pandas(), preserve_index=False).metadata
+                    writer = pq.ParquetWriter(temp, chunk.schema.with_metadata(metadata))
+                writer.write_table(chunk.filter(pa.array(kept)).replace_schema_metadata(writer.schema.metadata))
+                rows_in, rows_out = rows_in + chunk.num_rows, rows_out + int(kept.sum())
+                log.info("training set %s: %d rows joined (%.0f rows/s)", Path(out).name, rows_in,
+                         rows_in / max(time.perf_counter() - started, 1e-9))
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:  # no rows: the empty training set still has every column
+            _write_empty(source, columns, join.output_columns(), temp)
+    _log_join(problem, rows_in, rows_out, len(join.output_columns()), time.perf_counter() - started)
+    return rows_in, rows_out, [*columns, *join.output_columns()]
+
+
+def _write_empty(source: Any, columns: list[str], features: list[str], path: Path) -> None:
+    empty = source.schema_arrow.empty_table().select(columns).to_pandas()
+    for name in features:
+        empty[name] = pd.Series(dtype="float64")
+    empty.to_parquet(path, index=False)
+
+
+def _join(join: PointInTimeJoin, problem: Problem, entity_rows: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
+    """Which rows survive the join, and each feature column (float64 numpy, one value per row)."""
     import pyarrow as pa
 
     from slipway.components.point_in_time import EVENT_NS, KEPT, ROW
 
+    ts_column = problem.timestamp.column
+    try:
+        times = utc_times(entity_rows[ts_column], ts_column, rows="entity row(s)")
+    except FeatureError as error:
+        raise FeatureStoreError(str(error)) from None
     keys = {ROW: pa.array(range(len(entity_rows)), pa.int64()),
             EVENT_NS: pa.array(times.astype("int64").to_numpy())}
     for table in join.tables:
         keys[table.entity] = pa.array(entity_key_values(entity_rows[table.entity], problem, table.entity))
     answer = join.join(pa.table(keys))
-    kept = answer[KEPT]
-    result = entity_rows.copy()
-    for column in join.output_columns():
-        result[column] = answer[column].astype("float64")
-    dropped = int((~kept).sum())
-    if dropped:
+    return answer[KEPT].astype(bool), {name: answer[name].astype("float64") for name in join.output_columns()}
+
+
+def _log_join(problem: Problem, rows: int, kept: int, features: int, seconds: float) -> None:
+    if rows > kept:
         log.warning("training set: dropped %d of %d entity rows whose latest feature row is older than the ttl "
-                    "(%s); a longer feature_store.ttl keeps them", dropped, len(entity_rows), problem.feature_store.ttl)
-    log.info("training set: %d rows x %d features in %.2f s", int(kept.sum()), len(join.output_columns()),
-             time.perf_counter() - started)
-    return result[kept]
+                    "(%s); a longer feature_store.ttl keeps them", rows - kept, rows, problem.feature_store.ttl)
+    log.info("training set: %d rows x %d features in %.2f s (%.0f rows/s)", kept, features, seconds,
+             rows / max(seconds, 1e-9))
 
 
 @contextlib.contextmanager
@@ -430,14 +491,10 @@ def local_store(splits: Sequence[Path], problem: Problem, repo_dir: Path) -> Fea
 
 
 def write_training_sets(store: FeatureStore, problem: Problem, splits: Sequence[Path], out_dir: Path) -> list[Path]:
-    """Each split's `training_set`, written whole or not at all to `out_dir/<the split's file name>`; the paths,
-    in order."""
-    from slipway.atomic import atomic_output
-
+    """Each split's `write_training_set`, to `out_dir/<the split's file name>`; the paths, in order."""
     paths = [Path(out_dir) / Path(split).name for split in splits]
     for split, path in zip(splits, paths, strict=True):
-        with atomic_output(path) as temp:
-            training_set(store, problem, pd.read_parquet(split)).to_parquet(temp)
+        write_training_set(store, problem, Path(split), path)
     return paths
 
 

@@ -8,6 +8,7 @@ train` options both show.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,6 +19,20 @@ DEFAULT_PROCESSES = 2
 
 # The architectures `slipway.components.models.ARCHITECTURES` builds (a test keeps the two in step).
 ARCHITECTURE_NAMES = ("mlp", "logistic_regression")
+
+
+def max_local_processes() -> int:
+    """The most training processes this machine runs: one per CPU core (more only time-slice the same cores and
+    multiply the gradient all-reduces), never fewer than the default."""
+    return max(os.cpu_count() or 1, DEFAULT_PROCESSES)
+
+
+def checked_local_processes(processes: int) -> int:
+    """`processes` if this machine can run that many local DDP processes, else a ValueError naming the range."""
+    if not 1 <= processes <= max_local_processes():
+        raise ValueError(f"processes must be between 1 and {max_local_processes()} (this machine's CPU cores), "
+                         f"got {processes}")
+    return processes
 
 
 def _option(default: Any, help: str) -> Any:
@@ -45,6 +60,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be at least 0, got {self.weight_decay}")
+        if not 0 <= self.seed < 2**32:  # the per-epoch dropout seed (seed * 1_000_003 + ...) stays in torch's range
+            raise ValueError(f"seed must be between 0 and {2**32 - 1}, got {self.seed}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.architecture not in ARCHITECTURE_NAMES:

@@ -258,14 +258,21 @@ class TuningOutcome:
     metrics: dict[str, float]
 
 
+def checked_tuner(tuner: str) -> str:
+    """`tuner` if it is one of TUNERS, else a ValueError naming them: the tune step's rule, which `slipway run`
+    applies to `--set tuner=` before anything runs."""
+    if tuner not in TUNERS:
+        raise ValueError(f"tuner {tuner!r}: expected one of {list(TUNERS)}")
+    return tuner
+
+
 def tune_training(tuner: str, space: SearchSpace | None, train_path: Path, problem: Problem, workdir: Path,
                   base: TrainConfig, tracking: TrackingConfig | None = None, lineage: Lineage | None = None,
                   katib: KatibTarget | None = None, api: Any = None) -> TuningOutcome:
     """The `tune` step: `off` hands `base` on as it is; `optuna` runs the study here; `katib` runs it as an
     Experiment on the cluster (`katib` and the Kubernetes `api` client needed). Searched fields come from
     the best trial, the rest from `base`."""
-    if tuner not in TUNERS:
-        raise ValueError(f"tuner {tuner!r}: expected one of {list(TUNERS)}")
+    checked_tuner(tuner)
     if tuner == "off":
         return TuningOutcome(config=base, metrics={}, markdown="Tuning is off (`tuner=off`): `train` uses the "
                              "pipeline's hyperparameters as given.\n")

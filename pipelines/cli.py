@@ -14,7 +14,11 @@
     slipway submit training --host URL [--set key=value ...] [--wait]
     slipway runs --host URL [RUN_ID]
 
-Exit codes: 0 success, 1 a pipeline or step failed, 2 bad usage (unknown pipeline, bad --set).
+Exit codes: 0 success, 1 a pipeline or step failed, 2 bad usage (unknown pipeline, bad --set), each error one
+line on stderr. Commands that exit with a verdict keep their errors off its codes: `validate` 0 clean, 1 anomalies;
+`drift` and `monitor --replay` 0 none, 1 warning, 2 critical, so their bad usage exits 4; `feedback` 0 held,
+1 dropped; `deploy` 0 promoted, 3 rolled back; and 3 is `validate`'s, `drift`'s, `monitor`'s and `feedback`'s
+"this input cannot be used" (named).
 """
 
 import contextlib
@@ -34,7 +38,7 @@ from slipway import __version__, logs, runtimes
 from slipway.components.drift_detection import CORRECTIONS, LEVELS, DriftConfig
 from slipway.components.feedback import FeedbackPolicy
 from slipway.components.search_space import DEFAULT_SEARCH_SPACE
-from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig
+from slipway.components.train_config import DEFAULT_PROCESSES, TrainConfig, checked_local_processes
 from slipway.problem import DEFAULT_PROBLEM
 from slipway.serving.protocol import MONITOR_PORT, UNINFORMED_SCORE
 from slipway.serving.server import DEFAULT_MAX_PAYLOAD_BYTES
@@ -45,7 +49,40 @@ PIPELINE_NAMES = ("batch_scoring", "continuous_training", "training")
 SOURCE_PARAMETER = "source_uri"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+VERDICT_USAGE_EXIT = 4  # bad usage of a command whose exit code 2 is a verdict (drift's "critical")
+
+
+class VerdictCommand(click.Command):
+    """A command whose exit codes 0-2 are a verdict: its bad usage exits `VERDICT_USAGE_EXIT`, not Click's 2."""
+
+    usage_exit_code = VERDICT_USAGE_EXIT
+
+
+class OneLineErrors(click.Group):
+    """Reports a usage error as one line, `Error: ...` naming the option and what is wrong (Click's own report adds
+    the usage and a hint above it), with its command's exit code for bad usage."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+
+def _one_line(error: click.UsageError) -> click.ClickException:
+    one_line = click.ClickException(error.format_message())
+    command = error.ctx.command if error.ctx else None
+    one_line.exit_code = getattr(command, "usage_exit_code", error.exit_code)
+    return one_line
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="slipway")
 def cli() -> None:
     """Slipway: Kubeflow Pipelines v2 components from raw data to a canary-deployed KServe endpoint.
@@ -82,12 +119,8 @@ def compile_command(pipelines: tuple[str, ...], output_dir: Path) -> None:
 def run_command(pipeline: str, data_uri: str | None, assignments: tuple[str, ...], pipeline_root: Path) -> None:
     """Run PIPELINE locally with kfp.local and print a summary: metrics, and where the artifacts are."""
     from slipway.pipelines.catalog import get_pipeline
-    from slipway.pipelines.local import (
-        PipelineArgumentError,
-        parse_arguments,
-        pipeline_parameters,
-        run_local,
-    )
+    from slipway.pipelines.local import PipelineRunError, parse_arguments, pipeline_parameters, run_local
+    from slipway.pipelines.parameter_rules import check_arguments
     from slipway.sample_data import fetch_sample
 
     logs.configure()
@@ -95,7 +128,10 @@ def run_command(pipeline: str, data_uri: str | None, assignments: tuple[str, ...
     parameters = pipeline_parameters(component)
     try:
         arguments = parse_arguments(component, list(assignments))
-    except PipelineArgumentError as exc:
+        # The steps' own rules, now: a step that refused a value would do so minutes into the run.
+        check_arguments({name: default for name, (_, default) in parameters.items() if default is not None},
+                        arguments)
+    except ValueError as exc:  # PipelineArgumentError, or a rule's reason
         raise click.BadParameter(str(exc), param_hint="--set") from None
     if SOURCE_PARAMETER in parameters:
         if SOURCE_PARAMETER in arguments:
@@ -107,8 +143,8 @@ def run_command(pipeline: str, data_uri: str | None, assignments: tuple[str, ...
 
     try:
         run = run_local(component, arguments, pipeline_root)
-    except RuntimeError as exc:
-        raise click.ClickException(f"{str(exc).rstrip('.')} (the failing task's log above says why)") from None
+    except PipelineRunError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(_summary(run, arguments, pipeline_root))
 
 
@@ -213,7 +249,8 @@ def _train_config(hyperparameters: dict[str, Any]) -> TrainConfig:
 @click.option("--problem", default=DEFAULT_PROBLEM, show_default=True,
               help="Packaged problem name, or the path/URI of a problem YAML.")
 @click.option("--processes", type=click.IntRange(min=1), default=DEFAULT_PROCESSES, show_default=True,
-              help="Local DDP processes (torchrun --nproc-per-node); 1 trains in a single process.")
+              help="Local DDP processes (torchrun --nproc-per-node), at most one per CPU core; 1 trains in a single "
+                   "process.")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the splits, checkpoints and model go. Default: runs/train-<timestamp>. Point it at an "
                    "interrupted run's directory to resume from its last checkpoint.")
@@ -241,6 +278,10 @@ def train_command(data_uri: str | None, problem: str, processes: int, output_dir
         config = _train_config(hyperparameters)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    try:
+        checked_local_processes(processes)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--processes") from None
     output_dir = output_dir or Path("runs") / f"train-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     source = data_uri or str(fetch_sample()["data.csv"])
     try:
@@ -528,7 +569,9 @@ def deploy_command(model_uri: str, steps: str, min_requests: int, rps: float, da
     """
     import tempfile
 
+    from slipway.components.ingestion import IngestError
     from slipway.components.registry import RegistryError
+    from slipway.problem import ProblemError
     from slipway.serving.canary import AnalysisPolicy
     from slipway.serving.deploy import DeployError, LocalDeployConfig, deploy_registered
     from slipway.serving.process import ServerStartError
@@ -546,7 +589,7 @@ def deploy_command(model_uri: str, steps: str, min_requests: int, rps: float, da
             result = deploy_registered(registry, version.name, version.version,
                                        _eval_rows(data_uri, problem, Path(workdir)),
                                        dataclasses.replace(config, name=version.name), Path(workdir))
-    except (RegistryError, DeployError, ServerStartError) as exc:
+    except (RegistryError, DeployError, ServerStartError, IngestError, ProblemError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("\n" + result.markdown())
     if not result.promoted:
@@ -752,10 +795,11 @@ def features_command(entities: tuple[str, ...], problem: str, feature_repo: Path
                 click.echo(f"  {ref.split(':')[1]:<20} {'missing' if value is None else _number(value)}")
 
 
-class InputError(click.ClickException):
-    """Input that cannot be checked at all (a missing file, a schema that does not parse): exit code 2."""
+class UnusableInputError(click.ClickException):
+    """`slipway validate`, `drift`, `monitor`, `feedback`: the input cannot be used (a missing column, no rows, an
+    unreadable file, a schema that does not parse), named in the message: exit code 3, apart from the verdicts."""
 
-    exit_code = 2
+    exit_code = 3
 
 
 @cli.command("validate")
@@ -775,7 +819,8 @@ def validate_command(data_uri: str, schema_uri: str, training_stats: Path | None
     """Validate a data file against a schema with TFDV, outside a pipeline, and print the anomalies.
 
     Data without the label column (a raw source, a serving log) is judged in the schema's SERVING
-    environment. Exit codes: 0 no anomalies, 1 anomalies (listed), 2 the input could not be validated.
+    environment. Exit codes: 0 no anomalies, 1 anomalies (listed), 2 bad usage, 3 the input could not be
+    validated (named: a missing file, a schema that does not parse).
     """
     import tempfile
 
@@ -791,7 +836,7 @@ def validate_command(data_uri: str, schema_uri: str, training_stats: Path | None
             try:
                 download(uri, local[flag])
             except StorageError as exc:
-                raise InputError(f"{flag}: {exc}") from None
+                raise UnusableInputError(f"{flag}: {exc}") from None
         try:
             answer = runtime_call.call(
                 runtimes.TFDV, "slipway.components.data_validation:validate_data",
@@ -799,7 +844,7 @@ def validate_command(data_uri: str, schema_uri: str, training_stats: Path | None
                 anomalies_path=str(anomalies_path or Path(tmp) / "anomalies.pbtxt"), problem=problem,
                 training_statistics=str(training_stats or ""))
         except runtime_call.RuntimeCallError as exc:
-            raise InputError(str(exc).replace(str(local["--data"]), data_uri)
+            raise UnusableInputError(str(exc).replace(str(local["--data"]), data_uri)
                              .replace(str(local["--schema"]), schema_uri)) from None
     result = ValidationResult.from_json({**answer, "dataset": data_uri})
     click.echo(result.text())
@@ -807,14 +852,7 @@ def validate_command(data_uri: str, schema_uri: str, training_stats: Path | None
         raise SystemExit(1)
 
 
-class UnusableInputError(click.ClickException):
-    """`slipway drift`, `monitor`, `feedback`: the input cannot be used (a missing column, no rows, an unreadable
-    file), named in the message: exit code 3, apart from the verdicts 0-2."""
-
-    exit_code = 3
-
-
-@cli.command("drift")
+@cli.command("drift", cls=VerdictCommand)
 @click.option("--reference", "reference_uri", required=True, metavar="URI",
               help="What the model was trained on (a run's train split, or any CSV/Parquet file by URI).")
 @click.option("--current", "current_uri", required=True, metavar="URI",
@@ -846,8 +884,8 @@ def drift_command(reference_uri: str, current_uri: str, problem: str, bins: int,
     (categorical) test, its p-value corrected for the number of features. A feature's level is its PSI
     band (< 0.1 none, 0.1-0.2 warning, > 0.2 critical) when the test is significant, else none; the
     overall level is the worst feature's. With --model, that model's scores on both sides are one more
-    row, `prediction`, measured and counted the same way. Exit codes: 0 none, 1 warning, 2 critical
-    (Click also exits 2 on a usage error), 3 the two cannot be compared (named).
+    row, `prediction`, measured and counted the same way. Exit codes: 0 none, 1 warning, 2 critical, 3 the two
+    cannot be compared (named), 4 bad usage (a missing or invalid option).
     """
     import tempfile
 
@@ -889,10 +927,12 @@ def _drift_model(ref: str, workdir: Path) -> Any:
     try:
         return load_model(_model_dir(ref, "", workdir))
     except ModelArtifactError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise UnusableInputError(str(exc)) from None
+    except click.ClickException as exc:  # _model_dir's: exit 1 would read as drift's "warning"
+        raise UnusableInputError(exc.message) from None
 
 
-@cli.command("monitor")
+@cli.command("monitor", cls=VerdictCommand)
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The monitor's YAML: reference (required), problem, model_name, window_rows, bins, min_rows, "
                    "alpha, alert_level, and for live AUC labels, baseline_auc, max_drop_percent, min_labels.")
@@ -901,7 +941,8 @@ def _drift_model(ref: str, workdir: Path) -> Any:
                    "logger to POST events.")
 @click.option("--replay", is_flag=True, help="Read the whole --prediction-log once, print every window (the last "
                                             "one partial if it holds min_rows rows), and exit with the worst "
-                                            "window's level (0 none, 1 warning, 2 critical; 3 no window).")
+                                            "window's level (0 none, 1 warning, 2 critical; 3 no window; 4 bad "
+                                            "usage).")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to serve on.")
 @click.option("--port", type=int, default=MONITOR_PORT, show_default=True,
               help="POST / takes CloudEvents (the InferenceService logger's url); GET /metrics, /drift, /healthz.")
@@ -1343,12 +1384,14 @@ def score_command(data_uri: str, model_ref: str, output_uri: str, overwrite: boo
         check_output(data_uri, output_uri, overwrite=overwrite)  # before the feature store or the model is opened
     except OutputConflictError as exc:
         raise click.BadParameter(str(exc), param_hint="--output") from None
+    join = None
     try:
-        join = None
-        if feature_repo is not None:
-            join = feature_join(feature_store.StoreConfig.from_env(feature_repo), load_problem(problem))
-        result = predict_batch(data_uri, model_ref, output_uri, run_id=run_id or new_run_id(),
-                               tracking_uri=tracking_uri, join=join, config=config, overwrite=overwrite)
+        with contextlib.ExitStack() as stack:
+            if feature_repo is not None:
+                join = stack.enter_context(
+                    feature_join(feature_store.StoreConfig.from_env(feature_repo), load_problem(problem)))
+            result = predict_batch(data_uri, model_ref, output_uri, run_id=run_id or new_run_id(),
+                                   tracking_uri=tracking_uri, join=join, config=config, overwrite=overwrite)
     except BatchInputError as exc:
         hint = " (or give --feature-repo DIR to join them here)" if "point-in-time" in str(exc) and not join else ""
         raise click.ClickException(f"{exc}{hint}") from None

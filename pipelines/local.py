@@ -6,17 +6,23 @@ and its runtime are installed; components are built with `install_kfp_package=Fa
 pip-installs anything). Artifacts land under `<pipeline_root>/<pipeline>-<timestamp>/<task>/`.
 """
 
+import collections
+import contextlib
 import dataclasses
 import json
 import logging
+import math
+import re
+import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from kfp import dsl, local
 from kfp.dsl.graph_component import GraphComponent
 
+from slipway.child_process import last_error_line
 from slipway.components.tracking import DEFAULT_PIPELINE_ROOT
 
 log = logging.getLogger(__name__)
@@ -25,10 +31,17 @@ log = logging.getLogger(__name__)
 _PARSERS = {
     "String": str,
     "Integer": int,
-    "Float": float,
+    "Float": lambda text: _finite(float(text)),
     "Boolean": lambda text: {"true": True, "false": False}[text.lower()],
     "List": lambda text: _parse_list(text),
 }
+
+
+def _finite(value: float) -> float:
+    """`value` unless it is NaN or infinite, which no parameter means."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    return value
 
 
 def _parse_list(text: str) -> list[Any]:
@@ -49,6 +62,10 @@ def _parse_list(text: str) -> list[Any]:
 
 class PipelineArgumentError(ValueError):
     """A pipeline argument is unknown or does not parse to the parameter's type."""
+
+
+class PipelineRunError(RuntimeError):
+    """A task of a local run failed: kfp.local's verdict, naming the task, then the task's own last error line."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,23 +97,31 @@ def parse_arguments(pipeline: GraphComponent, assignments: list[str]) -> dict[st
         try:
             arguments[key] = _PARSERS[kind](text)
         except (ValueError, KeyError):
-            raise PipelineArgumentError(f"{key}={text!r}: expected {kind.lower()}") from None
+            expected = "a finite float" if kind == "Float" else kind.lower()
+            raise PipelineArgumentError(f"{key}={text!r}: expected {expected}") from None
     return arguments
 
 
 def run_local(
     pipeline: GraphComponent, arguments: dict[str, Any], pipeline_root: Path = DEFAULT_PIPELINE_ROOT
 ) -> LocalRun:
-    """Runs `pipeline` to completion with kfp.local; raises if any task fails."""
+    """Runs `pipeline` to completion with kfp.local; a `PipelineRunError` saying which task failed and why if one
+    does."""
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()),
                raise_on_error=True)
     started = time.perf_counter()
-    with warnings.catch_warnings():
+    output = _Tail(sys.stdout)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(output):
         # kfp.local warns when an image name lacks "python"; our tasks run in this interpreter
         # by design, whose environment is built from the same lock as the image.
         warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
-        task = pipeline(**arguments)
+        try:
+            task = pipeline(**arguments)
+        except RuntimeError as exc:  # kfp.local's "Pipeline ... finished with status FAILURE. Inner task failed: ..."
+            verdict = _ANSI.sub("", str(exc)).rstrip(".")
+            reason = _MODULE_PATH.sub("", last_error_line(output.lines()))
+            raise PipelineRunError(f"{verdict}: {reason}") from None
     seconds = time.perf_counter() - started
     outputs = dict(task.outputs) if isinstance(task.outputs, dict) else {"output": task.outputs}
     return LocalRun(pipeline=pipeline.name, run_dir=_run_dir(outputs), seconds=seconds, outputs=outputs)
@@ -108,3 +133,32 @@ def _run_dir(outputs: dict[str, Any]) -> Path | None:
         if isinstance(value, dsl.Artifact):
             return Path(value.path).parents[1]
     return None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # kfp.local colours task and pipeline names
+_MODULE_PATH = re.compile(r"^(?:\w+\.)+(?=\w+(?:Error|Exception)\b)")  # slipway.storage.StorageError -> StorageError
+
+
+class _Tail:
+    """Writes through to `stream` (kfp.local prints each task's output there), keeping the last lines: the failed
+    task's traceback ends them."""
+
+    def __init__(self, stream: TextIO, keep: int = 200) -> None:
+        self._stream = stream
+        self._lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._stream.write(text)
+        *complete, self._partial = (self._partial + text).split("\n")
+        self._lines.extend(complete)
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def lines(self) -> list[str]:
+        return [*self._lines, self._partial]
+
+    def __getattr__(self, name: str) -> Any:  # isatty, encoding, fileno: the stream's own
+        return getattr(self._stream, name)

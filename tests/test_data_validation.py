@@ -230,15 +230,15 @@ def test_cli_validate_prints_each_anomaly_and_exits_1(sample, csv_schema, tmp_pa
     assert 'anomaly_info' in anomalies.read_text()
 
 
-def test_cli_validate_names_a_schema_that_does_not_parse_and_exits_2(taxi_csv, tmp_path):
+def test_cli_validate_names_a_schema_that_does_not_parse_and_exits_3(taxi_csv, tmp_path):
     schema = tmp_path / "reviewed.pbtxt"
     schema.write_text("this is not a schema")
     result = invoke_validate("--data", str(taxi_csv), "--schema", str(schema))
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 3, result.output  # 2 is bad usage
     assert f"{schema}: not a TFDV schema (schema.pbtxt)" in result.output
 
 
-def test_cli_validate_names_a_missing_data_file_and_exits_2(csv_schema, tmp_path):
+def test_cli_validate_names_a_missing_data_file_and_exits_3(csv_schema, tmp_path):
     result = invoke_validate("--data", str(tmp_path / "nope.csv"), "--schema", str(csv_schema["schema"]))
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 3, result.output
     assert "--data: " in result.output and "nope.csv" in result.output

@@ -35,6 +35,7 @@ from slipway.components.feature_store import (
     online_features,
     open_store,
     training_set,
+    write_training_set,
 )
 from slipway.problem import load_problem
 from slipway.storage import StorageConfig
@@ -409,3 +410,33 @@ def test_the_real_sample_joins_each_trip_to_the_history_before_it(taxi_splits: t
         for feature in FEATURES:
             np.testing.assert_array_equal(result[f"{entity}_stats__{feature}"].to_numpy(), own[feature].to_numpy(),
                                           err_msg=f"{entity}_stats__{feature}")
+
+
+def test_a_training_set_written_in_chunks_equals_the_one_joined_whole(taxi_splits: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    """The streamed writer (what the pipeline's training_set step runs) holds a chunk at a time, yet writes
+    exactly the rows, values and pandas types of the whole-frame join; shuffled, so chunks overlap in time."""
+    trips_frame = pd.read_parquet(taxi_splits[0]).sample(frac=1.0, random_state=3)
+    trips_path = tmp_path / "trips.parquet"
+    trips_frame.to_parquet(trips_path)  # with its shuffled index saved: the written set leaves it behind
+    tables = write_feature_tables(trips_path, PROBLEM, tmp_path / "tables")
+    store = open_store(StoreConfig(repo_dir=tmp_path / "repo"), PROBLEM)
+    apply(store, PROBLEM, tables)
+
+    rows_in, rows_out, columns = write_training_set(store, PROBLEM, trips_path, tmp_path / "set.parquet",
+                                                    chunk_rows=999)
+
+    whole = training_set(store, PROBLEM, trips_frame).reset_index(drop=True)
+    written = pd.read_parquet(tmp_path / "set.parquet")
+    pd.testing.assert_frame_equal(written, whole)
+    assert (rows_in, rows_out, columns) == (len(trips_frame), len(whole), list(whole.columns))
+
+
+def test_an_empty_split_gives_an_empty_training_set_with_every_column(taxi_splits: tuple[Path, Path],
+                                                                      store: Any, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.parquet"
+    pd.read_parquet(taxi_splits[0]).head(0).to_parquet(empty, index=False)
+    assert write_training_set(store, PROBLEM, empty, tmp_path / "set.parquet")[:2] == (0, 0)
+    written = pd.read_parquet(tmp_path / "set.parquet")
+    assert len(written) == 0 and list(written.columns[-18:]) == [ref.replace(":", "__") for ref in
+                                                                 feature_refs(PROBLEM)]
