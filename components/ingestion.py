@@ -4,9 +4,10 @@ The first step of every pipeline, and the only one that sees raw data. It
 
 1. fetches the source (local path, `gs://`, `s3://`, `http(s)://`) and records its sha256;
 2. enforces the problem's column types, naming the file, column, row and value of anything
-   that does not parse (nothing is coerced to missing in silence);
+   that does not parse (nothing is coerced to missing in silence), and refuses a column name
+   that appears twice;
 3. computes the label from the problem's expression, dropping (and counting) rows where the
-   label cannot be decided;
+   label cannot be decided, and refuses a label of one class (in the source or either split);
 4. splits by event time: the latest `eval_fraction` of rows are the eval split, and no
    timestamp appears in both, so the model is always judged on its future;
 5. writes both splits atomically, together: on any error neither file exists.
@@ -15,6 +16,8 @@ The first step of every pipeline, and the only one that sees raw data. It
 """
 
 
+import collections
+import csv
 import dataclasses
 import logging
 import math
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from slipway.atomic import atomic_outputs
 from slipway.expression import ExpressionError, evaluate
@@ -82,7 +87,10 @@ def ingest_source(
 
     typed = enforce_types(raw, problem, source_uri)
     labelled, rows_without_label = add_label(typed, problem, source_uri)
+    require_both_classes(labelled[problem.label.name], problem, source_uri)
     train, evaluation, boundary = split_by_time(labelled, problem, source_uri)
+    require_both_classes(train[problem.label.name], problem, source_uri, "the train split")
+    require_both_classes(evaluation[problem.label.name], problem, source_uri, "the eval split")
 
     with atomic_outputs([train_path, eval_path]) as (train_tmp, eval_tmp):
         train.to_parquet(train_tmp, index=False)
@@ -116,17 +124,54 @@ def read_table(path: Path, source_uri: str) -> pd.DataFrame:
     if not head:
         raise IngestError(f"{source_uri}: the file is empty")
     is_parquet = name.endswith((".parquet", ".pq")) or head == PARQUET_MAGIC
+    unreadable = (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError,
+                  pa.ArrowException)
+    kind = "Parquet" if is_parquet else "CSV"
+    try:
+        names = pq.read_schema(path).names if is_parquet else _csv_header(path)
+    except unreadable as exc:
+        raise IngestError(f"{source_uri}: not a readable {kind} file: {exc}") from exc
+    _refuse_duplicate_columns(names, source_uri)
     try:
         if is_parquet:
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path, dtype=str, keep_default_na=True, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
-        kind = "Parquet" if is_parquet else "CSV"
+    except unreadable as exc:
         raise IngestError(f"{source_uri}: not a readable {kind} file: {exc}") from exc
     if frame.empty:
         raise IngestError(f"{source_uri}: has a header but no data rows")
     return frame
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file as its first line spells them (pandas would rename a repeated `fare` to
+    `fare.1`)."""
+    with path.open(newline="", encoding="utf-8") as file:
+        return [name.strip() for name in next(csv.reader(file), [])]
+
+
+def _refuse_duplicate_columns(names: list[str], source_uri: str) -> None:
+    """An `IngestError` naming the first column that appears more than once: which of them is the data is a guess
+    this step does not make."""
+    counts = collections.Counter(names)
+    repeated = [name for name in counts if counts[name] > 1]
+    if repeated:
+        raise IngestError(f"{source_uri}: column {repeated[0]!r} appears {counts[repeated[0]]} times in the header; "
+                          "every column needs a name of its own")
+
+
+def require_both_classes(label: pd.Series, problem: Problem, source_uri: str, part: str = "") -> None:
+    """An `IngestError` when `label` (0/1) has one class only: a model cannot learn from it, nor AUC judge it.
+    `part` names the split checked ("" for the whole source)."""
+    positives = int(label.sum())
+    negatives = len(label) - positives
+    if positives and negatives:
+        return
+    where = f" in {part}" if part else ""
+    present, absent = (0, 1) if positives == 0 else (1, 0)
+    raise IngestError(f"{source_uri}: label {problem.label.name!r} has one class{where}: {len(label):,} rows of "
+                      f"{present} and none of {absent}; training needs both")
 
 
 def enforce_types(frame: pd.DataFrame, problem: Problem, source_uri: str) -> pd.DataFrame:

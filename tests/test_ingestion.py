@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import GS_BUCKET, S3_BUCKET
 
@@ -176,4 +178,46 @@ def test_a_source_at_a_single_instant_cannot_be_split_by_time(taxi_csv: Path, tm
     frame["trip_start_timestamp"] = "1382319000"
     with pytest.raises(IngestError, match="cannot split 300 labelled row"):
         ingest_source(write_csv(frame, tmp_path / "trips.csv"), PROBLEM, *outputs(tmp_path))
+    assert_no_output(tmp_path)
+
+
+def test_a_label_of_one_class_is_refused_with_the_counts(taxi_csv: Path, tmp_path: Path) -> None:
+    frame = sample_rows(taxi_csv)
+    frame["tips"] = "0"  # nobody tipped: every row is 0
+    path = write_csv(frame, tmp_path / "trips.csv")
+    with pytest.raises(IngestError) as caught:
+        ingest_source(path, PROBLEM, *outputs(tmp_path))
+    assert str(caught.value) == (f"{path}: label 'tip_over_20pct' has one class: 300 rows of 0 and none of 1; "
+                                 "training needs both")
+    assert_no_output(tmp_path)
+
+
+def test_a_split_whose_label_has_one_class_is_refused_naming_the_split(taxi_csv: Path, tmp_path: Path) -> None:
+    frame = sample_rows(taxi_csv)
+    newest = frame["trip_start_timestamp"].astype(int) >= frame["trip_start_timestamp"].astype(int).quantile(0.7)
+    frame.loc[newest, "tips"] = "0"  # the eval split (the newest 20%) has no big tip
+    path = write_csv(frame, tmp_path / "trips.csv")
+    with pytest.raises(IngestError, match=r"^.*trips\.csv: label 'tip_over_20pct' has one class in the eval split: "
+                                          r"\d\d rows of 0 and none of 1; training needs both$"):
+        ingest_source(path, PROBLEM, *outputs(tmp_path))
+    assert_no_output(tmp_path)
+
+
+def test_a_column_named_twice_is_refused_not_renamed(taxi_csv: Path, tmp_path: Path) -> None:
+    lines = taxi_csv.read_text().splitlines()[:51]
+    header = lines[0].split(",")
+    fare = header.index("fare")
+    # The second `fare` holds other numbers: pandas would read it as `fare.1` and the first would silently win.
+    rows = [f"{line},{i}" for i, line in enumerate(lines[1:])]
+    path = tmp_path / "trips.csv"
+    path.write_text("\n".join([lines[0] + f",{header[fare]}", *rows]) + "\n")
+    with pytest.raises(IngestError) as caught:
+        ingest_source(str(path), PROBLEM, *outputs(tmp_path))
+    assert str(caught.value) == (f"{path}: column 'fare' appears 2 times in the header; every column needs a name of "
+                                 "its own")
+
+    table = pa.table([pa.array([1.0, 2.0]), pa.array([3.0, 4.0])], names=["fare", "fare"])
+    pq.write_table(table, tmp_path / "trips.parquet")
+    with pytest.raises(IngestError, match="trips.parquet: column 'fare' appears 2 times in the header"):
+        ingest_source(str(tmp_path / "trips.parquet"), PROBLEM, *outputs(tmp_path))
     assert_no_output(tmp_path)
