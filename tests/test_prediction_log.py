@@ -283,3 +283,17 @@ def test_bad_configuration_fails_at_construction_naming_the_field_or_path(tmp_pa
     with PredictionLogger(config(tmp_path)):
         with pytest.raises(PredictionLogError, match="predictions.jsonl is in use by another logger"):
             PredictionLogger(config(tmp_path))
+
+
+def test_a_number_that_is_not_finite_is_written_as_null_so_every_line_is_json(tmp_path: Path, model: str) -> None:
+    """A gRPC or binary V2 request carries a missing value as NaN; a bare NaN in a line is not JSON."""
+    request = {"inputs": {"fare": [12.5, float("nan")], "trip_miles": (float("inf"), 1.0)}}
+    with PredictionLogger(config(tmp_path)) as logger:
+        logger.log("req-nan", model, request, {"predictions": [0.5, float("-inf")]})
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"a bare {constant} in the log")
+
+    lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
+    data = [json.loads(line, parse_constant=refuse)["data"] for line in lines]
+    assert data == [{"inputs": {"fare": [12.5, None], "trip_miles": [None, 1.0]}}, {"predictions": [0.5, None]}]

@@ -8,7 +8,9 @@ for V1, V2 REST and V2 gRPC, and it must answer (degraded, never 5xx) when the p
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +38,7 @@ PROBLEM = load_problem("chicago_taxi")
 NAME = "chicago_taxi"
 ROWS = 24
 SLIPWAY = str(Path(sys.executable).parent / "slipway")
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @contextmanager
@@ -216,3 +219,34 @@ def test_with_the_predictor_gone_every_request_gets_the_fallback_marked_degraded
     assert v2.status_code == 200 and v2.json()["outputs"][0]["data"] == [0.25]
     assert v2.json()["parameters"]["degraded"] == PREDICTOR_UNAVAILABLE
 
+
+
+def test_the_transformers_v2_metadata_lists_what_a_client_sends(servers, trips) -> None:
+    """The predictor's inputs less the features the transformer looks up: the trip and its entity keys."""
+    metadata = httpx.get(f"{servers['url']}/v2/models/{NAME}").json()
+    assert [tensor["name"] for tensor in metadata["inputs"]] == list(trips.columns)
+    assert {tensor["name"]: tensor["datatype"] for tensor in metadata["inputs"]}["company"] == "BYTES"
+    assert metadata["outputs"] == [{"name": "probability", "datatype": "FP64", "shape": [-1]}]
+
+
+def test_the_transformer_reads_a_v1_body_as_json_whatever_its_content_type(servers, trips, expected) -> None:
+    body = json.dumps({"instances": json_instances(trips)}).encode()
+    response = httpx.post(f"{servers['url']}/v1/models/{NAME}:predict", content=body,
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_readmes_curl_example_works_as_written(taxi_model, feature_repo, tmp_path) -> None:
+    """The README's `slipway serve --features` and its V1 curl, run as written (only the model and the port
+    differ): curl's -d sends no JSON Content-Type, which KServe alone answered with a misleading 400."""
+    [curl] = re.findall(r"^curl -s localhost:8080/v1/models/chicago_taxi:predict -d '.*?'$", README.read_text(),
+                        flags=re.MULTILINE | re.DOTALL)
+    port = free_port()
+    command = [SLIPWAY, "serve", "--model", str(taxi_model), "--features", str(feature_repo), "--http-port", str(port),
+               "--grpc-port", str(free_port())]
+    with running(command, tmp_path / "server.log", f"http://127.0.0.1:{port}/v2/health/ready"):
+        answer = subprocess.run(["bash", "-c", curl.replace("localhost:8080", f"localhost:{port}")],
+                                capture_output=True, text=True, timeout=60, check=True)
+    [score] = json.loads(answer.stdout)["predictions"]
+    assert 0 < score < 1
