@@ -180,6 +180,7 @@ def train(
     from slipway.components.tracking import TrackingConfig
     from slipway.components.train_config import TrainConfig
     from slipway.components.trainer import Lineage, trainer_arguments
+    from slipway.metric_values import require_finite
 
     logs.configure()
     config = TrainConfig(architecture=architecture, hidden_units=tuple(int(u) for u in hidden_units), dropout=dropout,
@@ -203,6 +204,8 @@ def train(
                                 result_uri, num_nodes=num_nodes, processes=processes, task_config=task_config,
                                 tracking_uri=tracking.tracking_uri, credentials_secret=credentials_secret)
         result = run_cluster_training(launcher, spec, result_uri)
+    require_finite({"eval_auc": result.eval_auc, "train_loss": result.train_loss}, "train",
+                   "the training diverged (try a lower learning_rate) or never improved on its first eval AUC")
     model.metadata.update({"framework": "pytorch", "format": "safetensors", "architecture": architecture,
                            "mlflow_run_id": result.mlflow_run_id, "mlflow_tracking_uri": tracking.tracking_uri})
     metrics.log_metric("eval_auc", round(result.eval_auc, 6))
@@ -258,6 +261,7 @@ def tune(
     from slipway.components.train_config import TrainConfig
     from slipway.components.trainer import Lineage
     from slipway.components.tuning import KatibTarget, tune_training
+    from slipway.metric_values import finite_metrics
     from slipway.problem import load_problem
 
     logs.configure()
@@ -280,7 +284,7 @@ def tune(
             Lineage(data_sha256=train_data.metadata.get("sha256"), pipeline_run_id=pipeline_run_id,
                     train_data=train_data.uri), katib, api)
     Path(trials.path).write_text(outcome.markdown)
-    for name, value in outcome.metrics.items():
+    for name, value in finite_metrics(outcome.metrics, "tune").items():
         best_params.log_metric(name, value)
     chosen = dataclasses.asdict(outcome.config)
     return (chosen["architecture"], list(chosen["hidden_units"]), chosen["dropout"], chosen["epochs"],
@@ -305,12 +309,13 @@ def evaluate(
     from slipway import logs
     from slipway.components.evaluation import evaluate_model, save_evaluation
     from slipway.components.evaluation_report import write_report
+    from slipway.metric_values import finite_metrics
     from slipway.problem import load_problem
 
     logs.configure()
     loaded = load_problem(problem)
     result = evaluate_model(Path(model.path), Path(eval_data.path), loaded, threshold)
-    for name, value in result.scalars().items():
+    for name, value in finite_metrics(result.scalars(), "evaluate").items():
         metrics.log_metric(name, round(value, 6))
     classification_metrics.log_roc_curve(result.roc_fpr, result.roc_tpr, result.roc_thresholds)
     classification_metrics.log_confusion_matrix(result.confusion_categories, result.confusion_matrix)
@@ -538,6 +543,7 @@ def drift(
     from slipway.components.drift_detection import DriftConfig, current_table, detect_drift, drift_table
     from slipway.components.drift_report import write_drift_report
     from slipway.components.model_artifact import load_model
+    from slipway.metric_values import finite_metrics
     from slipway.problem import load_problem
 
     logs.configure()
@@ -552,7 +558,7 @@ def drift(
                               DriftConfig(alpha=alpha, correction=correction), model=scorer,
                               model_name=f"the champion ({model.metadata.get('model_uri') or model.uri})",
                               current_scores=logged)
-    for name, value in result.metrics().items():
+    for name, value in finite_metrics(result.metrics(), "drift").items():
         metrics.log_metric(name, value)
     source = current.metadata.get("source") or current.uri
     write_drift_report(result, Path(report.path), f"Drift of {source} from the champion's training data")
@@ -627,6 +633,7 @@ def retrain_trigger(
 
     from slipway import logs
     from slipway.components.feedback import NO_RETRAINING, FeedbackPolicy, judge_live_performance, retrain_reason
+    from slipway.metric_values import finite_metrics
 
     logs.configure()
     performance = None
@@ -636,7 +643,7 @@ def retrain_trigger(
                              "(slipway.eval.auc), so its live AUC has nothing to be judged against")
         performance = judge_live_performance(prediction_log, labels_uri, baseline_auc,
                                              FeedbackPolicy(max_drop_percent=max_auc_drop_percent))
-        for name, value in performance.metrics().items():
+        for name, value in finite_metrics(performance.metrics(), "retrain_trigger").items():
             feedback.log_metric(name, value)
         logging.getLogger("slipway.feedback").info("%s", performance.summary())
     reason = retrain_reason(drift_level, performance, retrain_at)

@@ -270,6 +270,7 @@ def train_command(data_uri: str | None, problem: str, processes: int, output_dir
     from slipway.components.launcher import TrainingLaunchError, run_local_training
     from slipway.components.tracking import TrackingConfig
     from slipway.components.trainer import Lineage, trainer_arguments
+    from slipway.metric_values import require_finite
     from slipway.problem import ProblemError, load_problem
     from slipway.sample_data import fetch_sample
 
@@ -292,6 +293,8 @@ def train_command(data_uri: str | None, problem: str, processes: int, output_dir
                                  str(output_dir / "model"), str(output_dir / "checkpoints"), problem, config,
                                  tracking, Lineage(data_sha256=ingested.source_sha256, train_data=source))
         result = run_local_training(args, processes)
+        require_finite({"eval_auc": result.eval_auc, "train_loss": result.train_loss}, "train",
+                       "the training diverged (try a lower --learning-rate) or never improved on its first eval AUC")
     except (ProblemError, IngestError, FeatureStoreError, TrainingLaunchError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"\nTrained {config.architecture} with {result.world_size} process(es) on {result.device}: "
