@@ -121,6 +121,7 @@ def run_local(
         except RuntimeError as exc:  # kfp.local's "Pipeline ... finished with status FAILURE. Inner task failed: ..."
             verdict = _ANSI.sub("", str(exc)).rstrip(".")
             reason = _MODULE_PATH.sub("", last_error_line(output.lines()))
+            output.flush()  # the tasks' log before the error (on stderr), also when stdout is a pipe
             raise PipelineRunError(f"{verdict}: {reason}") from None
     seconds = time.perf_counter() - started
     outputs = dict(task.outputs) if isinstance(task.outputs, dict) else {"output": task.outputs}
