@@ -12,8 +12,10 @@ YAML then fails to compile (`'list' object has no attribute 'items'`).
 """
 
 import logging
+import re
 from pathlib import Path
 
+import yaml
 from kfp import compiler
 
 import slipway.components
@@ -49,7 +51,8 @@ def compile_components(output_dir: Path) -> list[Path]:
     each atomically; each is a standalone component YAML for `kfp.components.load_component_from_file`.
 
     It also removes the YAMLs of components that no longer exist, so that `dist/components/` never
-    offers a component of an older release beside the current ones.
+    offers a component of an older release beside the current ones: only YAMLs that Slipway compiled (their
+    display name says so), never another file that happens to be there.
     """
     folder = output_dir / COMPONENTS_DIR
     written = []
@@ -61,6 +64,18 @@ def compile_components(output_dir: Path) -> list[Path]:
         log.info("compiled component %s -> %s", name, path)
         written.append(path)
     for stale in sorted(set(folder.glob("*.yaml")) - set(written)):
+        if not _compiled_by_slipway(stale):
+            continue
         stale.unlink()
         log.info("removed %s: no component %r any more", stale, stale.stem)
     return written
+
+
+def _compiled_by_slipway(path: Path) -> bool:
+    """Whether `path` is a component YAML that `compile_components` wrote (of any release): its display name is
+    `component_display_name`'s."""
+    try:
+        info = yaml.safe_load(path.read_text())["pipelineInfo"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return False
+    return re.fullmatch(r"\w+ \(slipway [^)]+\)", str(info.get("displayName", ""))) is not None

@@ -31,3 +31,14 @@ def test_the_temporary_file_keeps_the_extension_so_writers_pick_the_right_format
     with atomic_output(tmp_path / "training.yaml") as temp:
         assert temp.suffix == ".yaml" and temp.parent == tmp_path and temp.name.startswith(".")
         temp.write_text("x")
+
+
+def test_a_directory_where_an_output_file_goes_is_never_replaced(tmp_path: Path) -> None:
+    """Only the block's own temporary files are ever removed: a user's folder at an output path survives whole."""
+    folder = tmp_path / "best_params.json"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    with pytest.raises(IsADirectoryError), atomic_output(folder) as temp:
+        temp.write_text("{}")
+    assert (folder / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_params.json"], "no temporary file left either"

@@ -68,10 +68,13 @@ def test_each_yaml_runs_on_its_runtimes_image_of_this_release_and_names_the_rele
 def test_compiling_again_removes_the_yaml_of_a_component_that_no_longer_exists(tmp_path: Path) -> None:
     retired = tmp_path / COMPONENTS_DIR / "retired_step.yaml"
     retired.parent.mkdir()
-    retired.write_text("# a component of an older release\n")
+    retired.write_text("# a component of an older release\npipelineInfo:\n  name: retired-step\n"
+                       "  displayName: retired_step (slipway 0.1.0)\n")
+    mine = tmp_path / COMPONENTS_DIR / "my_step.yaml"  # --output-dir pointed at a folder with the user's own YAML
+    mine.write_text("pipelineInfo:\n  name: my-step\n")
     written = compile_components(tmp_path)
     assert not retired.exists()
-    assert sorted(p.name for p in (tmp_path / COMPONENTS_DIR).iterdir()) == sorted(p.name for p in written)
+    assert sorted(p.name for p in (tmp_path / COMPONENTS_DIR).iterdir()) == sorted(p.name for p in [*written, mine])
 
 
 def test_train_and_tune_default_to_the_train_configs_so_a_user_sets_only_what_they_change(
