@@ -49,6 +49,7 @@ from slipway.serving.deploy import json_instances
 from slipway.serving.process import ServerProcess
 
 GOOD_WEIGHT = 3
+NO_ANSWER = "no answer"  # counted as an error by the canary analysis, as a 5xx is
 
 
 def log(message: str) -> None:
@@ -142,15 +143,18 @@ async def rest_load(url: str, mix: dict[str, dict], order: list[str], concurrenc
         async def worker() -> None:
             for name in queue:
                 started = time.perf_counter()
-                response = await client.request(**mix[name])
+                try:
+                    status: int | str = (await client.request(**mix[name])).status_code
+                except httpx.TransportError:  # the server closed the connection without an answer
+                    status = NO_ANSWER
                 latencies.append(time.perf_counter() - started)
-                statuses[response.status_code] += 1
-                by_case[name][response.status_code] += 1
+                statuses[status] += 1
+                by_case[name][status] += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return {"requests": len(order), "seconds": elapsed, "statuses": dict(sorted(statuses.items())),
+    return {"requests": len(order), "seconds": elapsed, "statuses": dict(sorted(statuses.items(), key=str)),
             "by_case": {name: dict(counter) for name, counter in sorted(by_case.items())},
             "latency_ms": distribution(sorted(latencies))}
 
@@ -229,21 +233,24 @@ def main() -> None:
 
 def markdown(results: dict) -> str:
     rest, grpc_result, m = results["rest"], results["grpc"], results["machine"]
-    four = sum(count for status, count in rest["statuses"].items() if 400 <= int(status) < 500)
-    five = sum(count for status, count in rest["statuses"].items() if int(status) >= 500)
+    answered = {int(status): count for status, count in rest["statuses"].items() if status != NO_ANSWER}
+    four = sum(count for status, count in answered.items() if 400 <= status < 500)
+    five = sum(count for status, count in answered.items() if status >= 500)
     lines = [
         "# Hostile load: good and malformed requests against `slipway serve`", "",
         f"{m['cpu']}, {m['cores']} cores; server, clients and everything else on one machine. "
         f"{results['concurrency']} requests in flight, closed loop, latency as the client sees it.", "",
-        "| protocol | requests | 2xx / OK | 4xx / INVALID_ARGUMENT, NOT_FOUND | 5xx / INTERNAL | req/s | p50 ms "
-        "| p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-        f"| REST (V1, V2) | {rest['requests']:,} | {rest['statuses'].get(200, 0):,} | {four:,} | {five} | "
+        "| protocol | requests | 2xx / OK | 4xx / INVALID_ARGUMENT, NOT_FOUND | 5xx / INTERNAL | no answer | req/s "
+        "| p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| REST (V1, V2) | {rest['requests']:,} | {answered.get(200, 0):,} | {four:,} | {five} | "
+        f"{rest['statuses'].get(NO_ANSWER, 0)} | "
         f"{rest['requests'] / rest['seconds']:,.0f} | {rest['latency_ms']['p50']:.2f} | "
         f"{rest['latency_ms']['p99']:.2f} |",
         f"| gRPC (V2) | {grpc_result['requests']:,} | {grpc_result['codes'].get('OK', 0):,} | "
         f"{grpc_result['codes'].get('INVALID_ARGUMENT', 0) + grpc_result['codes'].get('NOT_FOUND', 0):,} | "
         f"{grpc_result['codes'].get('INTERNAL', 0) + grpc_result['codes'].get('UNKNOWN', 0)} | "
+        f"{grpc_result['codes'].get('UNAVAILABLE', 0)} | "
         f"{grpc_result['requests'] / grpc_result['seconds']:,.0f} | {grpc_result['latency_ms']['p50']:.2f} | "
         f"{grpc_result['latency_ms']['p99']:.2f} |",
         "", "Statuses by request class (REST):", "",
