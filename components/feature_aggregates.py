@@ -43,9 +43,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from slipway.atomic import atomic_outputs
-from slipway.expression import ExpressionError, evaluate
+from slipway.expression import ExpressionError, columns_of, evaluate
 from slipway.problem import AggregateSpec, FeatureStoreSpec, Problem
 
 log = logging.getLogger(__name__)
@@ -102,10 +104,7 @@ def compute_entity_features(
     spec = _feature_store(problem)
     _check_entity(problem, entity)
     ts_column = problem.timestamp.column
-    for column in (ts_column, entity):
-        if column not in trips.columns:
-            raise FeatureError(f"missing column {column!r} (problem {problem.name!r} needs it for the "
-                               f"{entity} features); the trips have {list(trips.columns)}")
+    _require_columns(list(trips.columns), problem, entity)
     times = utc_times(trips[ts_column], ts_column)
     if as_of is not None:
         trips = _with_snapshot_probes(trips, entity, ts_column, times, as_of)
@@ -158,34 +157,66 @@ def write_feature_tables(
     `as_of` (default: `SNAPSHOT_DELAY` after the last trip); all tables appear together or none."""
     trips_path, out_dir = Path(trips_path), Path(out_dir)
     try:
-        trips = pd.read_parquet(trips_path)
-    except (OSError, ValueError) as exc:
+        available = pq.read_schema(trips_path).names
+    except (OSError, ValueError, pa.ArrowException) as exc:
         raise FeatureError(f"{trips_path}: not a readable Parquet file of trips: {exc}") from exc
     ts_column = problem.timestamp.column
-    if as_of is None and ts_column in trips.columns and not trips.empty:  # else compute_entity_features says why
+    if as_of is None and ts_column in available:  # else compute_entity_features says why
         try:
-            as_of = utc_times(trips[ts_column], ts_column).max() + SNAPSHOT_DELAY
+            times = utc_times(_read(trips_path, [ts_column])[ts_column], ts_column)
         except FeatureError as exc:
             raise FeatureError(f"{trips_path}: {exc}") from exc
-    log.info("computing %d features for entities %s from %d trips in %s, snapshot rows as of %s",
-             len(feature_columns(problem)), list(problem.entities), len(trips), trips_path, as_of)
-    tables = {}
-    for entity in problem.entities:
-        started = time.perf_counter()
+        as_of = times.max() + SNAPSHOT_DELAY if len(times) else None
+        del times
+    log.info("computing %d features for entities %s from %s, snapshot rows as of %s",
+             len(feature_columns(problem)), list(problem.entities), trips_path, as_of)
+    for entity in problem.entities:  # before anything is written
         try:
-            tables[entity] = compute_entity_features(trips, problem, entity, as_of)
+            _require_columns(available, problem, entity)
         except FeatureError as exc:
             raise FeatureError(f"{trips_path}: {exc}") from exc
-        seconds = time.perf_counter() - started
-        log.info("%s: %d feature rows (%d keys) from %d trips in %.3f s (%.0f trips/s)", entity,
-                 len(tables[entity]), tables[entity][entity].nunique(), len(trips), seconds,
-                 len(trips) / max(seconds, 1e-9))
     paths = {entity: out_dir / f"{entity}.parquet" for entity in problem.entities}
     with atomic_outputs(list(paths.values())) as temps:
         for entity, temp in zip(paths, temps, strict=True):
-            tables[entity].to_parquet(temp, index=False)
+            # One entity at a time, from only the columns its features read: memory holds one table.
+            started = time.perf_counter()
+            trips = _read(trips_path, [column for column in _columns_read(problem, entity) if column in available])
+            rows = len(trips)
+            try:
+                table = compute_entity_features(trips, problem, entity, as_of)
+            except FeatureError as exc:
+                raise FeatureError(f"{trips_path}: {exc}") from exc
+            del trips
+            table.to_parquet(temp, index=False)
+            seconds = time.perf_counter() - started
+            log.info("%s: %d feature rows (%d keys) from %d trips in %.3f s (%.0f trips/s)", entity, len(table),
+                     table[entity].nunique(), rows, seconds, rows / max(seconds, 1e-9))
     log.info("wrote feature tables %s to %s", sorted(paths), out_dir)
     return paths
+
+
+def _require_columns(columns: list[str], problem: Problem, entity: str) -> None:
+    for column in (problem.timestamp.column, entity):
+        if column not in columns:
+            raise FeatureError(f"missing column {column!r} (problem {problem.name!r} needs it for the "
+                               f"{entity} features); the trips have {columns}")
+
+
+def _columns_read(problem: Problem, entity: str) -> list[str]:
+    """What one entity's features read of the trips: the time, the key and the aggregates' `of` columns."""
+    spec = _feature_store(problem)
+    read = [problem.timestamp.column, entity]
+    for aggregate in spec.aggregates:
+        if aggregate.function != "count":
+            read += sorted(columns_of(aggregate.of) - set(read))
+    return read
+
+
+def _read(path: Path, columns: list[str]) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise FeatureError(f"{path}: not a readable Parquet file of trips: {exc}") from exc
 
 
 def _with_snapshot_probes(

@@ -72,6 +72,11 @@ def evaluate(text: str, frame: pd.DataFrame) -> Any:
     return _evaluate(tree.body, frame)
 
 
+def columns_of(text: str) -> set[str]:
+    """The column names an expression reads (a step reads only those columns of a large file)."""
+    return {node.id for node in ast.walk(_parse(text)) if isinstance(node, ast.Name)}
+
+
 def _walk(checker: _Checker, tree: ast.Expression, text: str) -> Kind:
     try:
         return checker.kind(tree.body)

@@ -1,0 +1,179 @@
+"""Benchmark: the training pipeline (tuner off) at 10k, 100k, 1M and 10M trips: wall time, each task's time and
+peak resident memory.
+
+Each run is `slipway run training --data <csv> --set tuner=off` in a fresh process with its own pipeline root
+(a fresh registry, so every run trains, registers and deploys as a first run does). The data is the taxi sample
+and its resamplings over proportionally longer spans (bench/scaled_taxi.py). Task times are kfp.local's own
+("Executing task" to "finished" in its log); a task's peak memory is the largest sum of resident memory over
+its process tree (the task's executor and what it starts: torchrun's workers, a model server), sampled every
+0.2 s from /proc. The runner's own process (`slipway run`, which compiles and schedules) is reported apart.
+
+    python bench/scale.py [--rows 10000 100000 1000000] [--repeats 3]
+
+Writes bench/results/scale.json and .md: median and spread of the wall time, and per task the median time and
+the largest peak over the repeats, with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import machine, summary, write_results
+from scaled_taxi import scaled_sample
+
+from slipway.sample_data import fetch_sample
+
+ROOT = Path(__file__).resolve().parent.parent
+SLIPWAY = Path(sys.executable).parent / "slipway"
+TASK_LINE = re.compile(r"(\d\d:\d\d:\d\d\.\d+) - INFO - (?:Executing task '([\w-]+)'|Task '([\w-]+)' finished)")
+TASK_DIR = re.compile(r'"uri": "[^"]*/training-[\d-]+/([\w-]+)/')
+
+
+@dataclasses.dataclass
+class Run:
+    rows: int
+    seconds: float
+    ok: bool
+    tasks: dict[str, float]  # seconds
+    peaks: dict[str, float]  # MiB
+    runner_peak: float
+    tail: str
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as file:
+            return [int(child) for child in file.read().split()]
+    except OSError:
+        return []
+
+
+def _tree(pid: int) -> list[int]:
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(_children(current))
+    return found
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/statm") as file:
+            return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _task_of(pid: int) -> str | None:
+    """The task an executor process runs, read off an output URI in its command line (<run>/<task>/<output>)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            cmdline = file.read().decode(errors="replace")
+    except OSError:
+        return None
+    if "kfp.dsl.executor_main" not in cmdline or "--executor_input" not in cmdline:
+        return None
+    match = TASK_DIR.search(cmdline)
+    return match.group(1) if match else None
+
+
+def _sample(runner: int, peaks: dict[str, float], runner_peak: list[float], done: threading.Event) -> None:
+    while not done.wait(0.2):
+        runner_peak[0] = max(runner_peak[0], _rss_mib(runner))
+        for pid in _tree(runner)[1:]:
+            task = _task_of(pid)
+            if task is not None:
+                peaks[task] = max(peaks.get(task, 0.0), sum(_rss_mib(p) for p in _tree(pid)))
+
+
+def _task_seconds(log: str) -> dict[str, float]:
+    started, seconds = {}, {}
+    for match in TASK_LINE.finditer(re.sub(r"\x1b\[[0-9;]*m", "", log)):
+        clock = sum(float(part) * unit for part, unit in zip(match.group(1).split(":"), (3600, 60, 1), strict=True))
+        if match.group(2):
+            started[match.group(2)] = clock
+        elif match.group(3) in started:
+            seconds[match.group(3)] = (clock - started[match.group(3)]) % 86400
+    return seconds
+
+
+def run_once(rows: int, data: Path) -> Run:
+    root = Path(tempfile.mkdtemp(prefix=f"slipway-scale-{rows}-"))
+    log_path = root / "run.log"
+    peaks: dict[str, float] = {}
+    runner_peak = [0.0]
+    done = threading.Event()
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([str(SLIPWAY), "run", "training", "--data", str(data), "--set", "tuner=off",
+                                    "--pipeline-root", str(root / "runs")], stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=ROOT)
+        sampler = threading.Thread(target=_sample, args=(process.pid, peaks, runner_peak, done), daemon=True)
+        sampler.start()
+        process.wait()
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    text = log_path.read_text()
+    shutil.rmtree(root, ignore_errors=True)
+    return Run(rows=rows, seconds=seconds, ok=process.returncode == 0, tasks=_task_seconds(text), peaks=peaks,
+               runner_peak=runner_peak[0], tail="\n".join(text.splitlines()[-3:]))
+
+
+def report(results: dict) -> str:
+    lines = [f"# The training pipeline at scale (tuner off)\n\nMachine: {results['machine']['cpu']}, "
+             f"{results['machine']['cores']} cores. `python bench/scale.py` ({time.strftime('%Y-%m-%d')}).\n",
+             "| trips | runs | wall s, median (min-max) | slowest task | largest task peak RSS | runner RSS |",
+             "|---|---|---|---|---|---|"]
+    for size in results["sizes"]:
+        wall = size["wall"]
+        slowest = max(size["tasks"].items(), key=lambda item: item[1], default=("-", 0))
+        biggest = max(size["peaks"].items(), key=lambda item: item[1], default=("-", 0))
+        lines.append(f"| {size['rows']:,} | {len(wall['runs'])} ({size['failed']} failed) | {wall['median']:.1f} "
+                     f"({wall['min']:.1f}-{wall['max']:.1f}) | {slowest[0]} {slowest[1]:.1f} s | {biggest[0]} "
+                     f"{biggest[1]:,.0f} MiB | {size['runner_peak']:,.0f} MiB |")
+    for size in results["sizes"]:
+        lines += [f"\n## {size['rows']:,} trips: each task (median s over the runs, largest peak RSS)\n",
+                  "| task | s | peak RSS MiB |", "|---|---|---|"]
+        lines += [f"| {task} | {seconds:.1f} | {size['peaks'].get(task, 0):,.0f} |"
+                  for task, seconds in size["tasks"].items()]
+        lines.append(f"| (sum of tasks) | {sum(size['tasks'].values()):.1f} | |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--repeats", type=int, default=3, help="runs at the sample's size; larger sizes run once")
+    args = parser.parse_args()
+    sample = fetch_sample()["data.csv"]
+    sizes = []
+    for rows in args.rows:
+        data = sample if rows == 10_000 else scaled_sample(rows)
+        runs = [run_once(rows, data) for _ in range(args.repeats if rows <= 10_000 else 1)]
+        for run in runs:
+            print(f"{rows:,} trips: {run.seconds:.1f} s, {'ok' if run.ok else 'FAILED'}\n{run.tail}", flush=True)
+        good = [run for run in runs if run.ok] or runs
+        tasks = {task: statistics.median(run.tasks.get(task, 0.0) for run in good) for task in good[0].tasks}
+        peaks = {task: max(run.peaks.get(task, 0.0) for run in good) for task in tasks}
+        sizes.append({"rows": rows, "wall": summary([run.seconds for run in good]), "failed": len(runs) - len(good)
+                      if any(run.ok for run in runs) else len(runs), "tasks": tasks, "peaks": peaks,
+                      "runner_peak": max(run.runner_peak for run in good)})
+    results = {"machine": machine(), "sizes": sizes}
+    write_results("scale", results, report(results))
+
+
+if __name__ == "__main__":
+    main()
