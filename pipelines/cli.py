@@ -34,7 +34,7 @@ from typing import Any
 
 import click
 
-from slipway import __version__, logs, runtimes
+from slipway import __version__, cluster, logs, runtimes
 from slipway.components.drift_detection import CORRECTIONS, LEVELS, DriftConfig
 from slipway.components.feedback import FeedbackPolicy
 from slipway.components.search_space import DEFAULT_SEARCH_SPACE
@@ -273,6 +273,7 @@ def train_command(data_uri: str | None, problem: str, processes: int, output_dir
     from slipway.metric_values import require_finite
     from slipway.problem import ProblemError, load_problem
     from slipway.sample_data import fetch_sample
+    from slipway.storage import StorageError
 
     logs.configure()
     try:
@@ -295,7 +296,7 @@ def train_command(data_uri: str | None, problem: str, processes: int, output_dir
         result = run_local_training(args, processes)
         require_finite({"eval_auc": result.eval_auc, "train_loss": result.train_loss}, "train",
                        "the training diverged (try a lower --learning-rate) or never improved on its first eval AUC")
-    except (ProblemError, IngestError, FeatureStoreError, TrainingLaunchError, ValueError) as exc:
+    except (ProblemError, IngestError, FeatureStoreError, StorageError, TrainingLaunchError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"\nTrained {config.architecture} with {result.world_size} process(es) on {result.device}: "
                f"eval AUC {result.eval_auc:.4f} at epoch {result.best_epoch} of {result.epochs_run}, "
@@ -351,6 +352,7 @@ def tune_command(data_uri: str | None, problem: str, search_space: str, max_tria
     from slipway.components.tuning import holdout_split, tune
     from slipway.problem import ProblemError, load_problem
     from slipway.sample_data import fetch_sample
+    from slipway.storage import StorageError
 
     logs.configure()
     try:
@@ -372,7 +374,7 @@ def tune_command(data_uri: str | None, problem: str, search_space: str, max_tria
         result = tune(space, output_dir / "fit.parquet", output_dir / "holdout.parquet", loaded, output_dir,
                       base=TrainConfig(epochs=epochs), tracking=tracking,
                       lineage=Lineage(data_sha256=ingested.source_sha256, train_data=source))
-    except (ProblemError, IngestError, FeatureStoreError, RuntimeError, ValueError) as exc:
+    except (ProblemError, IngestError, FeatureStoreError, StorageError, RuntimeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     with atomic_output(output_dir / "best_params.json") as temp:
         temp.write_text(json.dumps({"holdout_auc": result.best_value, "params": result.best_params}, indent=2)
@@ -498,6 +500,9 @@ def estimate_command(qps: float, p99_ms: float, profile_path: Path | None, model
 
     from slipway.capacity import estimate, load_profile, measure_profile
     from slipway.capacity import save_profile as write_profile
+    from slipway.components.ingestion import IngestError
+    from slipway.problem import ProblemError
+    from slipway.storage import StorageError
 
     logs.configure()
     try:
@@ -510,6 +515,8 @@ def estimate_command(qps: float, p99_ms: float, profile_path: Path | None, model
             if save_profile is not None:
                 write_profile(profile, save_profile)
         click.echo(estimate(profile, qps, p99_ms, utilisation, max_batch_wait_ms).explain())
+    except (IngestError, ProblemError, StorageError) as exc:  # --data or --problem cannot be read
+        raise click.ClickException(str(exc)) from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -578,6 +585,7 @@ def deploy_command(model_uri: str, steps: str, min_requests: int, rps: float, da
     from slipway.serving.canary import AnalysisPolicy
     from slipway.serving.deploy import DeployError, LocalDeployConfig, deploy_registered
     from slipway.serving.process import ServerStartError
+    from slipway.storage import StorageError
 
     logs.configure()
     try:
@@ -592,7 +600,7 @@ def deploy_command(model_uri: str, steps: str, min_requests: int, rps: float, da
             result = deploy_registered(registry, version.name, version.version,
                                        _eval_rows(data_uri, problem, Path(workdir)),
                                        dataclasses.replace(config, name=version.name), Path(workdir))
-    except (RegistryError, DeployError, ServerStartError, IngestError, ProblemError) as exc:
+    except (RegistryError, DeployError, ServerStartError, IngestError, ProblemError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("\n" + result.markdown())
     if not result.promoted:
@@ -619,9 +627,10 @@ def manifests_group() -> None:
 @click.option("--canary", "canary_percent", type=click.IntRange(1, 99), default=None,
               help="Also write the canary object: --model at this percent of traffic, --stable serving the rest.")
 @click.option("--stable", "stable_uri", default=None, metavar="URI", help="The model now serving (with --canary).")
-@click.option("--service-account", default=None, help="Service account holding the storage credentials.")
+@click.option("--service-account", default=cluster.SERVING_ACCOUNT, show_default=True,
+              help="Service account holding the storage credentials (manifests/base creates the default).")
 @click.option("--logger-url", default=None, metavar="URL",
-              help="Send every request/response as CloudEvents here (the drift service).")
+              help="Send every request/response as CloudEvents here (the drift service): an http(s) URL.")
 @click.option("--gpus", type=int, default=0, show_default=True, help="nvidia.com/gpu per predictor pod.")
 @click.option("--feast-redis", default=None, metavar="HOST:PORT",
               help="Put the Feast transformer in front of the predictor, reading online features from this Redis "
@@ -637,7 +646,7 @@ def manifests_group() -> None:
               show_default=True)
 @_REGISTRY_OPTION
 def inference_service_command(model_uri: str, name: str, namespace: str, model_name: str, mode: str,
-                              canary_percent: int | None, stable_uri: str | None, service_account: str | None,
+                              canary_percent: int | None, stable_uri: str | None, service_account: str,
                               logger_url: str | None, gpus: int, feast_redis: str | None, feast_registry: str | None,
                               fallback_score: float, cache_size: int, cache_ttl: float, cache_redis: str,
                               output_dir: Path, tracking_uri: str) -> None:
@@ -657,6 +666,9 @@ def inference_service_command(model_uri: str, name: str, namespace: str, model_n
         TransformerConfig,
         build_canary,
         build_inference_service,
+        check_feast_registry,
+        check_host_port,
+        check_http_url,
         write_manifest,
     )
 
@@ -665,9 +677,16 @@ def inference_service_command(model_uri: str, name: str, namespace: str, model_n
     if (feast_redis is None) != (feast_registry is None):
         raise click.UsageError("--feast-redis and --feast-registry go together: the transformer reads the online "
                                "store's features by the registry's definitions")
-    transformer = TransformerConfig(env={ENV_REDIS: feast_redis, ENV_REGISTRY: feast_registry},
-                                    fallback_score=fallback_score) if feast_redis else None
     try:
+        # The library's own rules, named by flag here, before a models:/ URI is resolved or anything is written.
+        for check, flag, value in ((check_http_url, "--logger-url", logger_url),
+                                   (check_host_port, "--feast-redis", feast_redis),
+                                   (check_feast_registry, "--feast-registry", feast_registry),
+                                   (check_host_port, "--cache-redis", cache_redis)):
+            if value:
+                check(value, flag)
+        transformer = TransformerConfig(env={ENV_REDIS: feast_redis, ENV_REGISTRY: feast_registry},
+                                        fallback_score=fallback_score) if feast_redis else None
         storage_uri = model_uri
         if model_uri.startswith("models:/"):
             version = _registry(tracking_uri).resolve(model_uri)
@@ -768,10 +787,13 @@ def features_command(entities: tuple[str, ...], problem: str, feature_repo: Path
     """
     from slipway.components import feature_store
     from slipway.components.tracking import DEFAULT_PIPELINE_ROOT
-    from slipway.problem import load_problem
+    from slipway.problem import ProblemError, load_problem
 
     logs.configure(logging.WARNING)  # the answer, not the lookup's progress
-    loaded = load_problem(problem)
+    try:
+        loaded = load_problem(problem)
+    except ProblemError as exc:
+        raise click.BadParameter(str(exc), param_hint="--problem") from None
     keys: dict[str, list[Any]] = {}
     for assignment in entities:
         name, sep, value = assignment.partition("=")

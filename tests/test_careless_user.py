@@ -116,3 +116,21 @@ def test_a_non_finite_metric_is_left_out_with_a_warning_or_fails_the_step_naming
     with pytest.raises(ValueError) as refused:
         require_finite({"eval_auc": 0.91, "train_loss": math.inf}, "train", "the training diverged")
     assert str(refused.value) == "train: train_loss is inf, not a number: the training diverged"
+
+
+@pytest.mark.parametrize("command", [["train"], ["tune"], ["estimate", "--qps", "10", "--p99-ms", "50"]])
+def test_a_mistyped_data_path_is_one_line_naming_it_not_a_traceback(command: list[str], taxi_model: Path,
+                                                                   tmp_path: Path) -> None:
+    missing = tmp_path / "trips.cvs"
+    extra = ["--model", str(taxi_model)] if command[0] == "estimate" else ["--output-dir", str(tmp_path / "out")]
+    result = invoke(*command, "--data", str(missing), *extra)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == f"Error: {missing} not found"
+    assert "Traceback" not in result.output
+
+
+def test_an_unknown_problem_is_a_usage_error_naming_the_packaged_ones() -> None:
+    result = invoke("features", "--entity", "company=Flash Cab", "--problem", "chicago_taxis")
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: Invalid value for --problem: problem 'chicago_taxis': no such file ")
+    assert result.output.endswith("packaged problems are ['chicago_taxi'], or give a path or URI of a .yaml file\n")
