@@ -221,3 +221,34 @@ def test_a_column_named_twice_is_refused_not_renamed(taxi_csv: Path, tmp_path: P
     with pytest.raises(IngestError, match="trips.parquet: column 'fare' appears 2 times in the header"):
         ingest_source(str(tmp_path / "trips.parquet"), PROBLEM, *outputs(tmp_path))
     assert_no_output(tmp_path)
+
+
+def test_a_source_read_in_chunks_gives_the_splits_of_a_whole_read(taxi_csv: Path, tmp_path: Path) -> None:
+    """Ingest streams the source: 777-row chunks (and the labelled rows sorted by time out of core) must give
+    exactly the splits of one chunk, the sorted order included (equal times keep the file's order)."""
+    whole = ingest_source(str(taxi_csv), PROBLEM, tmp_path / "a" / "train.parquet", tmp_path / "a" / "eval.parquet",
+                          chunk_rows=100_000)
+    chunked = ingest_source(str(taxi_csv), PROBLEM, tmp_path / "b" / "train.parquet", tmp_path / "b" / "eval.parquet",
+                            chunk_rows=777)
+    assert chunked == whole
+    for split in ("train", "eval"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "b" / f"{split}.parquet"),
+                                      pd.read_parquet(tmp_path / "a" / f"{split}.parquet"))
+    train = pd.read_parquet(tmp_path / "b" / "train.parquet")
+    expected = pd.read_csv(taxi_csv).sort_values(PROBLEM.timestamp.column, kind="stable")
+    assert train["fare"].tolist() == expected["fare"].head(len(train)).tolist()
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_bad_value_in_a_later_chunk_is_named_by_its_row_in_the_file(taxi_csv: Path, tmp_path: Path,
+                                                                      suffix: str) -> None:
+    rows = sample_rows(taxi_csv, 1000)
+    rows.loc[876, "fare"] = "12,50"
+    source = tmp_path / f"trips.{suffix}"
+    if suffix == "csv":
+        write_csv(rows, source)
+    else:
+        rows.to_parquet(source, index=False)
+    with pytest.raises(IngestError, match=r"column 'fare': row 877 has '12,50', expected a float"):
+        ingest_source(str(source), PROBLEM, *outputs(tmp_path), chunk_rows=100)
+    assert_no_output(tmp_path)
