@@ -75,9 +75,9 @@ from slipway.serving.protocol import (
     output_types,
 )
 from slipway.serving.request_parsing import (
+    NumericRanges,
     check_categories,
     check_rows,
-    numeric_values,
     tensor_values,
     v1_body,
     v1_instances,
@@ -151,7 +151,8 @@ class SlipwayPredictor(kserve.Model):
         are dropped, and shared ones no longer match (the key holds the model's identity) and expire."""
         self.model = model
         self.features = request_features(model, self.online_features)
-        self.ranges = {name: bounds for name, bounds in numeric_ranges(model).items() if name in self.features}
+        self.ranges = NumericRanges.of({name: bounds for name, bounds in numeric_ranges(model).items()
+                                        if name in self.features})
         self.categories = [name for name in model.preprocessing.categorical if name in self.features]
         self.cache = self.configured_cache
         if self.cache is None:
@@ -175,7 +176,7 @@ class SlipwayPredictor(kserve.Model):
 
     def get_input_types(self) -> list[dict[str, Any]]:
         """The request's tensors (V2 model metadata): one per feature the request carries, any number of rows."""
-        return [{"name": name, "datatype": "FP64" if name in self.ranges else "BYTES", "shape": [-1]}
+        return [{"name": name, "datatype": "FP64" if name in self.ranges.names else "BYTES", "shape": [-1]}
                 for name in self.features]
 
     def get_output_types(self) -> list[dict[str, Any]]:
@@ -230,7 +231,7 @@ class SlipwayPredictor(kserve.Model):
         """Model scores (with the online features added first, when configured), or the fallback score with
         the reason when the model fails; a feature store that fails marks the answer degraded."""
         rows = len(next(iter(columns.values())))
-        columns = self._checked(columns)
+        self._check(columns)
         PREDICTED_ROWS.labels(self.name).inc(rows)
         degraded = None
         if self.online_features is not None:
@@ -249,12 +250,12 @@ class SlipwayPredictor(kserve.Model):
             DEGRADED_RESPONSES.labels(self.name, MODEL_ERROR).inc()
             return np.full(rows, self.settings.fallback_score), joined(degraded, MODEL_ERROR)
 
-    def _checked(self, columns: dict[str, list[Any]]) -> dict[str, Any]:
-        """The request's columns with its numeric features read as numbers; a value the model cannot read is the
-        caller's error (InvalidInput), found here, before it could count as the model failing."""
+    def _check(self, columns: dict[str, list[Any]]) -> None:
+        """A value the model cannot read is the caller's error (InvalidInput), found here, before it could count
+        as the model failing."""
         for name in self.categories:
             check_categories(name, columns[name])
-        return columns | {name: numeric_values(name, columns[name], *bounds) for name, bounds in self.ranges.items()}
+        self.ranges.check(columns)
 
     def _scores(self, columns: Mapping[str, Any]) -> np.ndarray:
         scores = self.model.predict_proba(columns)

@@ -8,6 +8,7 @@ reaches the model, where a failure would be answered with the fallback and count
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -85,25 +86,45 @@ def _text(name: str, row: int, value: Any) -> Any:
                            f"{error.start})") from None
 
 
-def numeric_values(name: str, values: Sequence[Any], low: float, high: float) -> np.ndarray:
-    """A numeric feature's values as float64, NaN for missing (null, or NaN): each must be a number (or a
-    numeric string) in [low, high], the range the model computes with. Anything else is the caller's error,
-    named with the feature and row: a list or object where a number belongs, text that is not a number, an
-    infinite or out-of-range number."""
-    try:
-        array = np.array([np.nan if value is None else value for value in values], dtype="float64")
-    except (TypeError, ValueError, OverflowError):
-        array = None
-    if array is None or array.ndim != 1:
-        row = next((row for row, value in enumerate(values) if not _is_number(value)), 0)
-        raise InvalidInput(f"feature {name!r}, row {row}: expected a number (or null), got "
-                           f"{_described(values[row])}")
-    outside = np.flatnonzero(~((array >= low) & (array <= high)) & ~np.isnan(array))
-    if outside.size:
-        row = int(outside[0])
-        raise InvalidInput(f"feature {name!r}, row {row}: {values[row]!r} is not a finite number in the range the "
-                           f"model computes with, [{low:.3g}, {high:.3g}]")
-    return array
+@dataclasses.dataclass(frozen=True, eq=False)
+class NumericRanges:
+    """The numeric features a request carries, each with the range of values the model computes with."""
+
+    names: tuple[str, ...]
+    low: np.ndarray  # [features, 1]
+    high: np.ndarray
+
+    @classmethod
+    def of(cls, ranges: Mapping[str, tuple[float, float]]) -> NumericRanges:
+        bounds = np.array(list(ranges.values()), dtype="float64").reshape(-1, 2)
+        return cls(tuple(ranges), bounds[:, :1], bounds[:, 1:])
+
+    def check(self, columns: Mapping[str, Sequence[Any]]) -> None:
+        """Each value must be a number (or a numeric string) in its feature's range, or missing (null, or NaN).
+        Anything else is the caller's error, named with the feature and row: a list or object where a number
+        belongs, text that is not a number, an infinite or out-of-range number. One array for all features:
+        a request is checked in microseconds."""
+        if not self.names:
+            return
+        try:
+            values = np.array([[np.nan if value is None else value for value in columns[name]] for name in self.names],
+                              dtype="float64")
+        except (TypeError, ValueError, OverflowError):
+            values = None
+        if values is None or values.ndim != 2:  # a value that is not a number, or columns of unequal lengths
+            for name in self.names:
+                row = next((row for row, value in enumerate(columns[name]) if not _is_number(value)), None)
+                if row is not None:
+                    raise InvalidInput(f"feature {name!r}, row {row}: expected a number (or null), got "
+                                       f"{_described(columns[name][row])}")
+            return  # unequal lengths: the model's preprocessing names them
+        outside = ~((values >= self.low) & (values <= self.high)) & ~np.isnan(values)
+        if outside.any():
+            feature, row = (int(index) for index in np.argwhere(outside)[0])
+            name = self.names[feature]
+            raise InvalidInput(f"feature {name!r}, row {row}: {columns[name][row]!r} is not a finite number in the "
+                               f"range the model computes with, [{self.low[feature, 0]:.3g}, "
+                               f"{self.high[feature, 0]:.3g}]")
 
 
 def check_categories(name: str, values: Sequence[Any]) -> None:
