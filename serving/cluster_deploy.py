@@ -65,6 +65,7 @@ import pandas as pd
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from slipway import cluster
 from slipway.serving.canary import (
     CANARY,
     STABLE,
@@ -138,7 +139,7 @@ class ClusterDeployConfig:
     model_name: str
     namespace: str
     image: str
-    service_account: str | None = None
+    service_account: str = cluster.SERVING_ACCOUNT
     deployment_mode: DeploymentMode = DeploymentMode.SERVERLESS  # for a new InferenceService; a live one keeps its
     artifacts_destination: str | None = None  # where `mlflow-artifacts:/` paths live (see `storage_uri_of`)
     steps: tuple[int, ...] = (10, 50, 100)
@@ -170,8 +171,6 @@ class ClusterDeployConfig:
     def from_env(cls, local: LocalDeployConfig, namespace: str, image: str,
                  environ: Mapping[str, str] | None = None) -> ClusterDeployConfig:
         """The cluster counterpart of a local deployment's config, with the cluster settings from the environment."""
-        from slipway import cluster
-
         environ = os.environ if environ is None else environ
         return cls(model_name=local.name, namespace=namespace, image=image,
                    service_account=environ.get(SERVICE_ACCOUNT_ENV) or cluster.SERVING_ACCOUNT,

@@ -9,8 +9,11 @@ every shape against the real CRD (tests/crds/serving.kserve.io_inferenceservices
 The predictor is a custom container, `kserve-container`, running our own server:
 `slipway serve --model /mnt/models --name <model_name> --http-port 8080 --grpc-port 8081`. Its
 `STORAGE_URI` env is what makes KServe inject the storage initializer, which downloads `storage_uri`
-(s3://, gs://, pvc://, with the credentials of `service_account`) to /mnt/models before the server
-starts. The readiness probe asks the server itself whether the model is loaded (`/v2/models/<m>/ready`).
+(s3://, gs://, pvc://, with the credentials of `service_account`, by default `slipway-serving`, which
+manifests/base creates) to /mnt/models before the server starts. The readiness probe asks the server
+itself whether the model is loaded (`/v2/models/<m>/ready`). Every container Slipway writes runs under
+the Pod Security "restricted" profile's settings (slipway.pod_security), at the container level, the
+only one a Knative revision accepts by default.
 
 Deployment modes (the `serving.kserve.io/deploymentMode` annotation; the CRD has no field for it).
 KServe 0.16 renamed the values: `Serverless` is now `Knative` and `RawDeployment` is now `Standard`;
@@ -64,6 +67,7 @@ import copy
 import dataclasses
 import enum
 import hashlib
+import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -83,7 +87,9 @@ from kserve.models import (
 )
 from kubernetes import client
 
+from slipway import cluster, pod_security
 from slipway.atomic import atomic_output
+from slipway.components.feature_store import ENV_REDIS, ENV_REGISTRY
 from slipway.quantities import is_positive_quantity, parse_quantity
 from slipway.runtimes import SERVING_IMAGE
 from slipway.serving.inference_cache import CacheSettings
@@ -116,6 +122,7 @@ _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one URL path segment: /v2/models/<name>/ready
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DNS_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*")
 MAX_DNS_LABEL = 63
 
 
@@ -190,7 +197,8 @@ class TransformerConfig:
     points it at the cluster's feature store: SLIPWAY_FEAST_REDIS and SLIPWAY_FEAST_REGISTRY
     (components/feature_store.py), plus the object-store variables an s3:// registry needs.
     `fallback_score` is answered when the predictor cannot be: the model's training positive rate
-    (model.json, lineage.train_positive_rate) is the honest one.
+    (model.json, lineage.train_positive_rate) is the honest one. The two feature store variables are
+    checked as what a pod can reach: Redis as HOST:PORT, the registry as an s3://, gs:// or SQL URL.
     """
 
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -211,6 +219,10 @@ class TransformerConfig:
             if not isinstance(name, str) or not _ENV_NAME.fullmatch(name) or not isinstance(value, str):
                 raise ServingConfigError(f"TransformerConfig.env: {name!r}={value!r} is not an environment variable "
                                          "(a name of letters, digits and '_', not starting with a digit; a string)")
+        if ENV_REDIS in self.env:
+            check_host_port(self.env[ENV_REDIS], f"TransformerConfig.env[{ENV_REDIS!r}]")
+        if ENV_REGISTRY in self.env:
+            check_feast_registry(self.env[ENV_REGISTRY], f"TransformerConfig.env[{ENV_REGISTRY!r}]")
         if isinstance(self.fallback_score, bool) or not isinstance(self.fallback_score, (int, float)) \
                 or not 0 <= self.fallback_score <= 1:
             raise ServingConfigError(f"TransformerConfig.fallback_score: {self.fallback_score!r} is not a "
@@ -227,9 +239,7 @@ class LoggerConfig:
     mode: str = "all"
 
     def __post_init__(self) -> None:
-        parsed = urlparse(self.url) if isinstance(self.url, str) else None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ServingConfigError(f"LoggerConfig.url: {self.url!r} is not an http(s) URL of the drift service")
+        check_http_url(self.url, "LoggerConfig.url")
         if self.mode not in LOGGER_MODES:
             raise ServingConfigError(f"LoggerConfig.mode: {self.mode!r} is not one of {', '.join(LOGGER_MODES)}")
 
@@ -267,7 +277,7 @@ class ServingConfig:
     transformer: TransformerConfig | None = None
     logger: LoggerConfig | None = None
     batcher: BatcherConfig | None = None
-    service_account: str | None = None
+    service_account: str = cluster.SERVING_ACCOUNT  # the account manifests/base creates, with the storage Secret
     predictor_name: str | None = None
     cache: CacheSettings | None = None  # the predictor's inference cache (serving/inference_cache.py); None: off
 
@@ -299,7 +309,7 @@ class ServingConfig:
                 0 <= self.min_replicas <= self.max_replicas and self.max_replicas >= 1):
             raise ServingConfigError(f"ServingConfig.min_replicas/max_replicas: {self.min_replicas!r}/"
                                      f"{self.max_replicas!r} must be whole numbers, 0 <= min <= max, max >= 1")
-        if self.service_account is not None and not _is_dns1123_subdomain(self.service_account):
+        if not _is_dns1123_subdomain(self.service_account):
             raise ServingConfigError(f"ServingConfig.service_account: {self.service_account!r} is not a service "
                                      "account name (a DNS-1123 subdomain)")
         if self.predictor_name is not None:
@@ -448,6 +458,36 @@ def check_storage_uri(uri: object, field: str) -> str:
     return uri
 
 
+def check_http_url(url: object, field: str) -> str:
+    """An http:// or https:// URL with a host (and, if any, a port from 1 to 65535), e.g. the drift service's."""
+    parsed = urlparse(url) if isinstance(url, str) and not re.search(r"\s", url) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not _is_host(parsed.hostname) \
+            or not _has_valid_port(parsed):
+        raise ServingConfigError(f"{field}: {url!r} is not an http(s) URL with a host (and a port from 1 to 65535 if "
+                                 "it names one), e.g. http://drift.kubeflow.svc.cluster.local/events")
+    return url
+
+
+def check_host_port(address: object, field: str) -> str:
+    """HOST:PORT: a host name or IP address ([...] for IPv6), then a port from 1 to 65535 (e.g. a Redis)."""
+    host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+    if not _is_host(host[1:-1] if host.startswith("[") and host.endswith("]") else host) or not _is_port(port):
+        raise ServingConfigError(f"{field}: {address!r} is not HOST:PORT (a host name or IP address, then a port "
+                                 "from 1 to 65535), e.g. feast-redis.kubeflow.svc.cluster.local:6379")
+    return address
+
+
+def check_feast_registry(location: object, field: str) -> str:
+    """A Feast registry that a pod can read: s3://bucket/key, gs://bucket/key or a SQL URL (postgresql://...)."""
+    parsed = urlparse(location) if isinstance(location, str) and not re.search(r"\s", location) else None
+    object_store = parsed is not None and parsed.scheme in ("s3", "gs")
+    if parsed is None or parsed.scheme in ("", "file") or "://" not in location \
+            or (object_store and not (parsed.netloc and parsed.path.strip("/"))):
+        raise ServingConfigError(f"{field}: {location!r} is not a registry the transformer's pod can read: an s3:// "
+                                 "or gs:// URI of the registry file, or a SQL URL (postgresql://...)")
+    return location
+
+
 def model_revision_name(storage_uri: str) -> str:
     """A short predictor name for a model location, the same for the same location: `v` + 7 hex digits."""
     return "v" + hashlib.sha256(storage_uri.encode()).hexdigest()[:7]
@@ -480,6 +520,7 @@ def _predictor(config: ServingConfig, *, name: str | None, canary: bool) -> V1be
             http_get=client.V1HTTPGetAction(path=f"/v2/models/{config.model_name}/ready", port=HTTP_PORT),
         ),
         resources=config.resources.requirements(),
+        security_context=pod_security.container_context(),
     )
     return V1beta1PredictorSpec(
         name=name,
@@ -516,6 +557,7 @@ def _transformer(config: ServingConfig) -> V1beta1TransformerSpec:
             ports=[client.V1ContainerPort(name="http1", container_port=HTTP_PORT, protocol="TCP")],
             readiness_probe=client.V1Probe(http_get=client.V1HTTPGetAction(path="/v2/health/ready", port=HTTP_PORT)),
             resources=transformer.resources.requirements(),
+            security_context=pod_security.container_context(),
         )],
         min_replicas=config.min_replicas,
         max_replicas=config.max_replicas,
@@ -555,6 +597,28 @@ def _check_image(image: object, field: str) -> None:
     if not isinstance(image, str) or not image or re.search(r"\s", image):
         raise ServingConfigError(f"{field}: {image!r} is not a container image reference")
 
+
+
+def _is_host(host: object) -> bool:
+    """A DNS name or an IP address (an IPv6 one without its brackets)."""
+    if not isinstance(host, str):
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return len(host) <= 253 and _DNS_NAME.fullmatch(host) is not None
+
+
+def _is_port(port: str) -> bool:
+    return port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
+
+
+def _has_valid_port(parsed: Any) -> bool:
+    try:
+        return parsed.port is None or parsed.port >= 1
+    except ValueError:  # not a number, or above 65535
+        return False
 
 
 def _is_int(value: object) -> bool:

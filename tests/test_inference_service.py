@@ -25,6 +25,7 @@ import yaml
 from crd_schema import CRDValidationError, crd_errors, crd_path, validate_against_crd
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from pod_security_profile import pod_specs, restricted_violations
 
 from slipway.pipelines.cli import serve_command
 from slipway.runtimes import SERVING_IMAGE
@@ -108,6 +109,27 @@ SHAPES: dict[str, Callable[[DeploymentMode], Any]] = {
 @pytest.mark.parametrize("shape", SHAPES)
 def test_every_shape_validates_against_the_crd(shape: str, mode: DeploymentMode) -> None:
     validate_against_crd(to_dict(SHAPES[shape](mode)), CRD)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_container_of_every_shape_meets_the_restricted_profile_on_its_own(
+        shape: str, mode: DeploymentMode) -> None:
+    components = pod_specs(to_dict(SHAPES[shape](mode)))
+    assert components and all(restricted_violations(component) == [] for component in components)
+    # At the container level only: a Knative revision refuses a pod-level securityContext unless the cluster
+    # enables kubernetes.podspec-securitycontext, so the predictor and transformer carry none.
+    assert not any("securityContext" in component for component in components)
+
+
+def test_the_predictor_runs_as_the_slipway_serving_account_unless_told_otherwise() -> None:
+    default = ServingConfig(name="taxi-tips", namespace="kubeflow-user", storage_uri=STABLE_URI,
+                            model_name="taxi-tips", deployment_mode=STANDARD)
+    canary = to_dict(build_canary(default, CANARY_URI, 10))
+    assert canary["spec"]["predictor"]["serviceAccountName"] == "slipway-serving"  # manifests/base creates it
+    assert canary["spec"]["canary"][0]["predictor"]["serviceAccountName"] == "slipway-serving"
+    assert to_dict(build_inference_service(serving_config()))["spec"]["predictor"]["serviceAccountName"] == \
+        "kserve-object-store"
 
 
 def test_the_validator_catches_a_typo_a_missing_field_and_a_bound_in_an_inference_service() -> None:
@@ -323,7 +345,6 @@ def test_an_invalid_config_is_refused_naming_the_field(overrides: dict[str, Any]
     (lambda: ServingResources(memory_request="4Gi", memory_limit="3000Mi"), r"memory_request: 4Gi is more than"),
     (lambda: ServingResources(gpus=-1), r"ServingResources\.gpus: -1 is not a whole number of GPUs"),
     (lambda: ServingResources(gpu_resource="gpu"), r"ServingResources\.gpu_resource: 'gpu' is not an extended"),
-    (lambda: LoggerConfig(url="drift-detector"), r"LoggerConfig\.url: 'drift-detector' is not an http\(s\) URL"),
     (lambda: LoggerConfig(url="http://drift", mode="everything"), r"LoggerConfig\.mode: 'everything' is not one of"),
     (lambda: BatcherConfig(max_batch_size=0), r"BatcherConfig\.max_batch_size: 0 must be a whole number, at least 1"),
     (lambda: TransformerConfig(image="feast:1", resources=ServingResources(gpus=1)), r"needs no GPU"),
@@ -336,6 +357,81 @@ def test_an_invalid_config_is_refused_naming_the_field(overrides: dict[str, Any]
 def test_invalid_parts_are_refused_naming_the_field(build: Callable[[], Any], message: str) -> None:
     with pytest.raises(ServingConfigError, match=message):
         build()
+
+
+LOGGER_URL_RULE = "is not an http(s) URL with a host (and a port from 1 to 65535 if it names one), e.g. " \
+    "http://drift.kubeflow.svc.cluster.local/events"
+HOST_PORT_RULE = "is not HOST:PORT (a host name or IP address, then a port from 1 to 65535), e.g. " \
+    "feast-redis.kubeflow.svc.cluster.local:6379"
+REGISTRY_RULE = "is not a registry the transformer's pod can read: an s3:// or gs:// URI of the registry file, or a " \
+    "SQL URL (postgresql://...)"
+
+
+@pytest.mark.parametrize("url", ["drift-detector", "ftp://drift/events", "http://:8080/events", "http://drift:0",
+                                 "http://drift:99999/events", "http://drift detector/events"])
+def test_a_logger_url_without_http_a_host_or_a_valid_port_is_refused(url: str) -> None:
+    with pytest.raises(ServingConfigError) as caught:
+        LoggerConfig(url=url)
+    assert str(caught.value) == f"LoggerConfig.url: {url!r} {LOGGER_URL_RULE}"
+
+
+@pytest.mark.parametrize("address", ["feast-redis", "feast-redis:0", "feast-redis:65536", ":6379", "feast-redis:",
+                                     "feast redis:6379", "feast-redis:６３７９", "feast-redis:6379,db=0"])
+def test_the_transformers_redis_must_be_host_and_port(address: str) -> None:
+    with pytest.raises(ServingConfigError) as caught:
+        TransformerConfig(env={"SLIPWAY_FEAST_REDIS": address, "SLIPWAY_FEAST_REGISTRY": "s3://features/registry.db"})
+    assert str(caught.value) == f"TransformerConfig.env['SLIPWAY_FEAST_REDIS']: {address!r} {HOST_PORT_RULE}"
+
+
+@pytest.mark.parametrize("location", ["registry.db", "/data/registry.db", "file:///data/registry.db", "s3://features",
+                                      "gs:///registry.db"])
+def test_the_transformers_registry_must_be_one_its_pod_can_read(location: str) -> None:
+    with pytest.raises(ServingConfigError) as caught:
+        TransformerConfig(env={"SLIPWAY_FEAST_REDIS": "feast-redis:6379", "SLIPWAY_FEAST_REGISTRY": location})
+    assert str(caught.value) == f"TransformerConfig.env['SLIPWAY_FEAST_REGISTRY']: {location!r} {REGISTRY_RULE}"
+
+
+@pytest.mark.parametrize(("redis", "registry"), [("feast-redis.kubeflow.svc.cluster.local:6379", "s3://f/registry.db"),
+                                                 ("10.0.0.7:6380", "gs://f/slipway/registry.db"),
+                                                 ("[fd00::7]:6379", "postgresql://feast@pg.kubeflow/registry")])
+def test_addresses_a_pod_can_reach_are_accepted(redis: str, registry: str) -> None:
+    transformer = TransformerConfig(env={"SLIPWAY_FEAST_REDIS": redis, "SLIPWAY_FEAST_REGISTRY": registry})
+    assert transformer.env["SLIPWAY_FEAST_REDIS"] == redis
+    assert LoggerConfig(url="https://[fd00::9]:8443/events").url == "https://[fd00::9]:8443/events"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--logger-url", "drift:8080"], f"--logger-url: 'drift:8080' {LOGGER_URL_RULE}"),
+    (["--feast-redis", "feast-redis", "--feast-registry", "s3://f/registry.db"],
+     f"--feast-redis: 'feast-redis' {HOST_PORT_RULE}"),
+    (["--feast-redis", "feast-redis:6379", "--feast-registry", "registry.db"],
+     f"--feast-registry: 'registry.db' {REGISTRY_RULE}"),
+    (["--cache-redis", "cache:70000"], f"--cache-redis: 'cache:70000' {HOST_PORT_RULE}"),
+])
+def test_the_manifests_command_refuses_a_bad_address_naming_its_flag_before_writing(
+        tmp_path: Path, flags: list[str], message: str) -> None:
+    from click.testing import CliRunner
+
+    from slipway.pipelines.cli import cli
+
+    result = CliRunner().invoke(cli, ["manifests", "inference-service", "--model", STABLE_URI,
+                                      "--output-dir", str(tmp_path / "out"), *flags])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == f"Error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_manifests_command_serves_as_slipway_serving_by_default(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from slipway.pipelines.cli import cli
+
+    result = CliRunner().invoke(cli, ["manifests", "inference-service", "--model", STABLE_URI, "--mode", "Standard",
+                                      "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    manifest = yaml.safe_load((tmp_path / "chicago-taxi.yaml").read_text())
+    assert manifest["spec"]["predictor"]["serviceAccountName"] == "slipway-serving"
+    validate_against_crd(manifest, CRD)
 
 
 def test_write_manifest_writes_the_yaml_whole(tmp_path: Path) -> None:
