@@ -27,6 +27,10 @@ from slipway.components.tracking import DEFAULT_PIPELINE_ROOT
 
 log = logging.getLogger(__name__)
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # kfp.local colours task and pipeline names
+_MODULE_PATH = re.compile(r"^(?:\w+\.)+(?=\w+(?:Error|Exception)\b)")  # slipway.storage.StorageError -> StorageError
+
+
 # KFP parameter types -> how a `--set key=value` text becomes that type.
 _PARSERS = {
     "String": str,
@@ -134,10 +138,6 @@ def _run_dir(outputs: dict[str, Any]) -> Path | None:
         if isinstance(value, dsl.Artifact):
             return Path(value.path).parents[1]
     return None
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # kfp.local colours task and pipeline names
-_MODULE_PATH = re.compile(r"^(?:\w+\.)+(?=\w+(?:Error|Exception)\b)")  # slipway.storage.StorageError -> StorageError
 
 
 class _Tail:
