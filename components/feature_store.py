@@ -94,6 +94,7 @@ OnlineStore = Literal["sqlite", "redis"]
 ENV_REPO_DIR = "SLIPWAY_FEAST_REPO_DIR"
 ENV_ONLINE_STORE = "SLIPWAY_FEAST_ONLINE_STORE"
 ENV_REDIS = "SLIPWAY_FEAST_REDIS"
+ENV_REDIS_PASSWORD = "SLIPWAY_FEAST_REDIS_PASSWORD"  # from the Secret `slipway-auth` on a cluster (slipway.cluster)
 ENV_REGISTRY = "SLIPWAY_FEAST_REGISTRY"
 # Feast's current entity key encoding (v3, since Feast 0.38): every writer and reader of one
 # online store must use the same, or lookups silently miss.
@@ -122,17 +123,21 @@ class StoreConfig:
     `gs://bucket/key`: several pipeline steps and the server share it) or a SQLAlchemy URL
     (`postgresql://…`, `mysql://…`, `sqlite:///…`). `redis_url` is Feast's connection string
     (`host:port`, options after commas: `redis:6379,db=0,password=…`) or a `redis://` /
-    `rediss://` URL, used when `online` is "redis".
+    `rediss://` URL, used when `online` is "redis"; `redis_password`, when set, is sent as its password.
     """
 
     repo_dir: Path
     online: OnlineStore = "sqlite"
     redis_url: str = "localhost:6379"
+    redis_password: str = dataclasses.field(default="", repr=False)
     registry: str = ""
 
     def __post_init__(self) -> None:
         if self.online not in get_args(OnlineStore):
             raise FeatureStoreError(f"online store {self.online!r} is not one of {list(get_args(OnlineStore))}")
+        if "," in self.redis_password:
+            raise FeatureStoreError(f"{ENV_REDIS_PASSWORD}: Feast's Redis connection string splits its options at "
+                                    "',', so the password cannot hold one: choose another")
 
     @classmethod
     def for_pipeline(cls, feature_repo: str | Path, pipeline_root: str | Path) -> StoreConfig:
@@ -145,8 +150,9 @@ class StoreConfig:
         """The configuration a pod is given, else the embedded store under `default_repo_dir`.
 
         SLIPWAY_FEAST_REPO_DIR (local folder), SLIPWAY_FEAST_REGISTRY (path, s3:// or gs:// URI, or
-        SQL URL), SLIPWAY_FEAST_ONLINE_STORE (sqlite or redis) and SLIPWAY_FEAST_REDIS (the Redis
-        address; setting it alone selects Redis). Empty values count as unset. An s3:// registry
+        SQL URL), SLIPWAY_FEAST_ONLINE_STORE (sqlite or redis), SLIPWAY_FEAST_REDIS (the Redis
+        address; setting it alone selects Redis) and SLIPWAY_FEAST_REDIS_PASSWORD (Redis' `requirepass`,
+        from the Secret `slipway-auth` on a cluster). Empty values count as unset. An s3:// registry
         takes its endpoint and credentials from the same variables as our data (StorageConfig).
         """
         env = os.environ if env is None else env
@@ -160,6 +166,7 @@ class StoreConfig:
             repo_dir=Path(get(ENV_REPO_DIR) or default_repo_dir),
             online=online,  # type: ignore[arg-type]  # checked in __post_init__
             redis_url=redis_url or cls.redis_url,
+            redis_password=get(ENV_REDIS_PASSWORD),
             registry=get(ENV_REGISTRY),
         )
 
@@ -191,7 +198,8 @@ class StoreConfig:
                     "online store 'redis' needs the redis client package, which this environment lacks: it comes "
                     f"with feast[redis] (requirements/core.in); rebuild the environment with `make env`: {exc}"
                 ) from exc
-            online: Any = RedisOnlineStoreConfig(connection_string=_feast_redis_string(self.redis_url))
+            password = f",password={self.redis_password}" if self.redis_password else ""
+            online: Any = RedisOnlineStoreConfig(connection_string=_feast_redis_string(self.redis_url) + password)
         else:
             online = SqliteOnlineStoreConfig(path=str(repo_dir / "online.db"))
         return RepoConfig(
@@ -483,10 +491,8 @@ def local_store(splits: Sequence[Path], problem: Problem, repo_dir: Path) -> Fea
 
     repo_dir = Path(repo_dir)
     repo_dir.mkdir(parents=True, exist_ok=True)
-    trips = repo_dir / "trips.parquet"
-    pd.concat([pd.read_parquet(path) for path in splits], ignore_index=True).to_parquet(trips)
     store = open_store(StoreConfig(repo_dir=repo_dir), problem)
-    apply(store, problem, write_feature_tables(trips, problem, repo_dir / "tables"))
+    apply(store, problem, write_feature_tables([Path(split) for split in splits], problem, repo_dir / "tables"))
     return store
 
 

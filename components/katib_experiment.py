@@ -33,12 +33,13 @@ from typing import Any
 from kubeflow_katib_api import models
 from kubernetes import client
 
+from slipway import pod_security
 from slipway.components import custom_objects
 from slipway.components.search_space import Parameter, SearchSpace
 from slipway.components.tracking import TrackingConfig
 from slipway.components.train_config import TrainConfig
 from slipway.components.trainer import trainer_arguments
-from slipway.components.training_jobs import credential_env
+from slipway.components.training_jobs import credential_env, mlflow_credentials_env
 
 API_VERSION = "kubeflow.org/v1beta1"
 PRIMARY_CONTAINER = "training"
@@ -151,7 +152,8 @@ def trial_job(space: SearchSpace, trial: TrialJob) -> dict[str, Any]:
     # A shell, so that a multi-valued option (hidden_units "128 64") splits into the trainer's arguments.
     script = " ".join(["exec python -m slipway.components.trainer", shlex.join(fixed)] + [
         f"--{p.name.replace('_', '-')} ${{trialParameters.{trial_parameter_name(p.name)}}}" for p in space.parameters])
-    container: dict[str, Any] = {"name": PRIMARY_CONTAINER, "image": trial.image, "command": ["sh", "-c", script]}
+    container: dict[str, Any] = {"name": PRIMARY_CONTAINER, "image": trial.image, "command": ["sh", "-c", script],
+                                 "securityContext": pod_security.as_json(pod_security.container_context())}
     env = _env(trial)
     if env:
         container["env"] = env
@@ -162,7 +164,9 @@ def trial_job(space: SearchSpace, trial: TrialJob) -> dict[str, Any]:
             "backoffLimit": 0,  # a failed trial is Katib's to count, not the Job's to retry
             "template": {
                 "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
-                "spec": {"restartPolicy": "Never", "containers": [container]},
+                # The pod's context also covers the metrics collector that Katib injects beside the trainer.
+                "spec": {"restartPolicy": "Never", "containers": [container],
+                         "securityContext": pod_security.as_json(pod_security.pod_context())},
             },
         },
     }
@@ -184,6 +188,7 @@ def _env(trial: TrialJob) -> list[Mapping[str, Any]]:
     variables: list[Mapping[str, Any]] = []
     if trial.tracking_uri:
         variables.append({"name": "MLFLOW_TRACKING_URI", "value": trial.tracking_uri})
+        variables += mlflow_credentials_env()
     if trial.credentials_secret:
         variables += credential_env(trial.credentials_secret)
     return variables

@@ -90,15 +90,15 @@ def cluster_job_spec(
 
     The GPUs, CPU, memory, tolerations and node selector set on the task (its `dsl.TaskConfig`) go to
     every node, which runs the train-gpu image when it has GPUs; the cluster's settings (`slipway-config`,
-    as this pod has them), the task's own env and the storage Secret (`credentials_secret`, default
-    `slipway-storage`) go to every node's env.
+    as this pod has them), the task's own env, MLflow's credentials (`slipway-auth`) and the storage
+    Secret (`credentials_secret`, default `slipway-storage`) go to every node's env.
     """
     resources = training_jobs.resources_from_task_config(task_config)
     return training_jobs.DistributedJobSpec(
         name=name, namespace=custom_objects.pod_namespace(), image=runtimes.training_image(resources.gpus),
         command=cluster_trainer_command(trainer_args, result_uri), num_nodes=num_nodes, nproc_per_node=processes,
         resources=resources, env=training_jobs.cluster_env(tracking_uri),
-        task_env=training_jobs.env_from_task_config(task_config),
+        task_env=(*training_jobs.env_from_task_config(task_config), *training_jobs.mlflow_credentials_env()),
         credentials_secret=credentials_secret or cluster.STORAGE_SECRET)
 
 

@@ -59,7 +59,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
 
-from slipway import cluster
+from slipway import cluster, pod_security
 from slipway.components import custom_objects
 from slipway.components.custom_objects import CustomResource
 from slipway.quantities import is_positive_quantity, parse_quantity
@@ -293,7 +293,8 @@ def build_trainjob(spec: DistributedJobSpec) -> models.TrainerV1alpha1TrainJob:
 
     Image, command, node count, processes, resources and env go in `spec.trainer`; what the Trainer
     API only lets a TrainJob change through a runtime patch (tolerations, node selector, service
-    account, pod labels) goes in one `spec.runtimePatches` entry for the runtime's `node` job.
+    account, pod labels, the pod's and the `node` container's securityContext) goes in one
+    `spec.runtimePatches` entry for the runtime's `node` job.
     """
     _check_hostname(spec, f"{spec.name}-{TRAINER_NODE}-{spec.num_nodes - 1}-0", "pod hostname")
     quantities = spec.resources.quantities()
@@ -313,24 +314,27 @@ def build_trainjob(spec: DistributedJobSpec) -> models.TrainerV1alpha1TrainJob:
         service_account_name=spec.service_account,
         tolerations=[models.IoK8sApiCoreV1Toleration.from_dict(t) for t in spec.resources.all_tolerations()] or None,
         node_selector=dict(spec.resources.node_selector) or None,
+        security_context=models.IoK8sApiCoreV1PodSecurityContext.from_dict(
+            pod_security.as_json(pod_security.pod_context())),
+        containers=[models.TrainerV1alpha1ContainerPatch(
+            name=TRAINER_NODE, security_context=models.IoK8sApiCoreV1SecurityContext.from_dict(
+                pod_security.as_json(pod_security.container_context())))],
     )
-    patches = None
-    if pod_patch != models.TrainerV1alpha1PodSpecPatch() or spec.labels:
-        node_job = models.TrainerV1alpha1ReplicatedJobPatch(
-            name=TRAINER_NODE,
-            template=models.TrainerV1alpha1JobTemplatePatch(spec=models.TrainerV1alpha1JobSpecPatch(
-                template=models.TrainerV1alpha1PodTemplatePatch(
-                    metadata=models.IoK8sApimachineryPkgApisMetaV1ObjectMeta(labels=dict(spec.labels))
-                    if spec.labels else None,
-                    spec=pod_patch,
-                ))),
-        )
-        patches = [models.TrainerV1alpha1RuntimePatch(
-            manager=PATCH_MANAGER,
-            training_runtime_spec=models.TrainerV1alpha1TrainingRuntimeSpecPatch(
-                template=models.TrainerV1alpha1JobSetTemplatePatch(
-                    spec=models.TrainerV1alpha1JobSetSpecPatch(replicated_jobs=[node_job]))),
-        )]
+    node_job = models.TrainerV1alpha1ReplicatedJobPatch(
+        name=TRAINER_NODE,
+        template=models.TrainerV1alpha1JobTemplatePatch(spec=models.TrainerV1alpha1JobSpecPatch(
+            template=models.TrainerV1alpha1PodTemplatePatch(
+                metadata=models.IoK8sApimachineryPkgApisMetaV1ObjectMeta(labels=dict(spec.labels))
+                if spec.labels else None,
+                spec=pod_patch,
+            ))),
+    )
+    patches = [models.TrainerV1alpha1RuntimePatch(
+        manager=PATCH_MANAGER,
+        training_runtime_spec=models.TrainerV1alpha1TrainingRuntimeSpecPatch(
+            template=models.TrainerV1alpha1JobSetTemplatePatch(
+                spec=models.TrainerV1alpha1JobSetSpecPatch(replicated_jobs=[node_job]))),
+    )]
     return models.TrainerV1alpha1TrainJob(
         api_version=JobKind.TRAINJOB.api_version,
         kind=JobKind.TRAINJOB.kind,
@@ -368,6 +372,7 @@ def build_pytorchjob(spec: DistributedJobSpec) -> dict[str, Any]:
         env=[_v1_env_var(variable) for variable in _env(spec)] or None,
         resources=client.V1ResourceRequirements(requests=dict(quantities), limits=dict(quantities)),
         ports=[client.V1ContainerPort(name=PYTORCH_PORT_NAME, container_port=PYTORCH_PORT)],
+        security_context=pod_security.container_context(),
     )
     template = client.V1PodTemplateSpec(
         metadata=client.V1ObjectMeta(labels=dict(spec.labels)) if spec.labels else None,
@@ -377,6 +382,7 @@ def build_pytorchjob(spec: DistributedJobSpec) -> dict[str, Any]:
             tolerations=[client.V1Toleration(**{_TOLERATION_FIELDS[k]: v for k, v in t.items()})
                          for t in spec.resources.all_tolerations()] or None,
             node_selector=dict(spec.resources.node_selector) or None,
+            security_context=pod_security.pod_context(),
         ),
     )
     replicas = {"Master": 1, "Worker": spec.num_nodes - 1}
@@ -430,6 +436,12 @@ def credential_env(secret: str, keys: Mapping[str, str] = DEFAULT_CREDENTIALS_KE
     """
     return [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
             for name, key in keys.items()]
+
+
+def mlflow_credentials_env() -> list[dict[str, Any]]:
+    """MLflow's basic-auth user and password from `slipway-auth` (`slipway.cluster`), which MLflow's client
+    reads itself; optional like the storage keys, since an MLflow without authentication needs none."""
+    return credential_env(cluster.AUTH_SECRET, {key: key for key in cluster.MLFLOW_AUTH_KEYS})
 
 
 def cluster_env(tracking_uri: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -1,10 +1,10 @@
 """Gives every task of the pipeline being defined the cluster's settings (`slipway.cluster`), as optional env.
 
-Each pipeline calls `attach_cluster_config()` last: the ConfigMap's keys and the storage Secret's keys
-become environment variables of every task on Kubeflow (kfp-kubernetes records them in the IR's
+Each pipeline calls `attach_cluster_config()` last: the ConfigMap's keys and the keys of the storage and
+auth Secrets become environment variables of every task on Kubeflow (kfp-kubernetes records them in the IR's
 Kubernetes platform spec); kfp.local ignores platform config, so a local run reads the local
-environment as before. Both are optional: a cluster without the Secret (Workload Identity) or
-without some key still runs, with the variable unset.
+environment as before. All are optional: a cluster without a Secret (Workload Identity; an MLflow or
+Redis of its own without authentication) or without some key still runs, with the variable unset.
 """
 
 from kfp import kubernetes
@@ -14,7 +14,7 @@ from slipway import cluster
 
 
 def attach_cluster_config() -> None:
-    """Attaches `slipway-config` and `slipway-storage` as env to every task added so far, in every branch."""
+    """Attaches `slipway-config`, `slipway-storage` and `slipway-auth` as env to every task added so far."""
     pipeline = pipeline_context.Pipeline.get_default_pipeline()
     if pipeline is None:
         raise RuntimeError("attach_cluster_config() is called inside a @dsl.pipeline function, after its tasks")
@@ -23,3 +23,4 @@ def attach_cluster_config() -> None:
                                          optional=True)
         kubernetes.use_secret_as_env(task, cluster.STORAGE_SECRET, {key: key for key in cluster.STORAGE_KEYS},
                                      optional=True)
+        kubernetes.use_secret_as_env(task, cluster.AUTH_SECRET, {key: key for key in cluster.AUTH_KEYS}, optional=True)

@@ -8,9 +8,14 @@ user sets locally), filled on Kubeflow from two objects that `manifests/` create
 - the Secret `slipway-storage`: the object-storage keys (`STORAGE_KEYS`), referenced by name, never
   written into a pipeline or a manifest. On GKE with Workload Identity there is no Secret, and none is
   needed: both are attached to each task as optional, so a missing object or key leaves the variable unset.
+- the Secret `slipway-auth`: the credentials of the base's MLflow (basic auth) and Redis (`requirepass`),
+  `AUTH_KEYS`, each key the variable's own name: MLflow's client reads MLFLOW_TRACKING_USERNAME and
+  MLFLOW_TRACKING_PASSWORD itself, the Feast connection takes SLIPWAY_FEAST_REDIS_PASSWORD
+  (components/feature_store.py). The servers require it; their clients read it as optional, so a
+  cluster's own MLflow or Redis without authentication still works.
 
-The pipelines attach both to every task (`slipway.pipelines.cluster_config`); the distributed training
-step hands the same variables and Secret on to its TrainJob or PyTorchJob.
+The pipelines attach all three to every task (`slipway.pipelines.cluster_config`); the distributed training
+step hands the same variables and Secrets on to its TrainJob or PyTorchJob, the tune step to its Katib trials.
 """
 
 NAMESPACE = "kubeflow"
@@ -21,6 +26,7 @@ PIPELINE_RUNNER = "pipeline-runner"
 SERVING_ACCOUNT = "slipway-serving"
 CONFIG_MAP = "slipway-config"
 STORAGE_SECRET = "slipway-storage"
+AUTH_SECRET = "slipway-auth"
 
 CONFIG_KEYS = (
     "MLFLOW_TRACKING_URI",          # the MLflow server: tracking and the model registry
@@ -33,3 +39,5 @@ CONFIG_KEYS = (
     "SLIPWAY_SERVING_DEPLOYMENT_MODE",  # a new InferenceService's mode: Serverless (Knative, the default) or Standard
 )
 STORAGE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+MLFLOW_AUTH_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+AUTH_KEYS = (*MLFLOW_AUTH_KEYS, "SLIPWAY_FEAST_REDIS_PASSWORD")

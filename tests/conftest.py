@@ -18,7 +18,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -157,8 +157,9 @@ def http_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
 
 
 @contextlib.contextmanager
-def running_redis(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real `redis-server` on 127.0.0.1, nothing persisted: yields ("127.0.0.1:<port>", its process).
+def running_redis(root: Path, options: Sequence[str] = ()) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real `redis-server` on 127.0.0.1, nothing persisted, with more `options` (e.g. `--requirepass`):
+    yields ("127.0.0.1:<port>", its process).
 
     The cluster's online feature store is Redis, so its tests run against the real server and fail,
     not skip, when it is absent: `make test` installs Debian's redis-server first. The probe is a
@@ -169,7 +170,7 @@ def running_redis(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     if binary is None:
         pytest.fail("redis-server is not installed: `make test` installs it (apt-get install redis-server)")
     port = free_port()
-    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    command = [binary, *options, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
     with (root / "server.log").open("wb") as log:
         server = subprocess.Popen(command + ["--dir", str(root)], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -201,7 +202,7 @@ def _redis_answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
             connection.sendall(b"PING\r\n")
-            return connection.recv(64).startswith(b"+PONG")
+            return connection.recv(64).startswith((b"+PONG", b"-NOAUTH"))  # up, with a password or without
     except OSError:
         return False
 

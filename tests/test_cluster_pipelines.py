@@ -57,9 +57,13 @@ def test_every_task_of_every_pipeline_reads_the_cluster_config_and_the_storage_s
             assert config["configMapName"] == cluster.CONFIG_MAP and config["optional"] is True, name
             assert [(k["configMapKey"], k["envVar"]) for k in config["keyToEnv"]] == [
                 (key, key) for key in cluster.CONFIG_KEYS]
-            [secret] = executor["secretAsEnv"]
-            assert secret["secretName"] == cluster.STORAGE_SECRET and secret["optional"] is True, name
-            assert [k["secretKey"] for k in secret["keyToEnv"]] == list(cluster.STORAGE_KEYS)
+            secrets = {secret["secretName"]: secret for secret in executor["secretAsEnv"]}
+            assert set(secrets) == {cluster.STORAGE_SECRET, cluster.AUTH_SECRET}, name
+            for secret_name, keys in ((cluster.STORAGE_SECRET, cluster.STORAGE_KEYS),
+                                      (cluster.AUTH_SECRET, cluster.AUTH_KEYS)):
+                assert secrets[secret_name]["optional"] is True, name
+                assert [(k["secretKey"], k["envVar"]) for k in secrets[secret_name]["keyToEnv"]] == [
+                    (key, key) for key in keys]
 
 
 def test_compiling_for_another_registry_and_tag_names_them_in_every_step(tmp_path: Path) -> None:

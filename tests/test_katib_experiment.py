@@ -101,12 +101,17 @@ def test_each_trial_runs_the_trainer_with_exactly_the_assigned_values() -> None:
     assert args.tracking_uri == "http://mlflow.kubeflow:5000"
 
 
-def test_the_trial_reads_object_storage_credentials_from_the_secret_never_as_values() -> None:
+def test_the_trial_reads_storage_and_mlflow_credentials_from_secrets_never_as_values() -> None:
     [container] = manifest()["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"]
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
     assert secrets == {"AWS_ACCESS_KEY_ID": {"name": "mlpipeline-s3", "key": "AWS_ACCESS_KEY_ID", "optional": True},
                        "AWS_SECRET_ACCESS_KEY": {"name": "mlpipeline-s3", "key": "AWS_SECRET_ACCESS_KEY",
-                                                         "optional": True}}
+                                                 "optional": True},
+                       # The trial logs to MLflow: the base's asks for the basic-auth user of `slipway-auth`.
+                       "MLFLOW_TRACKING_USERNAME": {"name": "slipway-auth", "key": "MLFLOW_TRACKING_USERNAME",
+                                                    "optional": True},
+                       "MLFLOW_TRACKING_PASSWORD": {"name": "slipway-auth", "key": "MLFLOW_TRACKING_PASSWORD",
+                                                    "optional": True}}
 
 
 def test_katibs_metrics_filter_reads_eval_auc_from_the_trainers_epoch_line_and_nothing_else() -> None:
