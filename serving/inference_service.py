@@ -89,7 +89,7 @@ from kubernetes import client
 
 from slipway import cluster, pod_security
 from slipway.atomic import atomic_output
-from slipway.components.feature_store import ENV_REDIS, ENV_REGISTRY
+from slipway.components.feature_store import ENV_REDIS, ENV_REDIS_PASSWORD, ENV_REGISTRY
 from slipway.quantities import is_positive_quantity, parse_quantity
 from slipway.runtimes import SERVING_IMAGE
 from slipway.serving.inference_cache import CacheSettings
@@ -195,7 +195,8 @@ class TransformerConfig:
     <isvc>-predictor.<namespace>` and `--http_port 8080`: the builder names `ServingConfig.model_name`,
     the model the predictor serves, so the transformer calls `/v2/models/<model_name>/infer`. `env`
     points it at the cluster's feature store: SLIPWAY_FEAST_REDIS and SLIPWAY_FEAST_REGISTRY
-    (components/feature_store.py), plus the object-store variables an s3:// registry needs.
+    (components/feature_store.py), plus the object-store variables an s3:// registry needs; Redis'
+    password comes from the Secret `slipway-auth` (SLIPWAY_FEAST_REDIS_PASSWORD, optional).
     `fallback_score` is answered when the predictor cannot be: the model's training positive rate
     (model.json, lineage.train_positive_rate) is the honest one. The two feature store variables are
     checked as what a pod can reach: Redis as HOST:PORT, the registry as an s3://, gs:// or SQL URL.
@@ -553,7 +554,8 @@ def _transformer(config: ServingConfig) -> V1beta1TransformerSpec:
             image=transformer.image,
             command=list(TRANSFORM_COMMAND),
             args=args,
-            env=[client.V1EnvVar(name=name, value=value) for name, value in sorted(transformer.env.items())] or None,
+            env=[*(client.V1EnvVar(name=name, value=value) for name, value in sorted(transformer.env.items())),
+                 *_redis_password(transformer)],
             ports=[client.V1ContainerPort(name="http1", container_port=HTTP_PORT, protocol="TCP")],
             readiness_probe=client.V1Probe(http_get=client.V1HTTPGetAction(path="/v2/health/ready", port=HTTP_PORT)),
             resources=transformer.resources.requirements(),
@@ -562,6 +564,14 @@ def _transformer(config: ServingConfig) -> V1beta1TransformerSpec:
         min_replicas=config.min_replicas,
         max_replicas=config.max_replicas,
     )
+
+
+def _redis_password(transformer: TransformerConfig) -> list[client.V1EnvVar]:
+    """Redis' password from `slipway-auth`, as every Slipway client reads it; optional, for a Redis without one."""
+    if ENV_REDIS_PASSWORD in transformer.env:
+        return []
+    return [client.V1EnvVar(name=ENV_REDIS_PASSWORD, value_from=client.V1EnvVarSource(
+        secret_key_ref=client.V1SecretKeySelector(name=cluster.AUTH_SECRET, key=ENV_REDIS_PASSWORD, optional=True)))]
 
 
 def _serverless_canary_percent(isvc: V1beta1InferenceService) -> int:

@@ -90,7 +90,7 @@ def predictor_container(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def env(container: dict[str, Any]) -> dict[str, str]:
-    return {variable["name"]: variable["value"] for variable in container["env"]}
+    return {variable["name"]: variable["value"] for variable in container["env"] if "value" in variable}
 
 
 # --- the shapes, against the CRD ------------------------------------------------------------------------
@@ -224,6 +224,10 @@ def test_transformer_logger_and_batcher() -> None:
     assert transformer["args"] == ["--model_name", "taxi-tips", "--fallback-score", "0.27", "--predictor-timeout", "2"]
     assert env(transformer) == {"SLIPWAY_FEAST_REDIS": "feast-redis.feast:6379",
                                 "SLIPWAY_FEAST_REGISTRY": "s3://slipway-features/registry.db"}
+    # The base's Redis asks for a password: the transformer reads it from the Secret, never as a value.
+    assert [variable for variable in transformer["env"] if "valueFrom" in variable] == [
+        {"name": "SLIPWAY_FEAST_REDIS_PASSWORD", "valueFrom": {
+            "secretKeyRef": {"name": "slipway-auth", "key": "SLIPWAY_FEAST_REDIS_PASSWORD", "optional": True}}}]
     assert transformer["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
     assert transformer["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert "nvidia.com/gpu" not in transformer["resources"]["limits"]
