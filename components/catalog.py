@@ -661,10 +661,7 @@ def feature_tables(
 ):
     """The batch feature step: per-entity, time-windowed aggregates of every trip (train and eval), each from
     trips strictly before its own time, as one Parquet table per entity (Feast's offline store)."""
-    import tempfile
     from pathlib import Path
-
-    import pandas as pd
 
     from slipway import logs
     from slipway.components.feature_aggregates import feature_columns, write_feature_tables
@@ -672,10 +669,7 @@ def feature_tables(
 
     logs.configure()
     loaded = load_problem(problem)
-    with tempfile.TemporaryDirectory(prefix="slipway-trips-") as tmp:
-        trips = Path(tmp) / "trips.parquet"
-        pd.concat([pd.read_parquet(train_data.path), pd.read_parquet(eval_data.path)]).to_parquet(trips)
-        written = write_feature_tables(trips, loaded, Path(tables.path))
+    written = write_feature_tables([Path(train_data.path), Path(eval_data.path)], loaded, Path(tables.path))
     tables.metadata.update({"entities": sorted(written), "features": feature_columns(loaded)})
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -151,48 +152,60 @@ def compute_entity_features(
 
 
 def write_feature_tables(
-    trips_path: Path, problem: Problem, out_dir: Path, as_of: pd.Timestamp | None = None
+    trips: Path | Sequence[Path], problem: Problem, out_dir: Path, as_of: pd.Timestamp | None = None
 ) -> dict[str, Path]:
-    """Writes `<entity>.parquet` for every entity from the ingested trips, with each key's snapshot row at
-    `as_of` (default: `SNAPSHOT_DELAY` after the last trip); all tables appear together or none."""
-    trips_path, out_dir = Path(trips_path), Path(out_dir)
-    try:
-        available = pq.read_schema(trips_path).names
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise FeatureError(f"{trips_path}: not a readable Parquet file of trips: {exc}") from exc
+    """Writes `<entity>.parquet` for every entity from the ingested trips (one Parquet file, or several read as
+    one: the train and eval splits), with each key's snapshot row at `as_of` (default: `SNAPSHOT_DELAY` after
+    the last trip); all tables appear together or none."""
+    paths_in = [Path(trips)] if isinstance(trips, str | Path) else [Path(path) for path in trips]
+    where = ", ".join(map(str, paths_in))
+    out_dir = Path(out_dir)
+    available = _common_columns(paths_in)
     ts_column = problem.timestamp.column
     if as_of is None and ts_column in available:  # else compute_entity_features says why
         try:
-            times = utc_times(_read(trips_path, [ts_column])[ts_column], ts_column)
+            times = utc_times(_read(paths_in, [ts_column])[ts_column], ts_column)
         except FeatureError as exc:
-            raise FeatureError(f"{trips_path}: {exc}") from exc
+            raise FeatureError(f"{where}: {exc}") from exc
         as_of = times.max() + SNAPSHOT_DELAY if len(times) else None
         del times
     log.info("computing %d features for entities %s from %s, snapshot rows as of %s",
-             len(feature_columns(problem)), list(problem.entities), trips_path, as_of)
+             len(feature_columns(problem)), list(problem.entities), where, as_of)
     for entity in problem.entities:  # before anything is written
         try:
             _require_columns(available, problem, entity)
         except FeatureError as exc:
-            raise FeatureError(f"{trips_path}: {exc}") from exc
+            raise FeatureError(f"{where}: {exc}") from exc
     paths = {entity: out_dir / f"{entity}.parquet" for entity in problem.entities}
     with atomic_outputs(list(paths.values())) as temps:
         for entity, temp in zip(paths, temps, strict=True):
             # One entity at a time, from only the columns its features read: memory holds one table.
             started = time.perf_counter()
-            trips = _read(trips_path, [column for column in _columns_read(problem, entity) if column in available])
-            rows = len(trips)
+            rows = _read(paths_in, [column for column in _columns_read(problem, entity) if column in available])
             try:
-                table = compute_entity_features(trips, problem, entity, as_of)
+                table = compute_entity_features(rows, problem, entity, as_of)
             except FeatureError as exc:
-                raise FeatureError(f"{trips_path}: {exc}") from exc
-            del trips
+                raise FeatureError(f"{where}: {exc}") from exc
+            count = len(rows)
+            del rows
             table.to_parquet(temp, index=False)
             seconds = time.perf_counter() - started
             log.info("%s: %d feature rows (%d keys) from %d trips in %.3f s (%.0f trips/s)", entity, len(table),
-                     table[entity].nunique(), rows, seconds, rows / max(seconds, 1e-9))
+                     table[entity].nunique(), count, seconds, count / max(seconds, 1e-9))
     log.info("wrote feature tables %s to %s", sorted(paths), out_dir)
     return paths
+
+
+def _common_columns(paths: list[Path]) -> list[str]:
+    """The columns every one of the files has, in the first file's order."""
+    names = None
+    for path in paths:
+        try:
+            schema = pq.read_schema(path).names
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise FeatureError(f"{path}: not a readable Parquet file of trips: {exc}") from exc
+        names = schema if names is None else [name for name in names if name in schema]
+    return names or []
 
 
 def _require_columns(columns: list[str], problem: Problem, entity: str) -> None:
@@ -212,11 +225,14 @@ def _columns_read(problem: Problem, entity: str) -> list[str]:
     return read
 
 
-def _read(path: Path, columns: list[str]) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path, columns=columns)
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise FeatureError(f"{path}: not a readable Parquet file of trips: {exc}") from exc
+def _read(paths: list[Path], columns: list[str]) -> pd.DataFrame:
+    frames = []
+    for path in paths:
+        try:
+            frames.append(pd.read_parquet(path, columns=columns))
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise FeatureError(f"{path}: not a readable Parquet file of trips: {exc}") from exc
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def _with_snapshot_probes(
