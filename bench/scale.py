@@ -9,9 +9,12 @@ its process tree (the task's executor and what it starts: torchrun's workers, a 
 0.2 s from /proc. The runner's own process (`slipway run`, which compiles and schedules) is reported apart.
 
     python bench/scale.py [--rows 10000 100000 1000000] [--repeats 3]
+    python bench/scale.py --feature-steps [--rows 1000000 10000000]
 
 Writes bench/results/scale.json and .md: median and spread of the wall time, and per task the median time and
-the largest peak over the repeats, with the machine.
+the largest peak over the repeats, with the machine. `--feature-steps` runs the data steps alone (ingest,
+feature tables, Feast apply, the two training sets: the library calls the pipeline's tasks make), each in a
+fresh process whose peak RSS is its own `ru_maxrss` (os.wait4), and writes bench/results/scale_features.*.
 """
 
 from __future__ import annotations
@@ -132,6 +135,65 @@ def run_once(rows: int, data: Path) -> Run:
                runner_peak=runner_peak[0], tail="\n".join(text.splitlines()[-3:]))
 
 
+FEATURE_STEPS = {
+    "ingest": "from slipway.components.ingestion import ingest_source\n"
+              "ingest_source(data, problem, work / 'train.parquet', work / 'eval.parquet')",
+    "feature-tables": "from slipway.components.feature_aggregates import write_feature_tables\n"
+                      "write_feature_tables([work / 'train.parquet', work / 'eval.parquet'], problem, work / 'tables')",
+    "feast-apply": "from slipway.components.feature_store import StoreConfig, apply, open_store\n"
+                   "apply(open_store(StoreConfig(repo_dir=work / 'repo'), problem), problem, "
+                   "{e: work / 'tables' / f'{e}.parquet' for e in problem.entities})",
+    "training-set": "from slipway.components.feature_store import StoreConfig, open_store, write_training_set\n"
+                    "write_training_set(open_store(StoreConfig(repo_dir=work / 'repo'), problem), problem, "
+                    "work / 'train.parquet', work / 'set-train.parquet')",
+    "training-set-2": "from slipway.components.feature_store import StoreConfig, open_store, write_training_set\n"
+                      "write_training_set(open_store(StoreConfig(repo_dir=work / 'repo'), problem), problem, "
+                      "work / 'eval.parquet', work / 'set-eval.parquet')",
+}
+STEP_PRELUDE = ("import sys\nfrom pathlib import Path\nfrom slipway import logs\nfrom slipway.problem import "
+                "load_problem\nlogs.configure()\ndata, work = sys.argv[1], Path(sys.argv[2])\n"
+                "problem = load_problem('chicago_taxi')\n")
+
+
+def feature_steps(rows: int, data: Path) -> dict:
+    """Each data step in its own process, in order, on one work folder: seconds and peak RSS (MiB) per step."""
+    work = Path(tempfile.mkdtemp(prefix=f"slipway-scale-features-{rows}-"))
+    steps = {}
+    try:
+        for name, code in FEATURE_STEPS.items():
+            started = time.perf_counter()
+            process = subprocess.Popen([sys.executable, "-c", STEP_PRELUDE + code, str(data), str(work)], cwd=ROOT)
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            steps[name] = {"seconds": time.perf_counter() - started, "peak_rss_mib": usage.ru_maxrss / 1024,
+                           "ok": process.returncode == 0}
+            print(f"{rows:,} trips, {name}: {steps[name]}", flush=True)
+            if process.returncode != 0:
+                break
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"rows": rows, "steps": steps}
+
+
+def feature_report(results: dict) -> str:
+    sizes = results["sizes"]
+    lines = [f"# The data steps at scale: ingest, feature tables, Feast apply, the training sets\n\nMachine: "
+             f"{results['machine']['cpu']}, {results['machine']['cores']} cores. `python bench/scale.py "
+             f"--feature-steps` ({time.strftime('%Y-%m-%d')}); each step a fresh process, one run.\n",
+             "| step | " + " | ".join(f"{size['rows']:,} trips: s, peak RSS MiB" for size in sizes) + " |",
+             "|---|" + "---|" * len(sizes)]
+    for name in FEATURE_STEPS:
+        cells = []
+        for size in sizes:
+            step = size["steps"].get(name)
+            cells.append("-" if step is None else f"{step['seconds']:.1f} s, {step['peak_rss_mib']:,.0f}"
+                         + ("" if step["ok"] else " FAILED"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    totals = [sum(step["seconds"] for step in size["steps"].values()) for size in sizes]
+    lines.append("| (all) | " + " | ".join(f"{total:.1f} s" for total in totals) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def report(results: dict) -> str:
     lines = [f"# The training pipeline at scale (tuner off)\n\nMachine: {results['machine']['cpu']}, "
              f"{results['machine']['cores']} cores. `python bench/scale.py` ({time.strftime('%Y-%m-%d')}).\n",
@@ -157,8 +219,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=3, help="runs at the sample's size; larger sizes run once")
+    parser.add_argument("--feature-steps", action="store_true", help="the data steps alone, at 1M and 10M trips")
     args = parser.parse_args()
     sample = fetch_sample()["data.csv"]
+    if args.feature_steps:
+        rows = args.rows if args.rows != parser.get_default("rows") else [1_000_000, 10_000_000]
+        results = {"machine": machine(), "sizes": [feature_steps(n, scaled_sample(n)) for n in rows]}
+        write_results("scale_features", results, feature_report(results))
+        return
     sizes = []
     for rows in args.rows:
         data = sample if rows == 10_000 else scaled_sample(rows)
