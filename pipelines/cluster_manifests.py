@@ -206,7 +206,8 @@ def template_objects() -> dict[str, list[Any]]:
         command=("-m", "slipway.components.trainer", "--train", data, "--eval", evals),
         num_nodes=2, resources=training_jobs.JobResources(cpu="4", memory="16Gi", gpus=1),
         env=training_jobs.cluster_env(CONFIG_DEFAULTS["MLFLOW_TRACKING_URI"], CONFIG_DEFAULTS),
-        task_env=training_jobs.mlflow_credentials_env(), credentials_secret=cluster.STORAGE_SECRET, service_account=cluster.PIPELINE_RUNNER)
+        task_env=training_jobs.mlflow_credentials_env(), credentials_secret=cluster.STORAGE_SECRET,
+        service_account=cluster.PIPELINE_RUNNER)
     return {
         "inference-service.yaml": [inference_service.to_dict(inference_service.build_inference_service(serving))],
         "katib-experiment.yaml": [katib_experiment.experiment_manifest(experiment)],
