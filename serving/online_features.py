@@ -8,7 +8,9 @@ looked up by the request's own entity columns.
 The feature store is a dependency the model server must survive losing: when a lookup fails
 (Redis stopped, registry unreadable), every feature is answered missing and the response is marked
 degraded (`feature-store-unavailable`), which the model's preprocessing turns into its missing
-indicators. A request never fails because the store did. Nor should every request wait for it:
+indicators. A request never fails because the store did, and the store never looks failed because of a
+request: keys it could not hold (not of the entity's type, infinite, beyond 64 bits) are the caller's
+error, refused before it is asked. Nor should every request wait for it:
 the Redis client retries a refused connection with backoff (seconds), so after a failure the
 store is not asked again for `retry_after_s`; requests meanwhile are answered degraded at once.
 """
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 log = logging.getLogger(__name__)
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the integer keys a Feast entity of type Int64 holds
 
 
 
@@ -73,11 +77,7 @@ class OnlineFeatures:
         if missing:
             raise RequestKeyError(f"the request has no {missing} column(s): the feature store is looked up by them")
         rows = len(columns[self.problem.entities[0]])
-        try:
-            keys = {entity: feature_store.online_keys(columns[entity], self.problem, entity)
-                    for entity in self.problem.entities}
-        except feature_store.EntityKeyError as error:
-            raise RequestKeyError(str(error)) from None
+        keys = {entity: self._keys(entity, columns[entity]) for entity in self.problem.entities}
         missing_features = columns | {name: [None] * rows for name in self.columns}
         if self._unavailable_until is not None and self._clock() < self._unavailable_until:
             return missing_features, FEATURE_STORE_UNAVAILABLE
@@ -94,3 +94,20 @@ class OnlineFeatures:
             log.info("the online feature store answers again")
             self._unavailable_until = None
         return columns | {name: answer[name] for name in self.columns}, None
+
+    def _keys(self, entity: str, values: list[Any]) -> list[Any]:
+        """The entity's keys as the store holds them; a key it cannot hold is the caller's error, found before the
+        store is asked: the store refusing it would count as the store failing, and answer every request degraded
+        for `retry_after_s`."""
+        try:
+            keys = feature_store.online_keys(values, self.problem, entity)
+        except feature_store.EntityKeyError as error:
+            raise RequestKeyError(str(error)) from None
+        except OverflowError:  # int() of an infinity
+            raise RequestKeyError(f"entity {entity!r} (integer) has keys that are not integers: an infinite "
+                                  "number") from None
+        outside = [key for key in keys if isinstance(key, int) and not INT64_MIN <= key <= INT64_MAX]
+        if outside:
+            raise RequestKeyError(f"entity {entity!r} (integer) has keys out of the 64-bit range the store holds: "
+                                  f"{outside[:3]}")
+        return keys

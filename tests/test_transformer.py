@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import signal
@@ -30,7 +31,7 @@ from slipway.components import feature_store
 from slipway.components.model_artifact import load_model
 from slipway.problem import load_problem
 from slipway.serving.deploy import json_instances
-from slipway.serving.online_features import OnlineFeatures
+from slipway.serving.online_features import OnlineFeatures, RequestKeyError
 from slipway.serving.predictor import PredictorSettings, SlipwayPredictor, request_features
 from slipway.serving.protocol import DEGRADED_HEADER, FEATURE_STORE_UNAVAILABLE, PREDICTOR_UNAVAILABLE
 
@@ -250,3 +251,28 @@ def test_the_readmes_curl_example_works_as_written(taxi_model, feature_repo, tmp
                                 capture_output=True, text=True, timeout=60, check=True)
     [score] = json.loads(answer.stdout)["predictions"]
     assert 0 < score < 1
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    (10**30, "entity 'pickup_community_area' (integer) has keys out of the 64-bit range the store holds: "
+             "[1000000000000000000000000000000]"),
+    (math.inf, "entity 'pickup_community_area' (integer) has keys that are not integers: an infinite number"),
+])
+def test_a_key_the_store_cannot_hold_is_the_callers_error_not_the_stores(key, message) -> None:
+    """Feast refused a key beyond 64 bits, which counted as the store failing: every request was answered degraded
+    for the next 5 s. It is refused before the store is asked (no store here: it would fail the test)."""
+    online = OnlineFeatures(feature_store.StoreConfig(repo_dir=Path("no-store-here")), PROBLEM)
+    with pytest.raises(RequestKeyError) as refused:
+        online.enrich({"pickup_community_area": [8, key], "company": ["Flash Cab", "Flash Cab"]})
+    assert str(refused.value) == message
+
+
+def test_through_the_transformer_a_key_beyond_64_bits_is_a_400_and_the_store_stays_up(servers, trips,
+                                                                                      expected) -> None:
+    row = json_instances(trips.head(1))[0] | {"pickup_community_area": 1e30}  # a whole number, as JSON reads it
+    response = httpx.post(f"{servers['url']}/v1/models/{NAME}:predict", json={"instances": [row]})
+    assert (response.status_code, response.json()) == (400, {"error": (
+        "entity 'pickup_community_area' (integer) has keys out of the 64-bit range the store holds: "
+        "[1000000000000000019884624838656]")})
+    after = httpx.post(f"{servers['url']}/v1/models/{NAME}:predict", json={"instances": json_instances(trips)})
+    assert DEGRADED_HEADER not in after.headers and after.json()["predictions"] == pytest.approx(expected, abs=1e-6)
