@@ -28,7 +28,7 @@ OpenAPI schemas).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +78,28 @@ CONFIG_DEFAULTS = {
 }
 
 
+# The rule each address in `slipway-config` follows (serving/inference_service.py's checks), so that a value an
+# overlay or a caller writes is refused here, naming its key, instead of failing in a pod.
+CONFIG_VALUE_RULES: dict[str, Callable[[object, str], str]] = {
+    "MLFLOW_TRACKING_URI": inference_service.check_http_url,
+    "MLFLOW_S3_ENDPOINT_URL": inference_service.check_http_url,
+    "AWS_ENDPOINT_URL": inference_service.check_http_url,
+    "SLIPWAY_FEAST_REGISTRY": inference_service.check_feast_registry,
+    "SLIPWAY_FEAST_REDIS": inference_service.check_host_port,
+}
+
+
 def base_objects() -> dict[str, list[Any]]:
     """The base's files and their objects (V1 models): RBAC, the config, MLflow and Redis, who may reach them."""
     return {"rbac.yaml": rbac(), "config.yaml": [config_map()], "serving-account.yaml": [serving_account()],
             "mlflow.yaml": mlflow(), "feast-redis.yaml": feast_redis(), "network-policy.yaml": network_policies()}
+
+
+def check_config_values(values: Mapping[str, str]) -> None:
+    """Refuses an address in `values` (slipway-config's data) that breaks its rule, naming the key."""
+    for key, check in CONFIG_VALUE_RULES.items():
+        if key in values:
+            check(values[key], f"{cluster.CONFIG_MAP} {key}")
 
 
 def rbac() -> list[Any]:
@@ -106,10 +124,11 @@ def serving_account() -> client.V1ServiceAccount:
 
 
 def config_map(values: Mapping[str, str] = CONFIG_DEFAULTS) -> client.V1ConfigMap:
-    """`slipway-config`: every key of `slipway.cluster.CONFIG_KEYS`, no other."""
+    """`slipway-config`: every key of `slipway.cluster.CONFIG_KEYS`, no other, each address as its rule says."""
     unknown = set(values) - set(cluster.CONFIG_KEYS)
     if unknown:
         raise ValueError(f"{cluster.CONFIG_MAP}: {sorted(unknown)} are not keys the steps read ({cluster.CONFIG_KEYS})")
+    check_config_values(values)
     return client.V1ConfigMap(api_version="v1", kind="ConfigMap", metadata=_metadata(cluster.CONFIG_MAP),
                               data={key: values[key] for key in cluster.CONFIG_KEYS if key in values})
 

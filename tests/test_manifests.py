@@ -100,6 +100,7 @@ def test_an_overlay_puts_everything_in_its_namespace_and_gives_every_step_its_se
     assert {obj["metadata"].get("namespace") for obj in objects.values()} == {namespace}
     config = objects["ConfigMap", cluster.CONFIG_MAP]["data"]
     assert set(config) <= set(cluster.CONFIG_KEYS), "a key no step reads"
+    cluster_manifests.check_config_values(config)  # the overlay's own values, too, are addresses a pod can use
     # MLflow and Redis are named in the overlay's own namespace, where the base creates them.
     assert config["MLFLOW_TRACKING_URI"] == f"http://mlflow.{namespace}.svc.cluster.local:5000"
     assert config["SLIPWAY_FEAST_REDIS"] == f"feast-redis.{namespace}.svc.cluster.local:6379"
@@ -349,3 +350,14 @@ def test_the_bases_mlflow_refuses_a_client_without_credentials_and_serves_one_wi
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.mark.parametrize(("key", "value", "rule"), [
+    ("SLIPWAY_FEAST_REDIS", "feast-redis.kubeflow.svc.cluster.local", "is not HOST:PORT"),
+    ("MLFLOW_TRACKING_URI", "mlflow.kubeflow:5000", "is not an http(s) URL with a host"),
+    ("SLIPWAY_FEAST_REGISTRY", "/feast/registry.db", "is not a registry the transformer's pod can read"),
+])
+def test_the_config_map_refuses_an_address_that_breaks_its_rule_naming_the_key(key: str, value: str, rule: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        cluster_manifests.config_map({**cluster_manifests.CONFIG_DEFAULTS, key: value})
+    assert str(caught.value).startswith(f"slipway-config {key}: {value!r} {rule}")
