@@ -415,3 +415,15 @@ def test_the_grpc_server_refuses_a_port_held_by_one_that_shares(tmp_path) -> Non
     with pytest.raises(PortError, match=rf"^--grpc-port \d+ {re.escape(BUSY)}$"):
         asyncio.run(start_on_a_held_port())
 
+
+
+def test_the_transformer_owns_its_ports_too(server, tmp_path) -> None:
+    transform = [SLIPWAY, "transform", "--predictor-host", server.url, "--features", str(tmp_path / "no-store")]
+    busy = subprocess.run([*transform, "--http-port", str(free_port()), "--grpc-port", str(server.grpc_port)],
+                          capture_output=True, text=True, timeout=120)
+    assert (busy.returncode, busy.stderr) == (1, f"Error: --grpc-port {server.grpc_port} {BUSY}\n")
+    port = free_port()
+    same = subprocess.run([*transform, "--http-port", str(port), "--grpc-port", str(port)],
+                          capture_output=True, text=True, timeout=120)
+    assert (same.returncode, same.stderr) == (
+        1, f"Error: --http-port and --grpc-port are both {port}: REST and gRPC each need a port of their own\n")
