@@ -270,6 +270,7 @@ def kubelet_expanded(args: list[str], env: dict[str, str]) -> list[str]:
     return expanded
 
 
+@pytest.mark.servers
 def test_the_bases_redis_refuses_a_client_without_the_password_and_serves_feast_with_it(tmp_path: Path) -> None:
     import redis
     from feast.infra.online_stores.redis import RedisOnlineStore
@@ -301,6 +302,7 @@ def test_a_redis_password_that_feasts_connection_string_would_split_is_refused_b
     assert "secret-pw" not in repr(StoreConfig(tmp_path, redis_password="secret-pw")), "a password in a log line"
 
 
+@pytest.mark.servers
 def test_the_bases_mlflow_refuses_a_client_without_credentials_and_serves_one_with_the_secrets(
         tmp_path: Path) -> None:
     import httpx
