@@ -7,7 +7,8 @@
 Routes:
 
     POST /          a CloudEvent, binary or structured mode (what KServe's logger sends to
-                    `spec.predictor.logger.url`): 202, or 400 with the reason
+                    `spec.predictor.logger.url`): 202, or 400 with the reason (not a CloudEvent,
+                    or data the monitor cannot read: the logger forwards whatever a client sent)
     GET  /metrics   the monitor's Prometheus series (serving/drift_monitor.py `_Metrics`)
     GET  /drift     the last closed window as JSON (404 before the first)
     GET  /healthz   200 once the reference is loaded
@@ -47,7 +48,11 @@ def drift_app(monitor: DriftMonitor) -> FastAPI:
             event = from_http(dict(request.headers), body)
         except (GenericException, ValueError) as exc:
             raise HTTPException(400, f"not a CloudEvent: {exc}") from None
-        window = monitor.observe(event)
+        try:
+            window = monitor.observe(event)
+        except (TypeError, ValueError) as exc:  # a logged body the monitor cannot read, e.g. a number for a column
+            log.info("refused event %s: %s", event["id"], exc)
+            raise HTTPException(400, f"event {event['id']}: its data cannot be read ({exc})") from None
         return {"accepted": event["id"], **({"window": str(window.number)} if window else {})}
 
     @app.get("/metrics")

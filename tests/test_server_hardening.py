@@ -427,3 +427,20 @@ def test_the_transformer_owns_its_ports_too(server, tmp_path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert (same.returncode, same.stderr) == (
         1, f"Error: --http-port and --grpc-port are both {port}: REST and gRPC each need a port of their own\n")
+
+
+def test_the_drift_service_answers_a_logged_body_it_cannot_read_with_a_400(taxi_splits) -> None:
+    """KServe's logger forwards whatever a client sent, refused or not: the drift service must not 500 on it."""
+    from fastapi.testclient import TestClient
+
+    from slipway.serving.drift_monitor import DriftMonitor, MonitorConfig
+    from slipway.serving.drift_service import drift_app
+
+    client = TestClient(drift_app(DriftMonitor(MonitorConfig(reference=str(taxi_splits[0])))),
+                        raise_server_exceptions=False)
+    event = {"specversion": "1.0", "id": "logged-1", "source": "http://localhost:8080/", "modelname": NAME,
+             "type": "org.kubeflow.serving.inference.request", "datacontenttype": "application/json",
+             "data": {"inputs": {"fare": 5}}}
+    response = client.post("/", content=json.dumps(event), headers={"content-type": "application/cloudevents+json"})
+    assert (response.status_code, response.json()) == (
+        400, {"detail": "event logged-1: its data cannot be read ('int' object is not iterable)"})
