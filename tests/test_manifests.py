@@ -179,6 +179,16 @@ def test_every_pod_slipway_emits_meets_the_restricted_pod_security_profile(
     assert with_pods == {"Deployment", "InferenceService", "TrainJob", "PyTorchJob", "Experiment"}
 
 
+def test_the_trainjob_patches_only_the_securitycontext_of_the_runtimes_node_container(
+        built: dict[str, list[dict[str, Any]]]) -> None:
+    # Kubeflow Trainer's webhook refuses a container patch for a container the runtime lacks, or one that sets
+    # env on `node` (pkg/runtime/framework/plugins/jobset/jobset.go): the env goes in spec.trainer instead.
+    [trainjob] = [obj for obj in built["templates"] if obj["kind"] == "TrainJob"]
+    [pod] = pod_specs(trainjob)
+    assert pod["containers"] == [{"name": "node",
+                                  "securityContext": pod_security.as_json(pod_security.container_context())}]
+
+
 RESTRICTED_SETTINGS = {
     "allowPrivilegeEscalation": "container mlflow: allowPrivilegeEscalation is not false",
     "capabilities": "container mlflow: capabilities do not drop ALL",
