@@ -10,9 +10,10 @@ shares one.
 Those binds are the guarantee, but they fail deep in the server's start, after the model has loaded,
 with a traceback (uvicorn's bind error ended in exit status 3). `check_ports` binds each port once
 first, before anything is loaded: a busy port, or one port given for both, is one line naming the
-flag and the port. A port taken in the instant between that check and the servers' binds still
-fails the start (`PortError` from the gRPC bind, uvicorn's error for the REST one), and is still not
-shared. This module imports nothing heavy: ports are checked before torch or KServe load.
+flag and the port; `run_model_server` checks again once the model has loaded. A port taken in the
+instant between that check and the servers' binds still fails the start (`PortError` from the gRPC
+bind, uvicorn's error for the REST one), and is still not shared. This module imports nothing
+heavy: ports are checked before torch or KServe load.
 """
 
 from __future__ import annotations

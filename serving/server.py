@@ -194,6 +194,7 @@ def run_model_server(model: Any, http_port: int, grpc_port: int, max_payload_byt
     from slipway.serving.grpc_server import serve_grpc_exclusively
     from slipway.serving.v2_rest import add_v2_infer_route
 
+    check_ports(http_port, grpc_port)  # again: loading the model took seconds, in which a port may have been taken
     # Everything loaded so far (torch, kserve, the model) lives as long as the server: moved out of
     # the collector's sight, a full collection no longer walks it in the middle of requests.
     gc.freeze()
