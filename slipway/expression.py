@@ -91,6 +91,8 @@ def _parse(text: str) -> ast.Expression:
         raise ExpressionError(f"is {len(text):,} characters long; expressions are at most {MAX_LENGTH:,}")
     try:
         return ast.parse(_pandas_syntax(text), mode="eval")
+    except ExpressionError:
+        raise
     except (SyntaxError, ValueError, tokenize.TokenError, MemoryError, RecursionError) as exc:
         reason = exc.msg if isinstance(exc, SyntaxError) else str(exc) or type(exc).__name__
         raise ExpressionError(f"{text!r} is not a valid expression: {reason}") from None

@@ -70,6 +70,14 @@ def test_a_label_expression_that_could_run_code_is_refused_naming_the_file_field
     assert not marker.exists()
 
 
+def test_the_refusal_of_an_at_name_is_one_sentence(tmp_path: Path) -> None:
+    path = problem_with(tmp_path, label="tips > @threshold")
+    with pytest.raises(ProblemError) as caught:
+        load_problem(str(path))
+    assert str(caught.value) == (f"{path}: label.expression: 'tips > @threshold' uses '@': local variables are not "
+                                 "allowed; use column names, numbers, strings, arithmetic, comparisons and and/or/not")
+
+
 def test_an_aggregate_expression_is_checked_the_same_way(tmp_path: Path, marker: Path) -> None:
     path = problem_with(tmp_path, of=f"tips / fare + 0 * @pd.io.common.os.system('touch {marker}')")
     with pytest.raises(ProblemError, match=r"feature_store\.aggregates\[2\]\.of: .* uses '@'"):
