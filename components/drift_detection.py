@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 from slipway import psi as psi_module
 from slipway import runtime_call, runtimes
 from slipway.atomic import atomic_output
+from slipway.components.drift_detectors import present_values, read_columns
 from slipway.components.ingestion import IngestError, enforce_types, read_table
 from slipway.problem import Problem
 from slipway.psi import Level
@@ -224,8 +225,8 @@ def _measure(reference: Path, current: Path, numeric: Sequence[str], categorical
     """PSI here and the tests in the drift runtime, for the features and the `scores` columns (numeric)."""
     univariate = list(numeric) + scores
     columns = univariate + list(categorical)
-    # The tests' runtime starts (about 4 s importing alibi-detect and torch) while both files are read and
-    # PSI is computed here; it decides on its own which features have too few values to test.
+    # The tests' runtime starts (about a second: Python, pandas, scipy and alibi-detect's tabular tests) while both
+    # files are read and PSI is computed here; it decides on its own which features have too few values to test.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         started = time.perf_counter()
         pending = pool.submit(runtime_call.call, runtimes.DRIFT, f"{DETECTORS}:drift_tests",
@@ -233,8 +234,8 @@ def _measure(reference: Path, current: Path, numeric: Sequence[str], categorical
                               categorical=list(categorical), min_rows=config.min_rows,
                               mmd_sample_rows=config.mmd_sample_rows, scores=scores)
         try:
-            ref_frame = pd.read_parquet(reference, columns=columns)
-            cur_frame = pd.read_parquet(current, columns=columns)
+            ref_frame = read_columns(str(reference), columns)
+            cur_frame = read_columns(str(current), columns)
             psi_started = time.perf_counter()
             measured = {name: _numeric_psi(name, ref_frame[name], cur_frame[name], config) for name in univariate}
             measured |= {name: _categorical_psi(name, ref_frame[name], cur_frame[name], config)
@@ -336,8 +337,7 @@ def _check_schema(path: Path, side: str, numeric: Sequence[str], categorical: Se
 
 
 def _numeric_psi(name: str, reference: pd.Series, current: pd.Series, config: DriftConfig) -> dict[str, Any]:
-    ref = reference.dropna().to_numpy(dtype=np.float64)
-    cur = current.dropna().to_numpy(dtype=np.float64)
+    ref, cur = present_values(reference), present_values(current)
     base = _counts(reference, current, len(ref), len(cur))
     reason = _too_few(name, len(ref), len(cur), config)
     if reason:
@@ -359,6 +359,9 @@ def _categorical_psi(name: str, reference: pd.Series, current: pd.Series, config
     if pd.api.types.is_string_dtype(ref.dtype):  # pandas' string dtype: categorising plain objects is faster
         ref, cur = ref.astype(object), cur.astype(object)
     reference_categories = pd.Categorical(ref)
+    if isinstance(ref.dtype, pd.CategoricalDtype):  # read dictionary-encoded: its categories as the values' would be
+        used = reference_categories.remove_unused_categories()
+        reference_categories = used.reorder_categories(used.categories.sort_values())
     order = np.argsort(-np.bincount(reference_categories.codes), kind="stable")  # most frequent first
     categories = reference_categories.categories[order]
     unseen = len(categories)  # one bin for every category the reference never had

@@ -5,12 +5,15 @@ trained here on the sample scores both sides for the `prediction` row."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from slipway import runtimes
 from slipway.components import models
 from slipway.components.batch_scoring import SCORE, read_manifest, score_file
 from slipway.components.drift_detection import (
@@ -23,7 +26,9 @@ from slipway.components.drift_detection import (
     current_table,
     detect_drift,
     drift_table,
+    feature_psi,
 )
+from slipway.components.drift_detectors import read_columns
 from slipway.components.feature_store import joined_columns
 from slipway.components.model_artifact import LoadedModel, load_model
 from slipway.components.preprocessing import Preprocessing
@@ -60,13 +65,25 @@ def resample_report(reference: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="module")
-def shifted_report(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> DriftReport:
+def shifted(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Fares 1.5 times higher, and trips spread evenly over the companies instead of favouring a few."""
     frame = pd.read_parquet(reference).sample(n=5000, random_state=1).reset_index(drop=True)
     frame["fare"] = frame["fare"] * 1.5
     companies = frame["company"].dropna().unique()
     frame["company"] = pd.array(np.random.default_rng(1).choice(companies, size=len(frame)), dtype="string")
-    return drift(reference, written(frame, tmp_path_factory.mktemp("shifted") / "current.parquet"))
+    return written(frame, tmp_path_factory.mktemp("shifted") / "current.parquet")
+
+
+@pytest.fixture(scope="module")
+def shifted_report(reference: Path, shifted: Path) -> DriftReport:
+    return drift(reference, shifted)
+
+
+@pytest.fixture(scope="module")
+def data2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """data2.csv's features: the sample's second file, which picks up elsewhere in the city."""
+    return drift_table(str(fetch_sample()["data2.csv"]), PROBLEM, tmp_path_factory.mktemp("data2") / "cur.parquet",
+                       "current")
 
 
 def by_feature(report: DriftReport) -> dict:
@@ -93,10 +110,9 @@ def test_higher_fares_and_a_new_company_mix_are_critical_and_named(shifted_repor
     assert shifted_report.metrics()["drift_level"] == 2.0
 
 
-def test_data2_against_data_is_critical_in_where_trips_start(reference: Path, tmp_path: Path) -> None:
+def test_data2_against_data_is_critical_in_where_trips_start(reference: Path, data2: Path) -> None:
     """data2.csv, the sample's second file, picks up elsewhere in the city: measured as it is."""
-    report = drift(reference, drift_table(str(fetch_sample()["data2.csv"]), PROBLEM, tmp_path / "cur.parquet",
-                                          "current"))
+    report = drift(reference, data2)
     features = by_feature(report)
     assert report.level == "critical"
     assert {name for name, f in features.items() if f.level == "critical"} == {
@@ -154,6 +170,102 @@ def test_bonferroni_and_fdr_corrections_match_their_definitions() -> None:
 def test_an_impossible_config_is_refused() -> None:
     with pytest.raises(ValueError, match="correction: expected one of"):
         DriftConfig(correction="holm")
+
+
+# --- the tests' imports: alibi-detect's own tests, only the modules they need ---------------------------------------
+
+# What the drift step computed before it imported only alibi-detect's tabular tests: each feature's TabularDrift on
+# its non-missing values, categories as float codes, with `from alibi_detect.cd import TabularDrift` (the whole
+# package: torch and transformers with it). Run in the drift runtime; prints {feature: [statistic, p_value]}.
+TABULAR_DRIFT_IMPORTED_IN_FULL = """
+import json, sys
+import numpy as np, pandas as pd
+from alibi_detect.cd import TabularDrift
+reference, current = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
+categorical, results = sys.argv[4].split(","), {}
+for name in sys.argv[3].split(",") + categorical:
+    ref, cur = reference[name].dropna(), current[name].dropna()
+    if name in categorical:
+        categories = pd.Index(ref.unique()).union(pd.Index(cur.unique()))
+        x_ref, x_cur = (pd.Categorical(side, categories=categories).codes.astype(np.float64).reshape(-1, 1)
+                        for side in (ref, cur))
+        detector = TabularDrift(x_ref, p_val=0.05, categories_per_feature={0: list(range(len(categories)))})
+    else:
+        x_ref, x_cur = (side.to_numpy(dtype=np.float64).reshape(-1, 1) for side in (ref, cur))
+        detector = TabularDrift(x_ref, p_val=0.05, categories_per_feature={})
+    data = detector.predict(x_cur, drift_type="feature", return_p_val=True, return_distance=True)["data"]
+    results[name] = [float(data["distance"][0]), float(data["p_val"][0])]
+print(json.dumps(results))
+"""
+
+# Runs the drift step's tests twice in one drift-runtime process, without MMD and then with it; prints which heavy
+# modules the first call left imported, the MMD result, and whether the packages' own names still resolve.
+TESTS_THEN_MMD = """
+import json, sys
+from slipway.components.drift_detectors import drift_tests
+arguments = dict(reference_path=sys.argv[1], current_path=sys.argv[2], numeric=sys.argv[3].split(","),
+                 categorical=sys.argv[4].split(","), min_rows=100)
+univariate = drift_tests(**arguments, mmd_sample_rows=0)
+imported = sorted(m for m in ("torch", "transformers", "tensorflow", "alibi_detect.cd.mmd") if m in sys.modules)
+with_mmd = drift_tests(**arguments, mmd_sample_rows=300)
+import alibi_detect.cd.tabular
+from alibi_detect.cd import MMDDrift, TabularDrift
+print(json.dumps({"imported_without_mmd": imported, "mmd": with_mmd["mmd"], "torch": "torch" in sys.modules,
+                  "same_tests": univariate["features"] == with_mmd["features"], "mmd_class": MMDDrift.__name__,
+                  "same_class": TabularDrift is alibi_detect.cd.tabular.TabularDrift}))
+"""
+
+
+def in_drift_runtime(script: str, reference: Path, current: Path) -> dict:
+    result = subprocess.run([str(runtimes.local_python(runtimes.DRIFT)), "-c", script, str(reference), str(current),
+                             ",".join(NUMERIC), ",".join(CATEGORICAL)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("current", ["data2", "shifted"])
+def test_the_tests_give_what_tabular_drift_imported_with_all_of_alibi_detect_gives(
+        current: str, reference: Path, request: pytest.FixtureRequest) -> None:
+    """The statistic and p-value of every feature, bit for bit, and so the same levels: importing only the tabular
+    tests, categories as small integer codes and NaN dropped by numpy change what is loaded, not what is computed."""
+    path = request.getfixturevalue(current)
+    expected = in_drift_runtime(TABULAR_DRIFT_IMPORTED_IN_FULL, reference, path)
+    report = drift(reference, path)
+    assert {f.feature: [f.statistic, f.p_value] for f in report.features} == expected
+    assert report.level == "critical" and len(expected) == len(NUMERIC) + len(CATEGORICAL)
+
+
+def test_the_tests_import_no_torch_and_mmd_imports_it_when_asked_in_the_same_process(reference: Path,
+                                                                                     shifted: Path) -> None:
+    outcome = in_drift_runtime(TESTS_THEN_MMD, reference, shifted)
+    assert outcome["imported_without_mmd"] == []
+    assert outcome["torch"] and outcome["mmd"]["reference_rows"] == 300 and outcome["mmd"]["p_value"] < 0.05
+    assert outcome["same_tests"] and outcome["same_class"] and outcome["mmd_class"] == "MMDDrift"
+
+
+def test_psi_is_the_same_whether_text_is_read_dictionary_encoded_or_as_strings(reference: Path, data2: Path,
+                                                                              tmp_path: Path) -> None:
+    """detect_drift reads text columns dictionary-encoded (pandas categoricals, no string object per row); the online
+    monitor hands feature_psi strings. Same bins, in the same order, same shares; a category the file's dictionary
+    declares but no row holds is no bin."""
+    frame = pd.read_parquet(reference)
+    companies = list(frame["company"].dropna().unique())
+    declared = written(frame.astype({"company": pd.CategoricalDtype(["Never Seen Cab", *companies])}),
+                       tmp_path / "declared.parquet")
+    columns = [*NUMERIC, *CATEGORICAL]
+    for ref, cur in ((reference, data2), (declared, data2), (data2, declared)):
+        encoded = read_columns(str(ref), columns), read_columns(str(cur), columns)
+        assert isinstance(encoded[0]["company"].dtype, pd.CategoricalDtype)
+        strings = [pd.read_parquet(path).astype({"company": "string", "payment_type": "string"}) for path in (ref, cur)]
+        from_codes = feature_psi(*encoded, NUMERIC, CATEGORICAL, DriftConfig())
+        from_strings = feature_psi(*strings, NUMERIC, CATEGORICAL, DriftConfig())
+        for name in columns:
+            assert from_codes[name]["psi"] == from_strings[name]["psi"], name
+            assert from_codes[name]["bins"] == from_strings[name]["bins"], name
+            assert list(from_codes[name]["e"]) == list(from_strings[name]["e"]), name
+    from_declared = feature_psi(read_columns(str(declared), columns), read_columns(str(data2), columns), NUMERIC,
+                                CATEGORICAL, DriftConfig())
+    assert "Never Seen Cab" not in from_declared["company"]["bins"]
 
 
 def test_the_html_report_escapes_what_the_data_says_and_draws_each_measured_feature(tmp_path: Path) -> None:
