@@ -686,13 +686,14 @@ def feast_apply(
 
     from slipway import logs
     from slipway.components import feature_store
+    from slipway.components.feature_aggregates import feature_table_paths
     from slipway.problem import load_problem
 
     logs.configure()
     loaded = load_problem(problem)
     config = feature_store.StoreConfig.for_pipeline(feature_repo, pipeline_root)
     store = feature_store.open_store(config, loaded)
-    feature_store.apply(store, loaded, {entity: Path(tables.path) / f"{entity}.parquet" for entity in loaded.entities})
+    feature_store.apply(store, loaded, feature_table_paths(loaded, Path(tables.path)))
     return config.registry_location
 
 
@@ -712,29 +713,28 @@ def materialize(
 
     from slipway import logs
     from slipway.components import feature_store
-    from slipway.components.feature_aggregates import EVENT_TIMESTAMP
+    from slipway.components.feature_aggregates import EVENT_TIMESTAMP, feature_table_paths
     from slipway.problem import load_problem
 
     logs.configure()
     loaded = load_problem(problem)
     config = feature_store.StoreConfig.for_pipeline(feature_repo, pipeline_root)
-    end = max(pd.read_parquet(Path(tables.path) / f"{entity}.parquet", columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP].max()
-              for entity in loaded.entities)
+    end = max(pd.read_parquet(path, columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP].max()
+              for path in feature_table_paths(loaded, Path(tables.path)).values())
     feature_store.materialize(feature_store.open_store(config, loaded), end.to_pydatetime())
 
 
 @dsl.component(base_image=runtimes.CORE_IMAGE, install_kfp_package=False)
 def training_set(
     trips: dsl.Input[dsl.Dataset],
+    tables: dsl.Input[dsl.Artifact],
     problem: str,
-    registry: str,
-    feature_repo: str,
-    pipeline_root: str,
     features: dsl.Output[dsl.Dataset],
 ):
-    """The trips with every Feast feature joined as of each trip's own time (point in time, no later), as a
-    Dataset, joined on DuckDB a chunk at a time (bounded memory); rows whose entity's latest feature row is older
-    than the TTL are dropped, as Feast's file store did."""
+    """The trips with every feature of `tables` (feature_tables' artifact) joined as of each trip's own time (point
+    in time, no later), as a Dataset, joined on DuckDB a chunk at a time (bounded memory); rows whose entity's latest
+    feature row is older than the TTL are dropped, as Feast's file store did. The views are read from the problem as
+    feast_apply registers them, so this step neither imports Feast nor waits for its registry."""
     from pathlib import Path
 
     from slipway import logs
@@ -743,9 +743,9 @@ def training_set(
 
     logs.configure()
     loaded = load_problem(problem)
-    config = feature_store.StoreConfig.for_pipeline(feature_repo, pipeline_root)
-    rows, kept, columns = feature_store.write_training_set(feature_store.open_store(config, loaded), loaded,
-                                                           Path(trips.path), Path(features.path))
+    with feature_store.point_in_time_join_from_tables(loaded, Path(tables.path)) as join:
+        rows, kept, columns = feature_store.write_joined_training_set(join, loaded, Path(trips.path),
+                                                                      Path(features.path))
     # The trips' own lineage (source, sha256, split) carries over: the model's lineage reads it from here.
     features.metadata.update({**trips.metadata, "rows": kept, "dropped_rows": rows - kept, "columns": columns,
                               "features": feature_store.feature_refs(loaded)})

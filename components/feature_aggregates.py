@@ -176,7 +176,7 @@ def write_feature_tables(
             _require_columns(available, problem, entity)
         except FeatureError as exc:
             raise FeatureError(f"{where}: {exc}") from exc
-    paths = {entity: out_dir / f"{entity}.parquet" for entity in problem.entities}
+    paths = feature_table_paths(problem, out_dir)
     with atomic_outputs(list(paths.values())) as temps:
         for entity, temp in zip(paths, temps, strict=True):
             # One entity at a time, from only the columns its features read: memory holds one table.
@@ -194,6 +194,11 @@ def write_feature_tables(
                      table[entity].nunique(), count, seconds, count / max(seconds, 1e-9))
     log.info("wrote feature tables %s to %s", sorted(paths), out_dir)
     return paths
+
+
+def feature_table_paths(problem: Problem, tables_dir: Path) -> dict[str, Path]:
+    """Where `write_feature_tables` puts each entity's table in `tables_dir`: `<entity>.parquet`."""
+    return {entity: Path(tables_dir) / f"{entity}.parquet" for entity in problem.entities}
 
 
 def _common_columns(paths: list[Path]) -> list[str]:

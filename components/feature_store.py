@@ -23,7 +23,9 @@ The steps the pipelines and the server call:
 
 The historical (point-in-time) join runs on DuckDB, not in Feast (components/point_in_time.py says why:
 Feast 0.67's offline stores join every entity row with every feature row of its key), over the tables and
-TTLs Feast's registry holds, with the file store's semantics kept and tested against it:
+TTLs Feast's registry holds (`point_in_time_join`, batch scoring's), or over the feature tables folder read as
+`feast_apply` registers it (`point_in_time_join_from_tables`, the training set step's, which needs no Feast),
+with the file store's semantics kept and tested against it:
 
 - **TTL drops rows.** An entity row whose entity has feature rows but none within `ttl` before the
   row's time is dropped from the result, not given nulls (a key that has no feature rows at all
@@ -64,7 +66,7 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
@@ -75,6 +77,7 @@ from slipway.components.feature_aggregates import (
     FeatureError,
     entity_key_values,
     feature_columns,
+    feature_table_paths,
     utc_times,
 )
 from slipway.problem import Problem
@@ -83,7 +86,7 @@ from slipway.storage import StorageConfig, boto3_environment, download
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
 
-    from slipway.components.point_in_time import JoinSettings, PointInTimeJoin
+    from slipway.components.point_in_time import JoinSettings, PointInTimeJoin, ViewTable
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +279,7 @@ def definitions(problem: Problem, tables: Mapping[str, str | Path]) -> list[Any]
     if missing:
         raise FeatureStoreError(f"no feature table for entity {missing[0]!r}: tables were given for {sorted(tables)}")
     columns = feature_columns(problem)
-    ttl = pd.Timedelta(spec.ttl).to_pytimedelta()
+    ttl = view_ttl(problem)
     entities, views = [], []
     for entity in problem.entities:
         path = _table_location(tables[entity])
@@ -298,6 +301,11 @@ def definitions(problem: Problem, tables: Mapping[str, str | Path]) -> list[Any]
             description=f"{problem.name}: aggregates of each {entity}'s earlier trips over {', '.join(spec.windows)}",
         ))
     return entities + views
+
+
+def view_ttl(problem: Problem) -> timedelta:
+    """Every view's TTL: the problem's feature_store.ttl."""
+    return pd.Timedelta(problem.feature_store.ttl).to_pytimedelta()
 
 
 def apply(store: FeatureStore, problem: Problem, tables: Mapping[str, str | Path]) -> None:
@@ -380,9 +388,18 @@ def training_set(
 def write_training_set(
     store: FeatureStore, problem: Problem, trips: Path, out: Path, chunk_rows: int = 1_000_000,
 ) -> tuple[int, int, list[str]]:
-    """`training_set` of a Parquet file of trips, streamed: read, joined and written `chunk_rows` at a time into
-    one Parquet file at `out` (whole or not at all), so memory holds a chunk, not the data set. The trips'
-    columns keep their types; the features are float64. Returns (rows read, rows written, columns)."""
+    """`write_joined_training_set` over the tables Feast's registry names (`point_in_time_join`)."""
+    with point_in_time_join(store, problem) as join:
+        return write_joined_training_set(join, problem, trips, out, chunk_rows)
+
+
+def write_joined_training_set(
+    join: PointInTimeJoin, problem: Problem, trips: Path, out: Path, chunk_rows: int = 1_000_000,
+) -> tuple[int, int, list[str]]:
+    """`training_set` of a Parquet file of trips through an open `join`, streamed: read, joined and written
+    `chunk_rows` at a time into one Parquet file at `out` (whole or not at all), so memory holds a chunk, not the
+    data set. The trips' columns keep their types; the features are float64. Returns (rows read, rows written,
+    columns)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -396,7 +413,7 @@ def write_training_set(
     columns = [name for name in source.schema_arrow.names if not name.startswith("__index_level_")]
     keys = [problem.timestamp.column, *problem.entities]
     started, rows_in, rows_out = time.perf_counter(), 0, 0
-    with point_in_time_join(store, problem) as join, atomic_output(Path(out)) as temp:
+    with atomic_output(Path(out)) as temp:
         writer = None
         try:
             for batch in source.iter_batches(batch_size=chunk_rows, columns=columns):
@@ -462,8 +479,9 @@ def point_in_time_join(
     settings: JoinSettings | None = None,
 ) -> Iterator[PointInTimeJoin]:
     """An open DuckDB join over the views' tables as Feast's registry has them (source, ttl, timestamp field);
-    a table on object storage is downloaded first, into a folder removed on exit."""
-    from slipway.components.point_in_time import JoinSettings, PointInTimeJoin, ViewTable
+    a table on object storage is downloaded first, into a folder removed on exit. What batch scoring joins
+    through, which has the registry but not the pipeline's tables artifact."""
+    from slipway.components.point_in_time import ViewTable
 
     _require_registry(store)
     with tempfile.TemporaryDirectory(prefix="slipway-join-") as scratch:
@@ -477,9 +495,48 @@ def point_in_time_join(
                 path = str(local)
             tables.append(ViewTable(view=view, entity=_entity_of(problem, view), path=path, features=tuple(names),
                                     ttl=registered.ttl, timestamp=registered.batch_source.timestamp_field))
-        config = settings or JoinSettings.from_env()
-        with PointInTimeJoin(tables, dataclasses.replace(config, temp_dir=config.temp_dir or scratch)) as join:
+        with _open_join(tables, settings, scratch) as join:
             yield join
+
+
+@contextlib.contextmanager
+def point_in_time_join_from_tables(
+    problem: Problem, tables_dir: Path, features: Sequence[str] | None = None, settings: JoinSettings | None = None,
+) -> Iterator[PointInTimeJoin]:
+    """The same join as `point_in_time_join`, over the feature tables in `tables_dir` (the `feature_tables`
+    step's artifact) read as `feast_apply` registers them, without Feast: the training set step joins with this,
+    so it neither imports Feast (6-8 s) nor waits for the registry."""
+    with tempfile.TemporaryDirectory(prefix="slipway-join-") as scratch:
+        with _open_join(view_tables(problem, tables_dir, features), settings, scratch) as join:
+            yield join
+
+
+def view_tables(problem: Problem, tables_dir: Path, features: Sequence[str] | None = None) -> list[ViewTable]:
+    """Each feature view as the join reads it, from the problem and the feature tables in `tables_dir`: the
+    entity's table (checked for the view's columns, naming the file), the features asked for (all by default),
+    `view_ttl` and the tables' timestamp column, exactly what `definitions` registers."""
+    from slipway.components.point_in_time import ViewTable
+
+    paths = feature_table_paths(problem, tables_dir)
+    tables = []
+    for view, names in _by_view(problem, features).items():
+        entity = _entity_of(problem, view)
+        path = _table_location(paths[entity])
+        _check_table(path, entity, names)
+        tables.append(ViewTable(view=view, entity=entity, path=path, features=tuple(names), ttl=view_ttl(problem),
+                                timestamp=EVENT_TIMESTAMP))
+    return tables
+
+
+@contextlib.contextmanager
+def _open_join(tables: Sequence[ViewTable], settings: JoinSettings | None, scratch: str) -> Iterator[PointInTimeJoin]:
+    """A `PointInTimeJoin` over `tables` with `settings` (default: the environment's), spilling to `scratch`
+    unless the settings name a folder."""
+    from slipway.components.point_in_time import JoinSettings, PointInTimeJoin
+
+    config = settings or JoinSettings.from_env()
+    with PointInTimeJoin(tables, dataclasses.replace(config, temp_dir=config.temp_dir or scratch)) as join:
+        yield join
 
 
 def local_store(splits: Sequence[Path], problem: Problem, repo_dir: Path) -> FeatureStore:

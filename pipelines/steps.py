@@ -84,10 +84,11 @@ def train_and_deploy(
     applied = feast_apply(tables=tables.outputs["tables"], problem=problem, **store).set_caching_options(False)
     materialize(tables=tables.outputs["tables"], problem=problem, registry=applied.output,
                 **store).set_caching_options(False)
-    train_set = training_set(trips=ingested.outputs["train_data"], problem=problem, registry=applied.output,
-                             **store).set_display_name("train-set").set_caching_options(False)
-    eval_set = training_set(trips=ingested.outputs["eval_data"], problem=problem, registry=applied.output,
-                            **store).set_display_name("eval-set").set_caching_options(False)
+    # The training sets read the tables alone, not the registry: they run beside feast_apply and materialize.
+    train_set = training_set(trips=ingested.outputs["train_data"], tables=tables.outputs["tables"],
+                             problem=problem).set_display_name("train-set")
+    eval_set = training_set(trips=ingested.outputs["eval_data"], tables=tables.outputs["tables"],
+                            problem=problem).set_display_name("eval-set")
     # From here on the model sees the splits with their features, never the raw ones.
     train_data, eval_data = train_set.outputs["features"], eval_set.outputs["features"]
     hyperparameters = {"architecture": architecture, "hidden_units": hidden_units, "dropout": dropout,

@@ -23,7 +23,8 @@ def features_under_test(source_uri: str, feature_repo: str) -> dsl.Dataset:
     store = {"problem": "chicago_taxi", "feature_repo": feature_repo, "pipeline_root": dsl.PIPELINE_ROOT_PLACEHOLDER}
     applied = feast_apply(tables=tables.outputs["tables"], **store)
     materialize(tables=tables.outputs["tables"], registry=applied.output, **store)
-    return training_set(trips=ingested.outputs["train_data"], registry=applied.output, **store).outputs["features"]
+    return training_set(trips=ingested.outputs["train_data"], tables=tables.outputs["tables"],
+                        problem="chicago_taxi").outputs["features"]
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,10 @@ from slipway.components.feature_store import (
     materialize,
     online_features,
     open_store,
+    point_in_time_join,
+    point_in_time_join_from_tables,
     training_set,
+    view_tables,
     write_training_set,
 )
 from slipway.problem import load_problem
@@ -410,6 +413,25 @@ def test_the_real_sample_joins_each_trip_to_the_history_before_it(taxi_splits: t
         for feature in FEATURES:
             np.testing.assert_array_equal(result[f"{entity}_stats__{feature}"].to_numpy(), own[feature].to_numpy(),
                                           err_msg=f"{entity}_stats__{feature}")
+
+
+def test_the_tables_folder_and_the_registry_give_the_join_the_same_views(store: Any, tables: dict[str, Path]) -> None:
+    """The training set step opens its join from the problem and the feature tables folder, without Feast; batch
+    scoring opens it from Feast's registry. Were the views to differ (a table, a ttl, a feature), a model would be
+    scored with other features than it was trained with."""
+    folder = tables["company"].parent
+    with point_in_time_join(store, PROBLEM) as registered, point_in_time_join_from_tables(PROBLEM, folder) as opened:
+        assert opened.tables == registered.tables
+        assert [table.view for table in opened.tables] == [AREA, COMPANY]
+    some = [f"{COMPANY}:{FEATURES[0]}"]
+    with point_in_time_join(store, PROBLEM, some) as registered:
+        assert view_tables(PROBLEM, folder, some) == list(registered.tables)
+
+
+def test_a_tables_folder_without_an_entitys_table_is_refused_naming_the_file(tables: dict[str, Path]) -> None:
+    tables["company"].unlink()
+    with pytest.raises(FeatureStoreError, match=r"feature table of 'company' at .*company\.parquet"):
+        view_tables(PROBLEM, tables["company"].parent)
 
 
 def test_a_training_set_written_in_chunks_equals_the_one_joined_whole(taxi_splits: tuple[Path, Path],

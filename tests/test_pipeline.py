@@ -65,6 +65,9 @@ def test_the_dag_runs_ingest_train_evaluate_bless_register_and_deploys_only_when
     assert tasks["register"].inputs.artifacts["schema"].task_output_artifact.producer_task == "schema"
     assert set(tasks["feast-apply"].dependent_tasks) == {"feature-tables"}
     assert set(tasks["materialize"].dependent_tasks) == {"feature-tables", "feast-apply"}
+    # The training sets join the feature tables without Feast's registry: they run beside feast_apply.
+    assert set(tasks["training-set"].dependent_tasks) == {"ingest", "feature-tables"}
+    assert set(tasks["training-set-2"].dependent_tasks) == {"ingest", "feature-tables"}
     # Tuning sees the train training set only (its own time holdout inside); the eval set judges the model alone.
     assert set(tasks["tune"].dependent_tasks) == {"training-set"}
     assert set(tasks["train"].dependent_tasks) == {"training-set", "training-set-2", "tune"}
@@ -108,8 +111,11 @@ def test_ingest_is_never_cached_because_its_source_can_change_behind_the_same_ur
     assert spec.root.dag.tasks["ingest"].caching_options.enable_cache is False
     assert spec.root.dag.tasks["train"].caching_options.enable_cache is True
     # The registries (MLflow's, Feast's) and the online store change between runs while their inputs stay the same.
-    for task in ("bless", "register", "feast-apply", "materialize", "training-set", "training-set-2"):
+    for task in ("bless", "register", "feast-apply", "materialize"):
         assert spec.root.dag.tasks[task].caching_options.enable_cache is False, task
+    # A training set is its trips and feature tables joined, nothing outside the run: a cache may answer for it.
+    for task in ("training-set", "training-set-2"):
+        assert spec.root.dag.tasks[task].caching_options.enable_cache is True, task
 
 
 def test_every_executor_runs_its_runtimes_image_without_installing_anything(compiled: Path) -> None:
