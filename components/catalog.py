@@ -251,38 +251,48 @@ def tune(
     hyperparameters on. `search_space` is a packaged name or a YAML path; `max_trials` > 0 overrides its budget.
     """
     import dataclasses
-    import tempfile
     from pathlib import Path
 
-    from slipway import logs, runtimes
-    from slipway.components import custom_objects, training_jobs
-    from slipway.components.search_space import load_search_space
-    from slipway.components.tracking import TrackingConfig
+    from slipway import logs
     from slipway.components.train_config import TrainConfig
-    from slipway.components.trainer import Lineage
-    from slipway.components.tuning import KatibTarget, tune_training
+    from slipway.components.tuners import checked_tuner, untuned
     from slipway.metric_values import finite_metrics
-    from slipway.problem import load_problem
 
     logs.configure()
     base = TrainConfig(architecture=architecture, hidden_units=tuple(int(u) for u in hidden_units), dropout=dropout,
                        epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, weight_decay=weight_decay,
                        patience=patience, seed=seed)
-    space = None if tuner == "off" else load_search_space(search_space)
-    if space is not None and max_trials > 0:
-        space = space.with_max_trials(max_trials)
-    katib, api = None, None
-    if tuner == "katib":
-        katib = KatibTarget(image=runtimes.CORE_IMAGE, namespace=custom_objects.pod_namespace(),
-                            experiment_name=training_jobs.job_name("slipway-tune", f"{pipeline_run_id}/{trials.uri}"),
-                            storage_uri=f"{trials.uri}.katib", problem=problem, credentials_secret=credentials_secret)
-        api = custom_objects.kube_client()
-    with tempfile.TemporaryDirectory(prefix="slipway-tune-") as workdir:
-        outcome = tune_training(
-            tuner, space, Path(train_data.path), load_problem(problem), Path(workdir), base,
-            TrackingConfig.resolve(tracking_uri, pipeline_root),
-            Lineage(data_sha256=train_data.metadata.get("sha256"), pipeline_run_id=pipeline_run_id,
-                    train_data=train_data.uri), katib, api)
+    if checked_tuner(tuner) == "off":
+        # Nothing to search: none of Optuna, MLflow, torch or Kubernetes is imported (seconds of start-up).
+        outcome = untuned(base)
+    else:
+        import tempfile
+
+        from slipway import runtimes
+        from slipway.components import custom_objects, training_jobs
+        from slipway.components.search_space import load_search_space
+        from slipway.components.tracking import TrackingConfig
+        from slipway.components.trainer import Lineage
+        from slipway.components.tuning import KatibTarget, tune_training
+        from slipway.problem import load_problem
+
+        space = load_search_space(search_space)
+        if max_trials > 0:
+            space = space.with_max_trials(max_trials)
+        katib, api = None, None
+        if tuner == "katib":
+            katib = KatibTarget(image=runtimes.CORE_IMAGE, namespace=custom_objects.pod_namespace(),
+                                experiment_name=training_jobs.job_name("slipway-tune",
+                                                                       f"{pipeline_run_id}/{trials.uri}"),
+                                storage_uri=f"{trials.uri}.katib", problem=problem,
+                                credentials_secret=credentials_secret)
+            api = custom_objects.kube_client()
+        with tempfile.TemporaryDirectory(prefix="slipway-tune-") as workdir:
+            outcome = tune_training(
+                tuner, space, Path(train_data.path), load_problem(problem), Path(workdir), base,
+                TrackingConfig.resolve(tracking_uri, pipeline_root),
+                Lineage(data_sha256=train_data.metadata.get("sha256"), pipeline_run_id=pipeline_run_id,
+                        train_data=train_data.uri), katib, api)
     Path(trials.path).write_text(outcome.markdown)
     for name, value in finite_metrics(outcome.metrics, "tune").items():
         best_params.log_metric(name, value)

@@ -28,16 +28,16 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 from slipway.atomic import atomic_output
-from slipway.components.model_artifact import load_model
-from slipway.components.preprocessing import Preprocessing
 from slipway.problem import Problem
+
+if TYPE_CHECKING:
+    from slipway.components.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,12 @@ def checked_threshold(threshold: float) -> float:
 
 def evaluate_model(model_dir: Path, eval_path: Path, problem: Problem, threshold: float = 0.5) -> Evaluation:
     """Scores the eval split with the model and computes the metrics at `threshold`, overall and per slice."""
+    # Imported here: the steps that only read an evaluation (register, promote, champion) need neither torch nor
+    # scikit-learn.
+    from sklearn import metrics as skm
+
+    from slipway.components.model_artifact import load_model
+
     checked_threshold(threshold)
     model = load_model(model_dir)
     label = model.preprocessing.label
@@ -242,6 +248,8 @@ def load_evaluation(path: Path) -> Evaluation:
 
 def _metrics(actual: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
     """The metrics that both the whole split and each slice report."""
+    from sklearn import metrics as skm
+
     predicted = (scores >= threshold).astype(int)
     return {
         "rows": len(actual),

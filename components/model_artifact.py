@@ -20,11 +20,10 @@ from torch import nn
 
 from slipway.atomic import atomic_outputs
 from slipway.components import models
+from slipway.components.model_files import METADATA_FILE, WEIGHTS_FILE
 from slipway.components.preprocessing import Preprocessing
 
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-METADATA_FILE = "model.json"
 
 
 class ModelArtifactError(ValueError):

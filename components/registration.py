@@ -15,8 +15,8 @@ from pathlib import Path
 
 from slipway.components.blessing import Decision
 from slipway.components.evaluation import Evaluation
-from slipway.components.model_artifact import METADATA_FILE
 from slipway.components.model_card import CardFacts, render_model_card
+from slipway.components.model_files import METADATA_FILE
 from slipway.components.registry import ModelRegistry, RegisteredVersion, RegistryError
 from slipway.problem import Problem
 

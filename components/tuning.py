@@ -40,12 +40,11 @@ from slipway.components.search_space import Parameter, SearchSpace
 from slipway.components.tracking import TrackingConfig, TrainingRun, lineage_tags
 from slipway.components.train_config import TrainConfig
 from slipway.components.trainer import Lineage, TrainingStopped, train
+from slipway.components.tuners import TuningOutcome, checked_tuner, untuned
 from slipway.problem import Problem
 from slipway.storage import upload
 
 log = logging.getLogger(__name__)
-
-TUNERS = ("off", "optuna", "katib")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,23 +248,6 @@ class KatibTarget:
     poll_s: float = 30.0
 
 
-@dataclasses.dataclass(frozen=True)
-class TuningOutcome:
-    """What the pipeline's `tune` step hands on: the config to train with, and how it was chosen."""
-
-    config: TrainConfig
-    markdown: str
-    metrics: dict[str, float]
-
-
-def checked_tuner(tuner: str) -> str:
-    """`tuner` if it is one of TUNERS, else a ValueError naming them: the tune step's rule, which `slipway run`
-    applies to `--set tuner=` before anything runs."""
-    if tuner not in TUNERS:
-        raise ValueError(f"tuner {tuner!r}: expected one of {list(TUNERS)}")
-    return tuner
-
-
 def tune_training(tuner: str, space: SearchSpace | None, train_path: Path, problem: Problem, workdir: Path,
                   base: TrainConfig, tracking: TrackingConfig | None = None, lineage: Lineage | None = None,
                   katib: KatibTarget | None = None, api: Any = None) -> TuningOutcome:
@@ -274,8 +256,7 @@ def tune_training(tuner: str, space: SearchSpace | None, train_path: Path, probl
     the best trial, the rest from `base`."""
     checked_tuner(tuner)
     if tuner == "off":
-        return TuningOutcome(config=base, metrics={}, markdown="Tuning is off (`tuner=off`): `train` uses the "
-                             "pipeline's hyperparameters as given.\n")
+        return untuned(base)
     if space is None:
         raise ValueError(f"tuner {tuner!r} needs a search space")
     fit_path, holdout_path = workdir / "fit.parquet", workdir / "holdout.parquet"
