@@ -13,7 +13,8 @@ its process tree (the task's executor and what it starts: torchrun's workers, a 
 
 Writes bench/results/scale.json and .md: median and spread of the wall time, and per task the median time and
 the largest peak over the repeats, with the machine. `--feature-steps` runs the data steps alone (ingest,
-feature tables, Feast apply, the two training sets: the library calls the pipeline's tasks make), each in a
+feature tables, Feast apply, the two training sets: the library calls the pipeline's tasks make), then batch
+scoring of every trip with the point-in-time join (with a model trained for it on 50,000 rows), each in a
 fresh process whose peak RSS is its own `ru_maxrss` (os.wait4), and writes bench/results/scale_features.*.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -149,6 +151,25 @@ FEATURE_STEPS = {
     "training-set-2": "from slipway.components.feature_store import StoreConfig, open_store, write_training_set\n"
                       "write_training_set(open_store(StoreConfig(repo_dir=work / 'repo'), problem), problem, "
                       "work / 'eval.parquet', work / 'set-eval.parquet')",
+    # A model to score with (one epoch on 50,000 rows of the training sets: its quality is beside the point).
+    "train-small-model": "import pyarrow as pa, pyarrow.parquet as pq\n"
+                         "from slipway.components.train_config import TrainConfig\n"
+                         "from slipway.components.trainer import train\n"
+                         "for name in ('train', 'eval'):\n"
+                         "    rows = next(pq.ParquetFile(work / f'set-{name}.parquet').iter_batches(50_000))\n"
+                         "    pq.write_table(pa.Table.from_batches([rows]), work / f'small-{name}.parquet')\n"
+                         "train(work / 'small-train.parquet', work / 'small-eval.parquet', problem, "
+                         "TrainConfig(epochs=1), work / 'model', work / 'checkpoints')",
+    # Batch scoring of every trip of the source with the point-in-time join, as `slipway score --feature-repo`.
+    "batch-score-with-join": "import json\n"
+                             "from slipway.components.batch_prediction import feature_join\n"
+                             "from slipway.components.batch_scoring import score_file\n"
+                             "from slipway.components.feature_store import StoreConfig\n"
+                             "with feature_join(StoreConfig(repo_dir=work / 'repo'), problem) as join:\n"
+                             "    result = score_file(data, work / 'model', work / 'scores', model_version='bench', "
+                             "run_id='bench', join=join)\n"
+                             "print(json.dumps({'rows_per_s': result.rows_per_s, 'scored': result.scored, "
+                             "'rejected': result.rejected}))",
 }
 STEP_PRELUDE = ("import sys\nfrom pathlib import Path\nfrom slipway import logs\nfrom slipway.problem import "
                 "load_problem\nlogs.configure()\ndata, work = sys.argv[1], Path(sys.argv[2])\n"
@@ -162,11 +183,16 @@ def feature_steps(rows: int, data: Path) -> dict:
     try:
         for name, code in FEATURE_STEPS.items():
             started = time.perf_counter()
-            process = subprocess.Popen([sys.executable, "-c", STEP_PRELUDE + code, str(data), str(work)], cwd=ROOT)
+            process = subprocess.Popen([sys.executable, "-c", STEP_PRELUDE + code, str(data), str(work)], cwd=ROOT,
+                                       stdout=subprocess.PIPE, text=True)
+            answer = process.stdout.read()
             _, status, usage = os.wait4(process.pid, 0)
             process.returncode = os.waitstatus_to_exitcode(status)
             steps[name] = {"seconds": time.perf_counter() - started, "peak_rss_mib": usage.ru_maxrss / 1024,
                            "ok": process.returncode == 0}
+            last = answer.strip().splitlines()[-1] if answer.strip() else ""
+            if last.startswith("{"):
+                steps[name].update(json.loads(last))
             print(f"{rows:,} trips, {name}: {steps[name]}", flush=True)
             if process.returncode != 0:
                 break
@@ -187,6 +213,7 @@ def feature_report(results: dict) -> str:
         for size in sizes:
             step = size["steps"].get(name)
             cells.append("-" if step is None else f"{step['seconds']:.1f} s, {step['peak_rss_mib']:,.0f}"
+                         + (f" ({step['rows_per_s']:,.0f} rows/s)" if "rows_per_s" in step else "")
                          + ("" if step["ok"] else " FAILED"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     totals = [sum(step["seconds"] for step in size["steps"].values()) for size in sizes]
