@@ -53,6 +53,8 @@ What Feast 0.67 does that these functions guard against (each has a test):
 
 Importing Feast takes 6-8 s (it imports torch and FastAPI), so it is imported inside the
 functions that need it: a step that imports this module only for `feature_refs` does not pay.
+Its torch import (2 s, for `to_tensor` methods Slipway never calls) is deferred to a call
+(`_defer_feasts_torch_import`), so feast_apply, materialize and the Feast transformer load no torch.
 """
 
 from __future__ import annotations
@@ -60,10 +62,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
+import importlib.util
 import logging
 import os
+import sys
 import tempfile
 import time
+import types
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -179,6 +185,7 @@ class StoreConfig:
 
     def repo_config(self, project: str) -> RepoConfig:
         """Feast's configuration, built in code: local provider, Parquet offline store, our online store."""
+        _defer_feasts_torch_import()
         from feast import RepoConfig
         from feast.errors import FeastExtrasDependencyImportError
         from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
@@ -222,6 +229,7 @@ def open_store(config: StoreConfig, problem: Problem) -> FeatureStore:
     One project per problem keeps two problems' views apart in a shared registry and Redis.
     Nothing is read or created until the first call that needs it, except an s3:// registry (below).
     """
+    _defer_feasts_torch_import()
     from feast import FeatureStore
 
     Path(config.repo_dir).mkdir(parents=True, exist_ok=True)
@@ -269,6 +277,7 @@ def definitions(problem: Problem, tables: Mapping[str, str | Path]) -> list[Any]
     back a point-in-time join looks for an entity's latest feature row, and what a first
     materialization loads; rows older than it are dropped from training sets (see the module doc).
     """
+    _defer_feasts_torch_import()
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64
 
@@ -648,6 +657,28 @@ def _integer_key(value: Any) -> int:
     if not isinstance(value, str) and key != value:
         raise ValueError(f"{value!r} is not a whole number")
     return key
+
+
+FEAST_TORCH_WRAPPER = "feast.torch_wrapper"
+
+
+def _defer_feasts_torch_import() -> None:
+    """Feast 0.67's `feast.torch_wrapper` imports torch (2 s) when Feast is imported, for the `to_tensor` methods
+    alone, which Slipway never calls; before Feast is first imported, a wrapper with the same `get_torch` that
+    imports torch when called stands in for it. A process that has imported Feast already keeps what it has."""
+    if FEAST_TORCH_WRAPPER in sys.modules or "feast" in sys.modules:
+        return
+    wrapper = types.ModuleType(FEAST_TORCH_WRAPPER, "Feast's torch wrapper, importing torch on first use (Slipway).")
+    wrapper.TORCH_AVAILABLE = importlib.util.find_spec("torch") is not None
+
+    def get_torch() -> types.ModuleType:
+        try:
+            return importlib.import_module("torch")
+        except Exception as exc:  # as Feast's own wrapper: a CUDA library missing is not an ImportError
+            raise ImportError(f"Torch is not available or failed to import: {exc}") from exc
+
+    wrapper.get_torch = get_torch
+    sys.modules[FEAST_TORCH_WRAPPER] = wrapper
 
 
 def _registry_kind(location: str) -> Literal["file", "object", "sql"]:

@@ -90,3 +90,25 @@ def test_tune_with_the_tuner_off_hands_the_hyperparameters_on_and_imports_nothin
     """)
     assert not heavy_loaded(code, setup=COMPONENTS)
     assert "Tuning is off" in (tmp_path / "trials.md").read_text()
+
+
+def test_feast_apply_and_materialize_load_feast_but_not_the_torch_it_would_import(
+        taxi_splits: tuple[Path, Path], tmp_path: Path) -> None:
+    """Feast 0.67 imports torch (2 s) for methods Slipway never calls; feature_store defers it to a call."""
+    splits = [str(path) for path in taxi_splits]
+    code = textwrap.dedent(f"""
+        from datetime import datetime
+        from pathlib import Path
+        from slipway.components import feature_store
+        from slipway.components.feature_aggregates import write_feature_tables
+        from slipway.problem import load_problem
+
+        problem = load_problem("chicago_taxi")
+        tables = write_feature_tables([Path(path) for path in {splits!r}], problem, Path({str(tmp_path)!r}) / "tables")
+        store = feature_store.open_store(feature_store.StoreConfig(repo_dir=Path({str(tmp_path)!r}) / "repo"), problem)
+        feature_store.apply(store, problem, tables)
+        feature_store.materialize(store, datetime(2015, 8, 1))
+        found = feature_store.online_features(store, problem, {{"pickup_community_area": [8], "company": ["x"]}})
+        assert found["pickup_community_area_stats__found"] == [True], found
+    """)
+    assert heavy_loaded(code) == {"feast"}
