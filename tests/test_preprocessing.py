@@ -73,6 +73,22 @@ def test_an_integer_category_sent_as_a_float_finds_its_vocabulary_entry(taxi_tra
     assert ids[0] == ids[1] == ids[2] >= 2
 
 
+def test_the_vocabulary_is_the_same_whatever_type_holds_the_categories(taxi_training_sets) -> None:
+    # Training counts keys once per distinct value of a typed column: 32 in an Int64 column, 32.0 in a
+    # float one and "32" as text are one key, and a column of Python objects still counts value by value.
+    train = pd.read_parquet(taxi_training_sets[0])
+    expected = Preprocessing.fit(train, PROBLEM).vocabularies
+    area = PROBLEM.features.categorical.index("pickup_community_area")
+    for retyped in (train["pickup_community_area"].astype("float64"),
+                    train["pickup_community_area"].astype("string"),
+                    train["pickup_community_area"].astype(object)):
+        assert Preprocessing.fit(train.assign(pickup_community_area=retyped), PROBLEM).vocabularies == expected
+    assert all(key.isdigit() for key in expected[area])  # "32", never "32.0"
+    mixed = train.assign(payment_type=pd.Series([True, 1] * (len(train) // 2), dtype=object))
+    payment = PROBLEM.features.categorical.index("payment_type")
+    assert sorted(Preprocessing.fit(mixed, PROBLEM).vocabularies[payment]) == ["1", "True"]
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"fare": ["twelve"]}, "feature 'fare': expected numbers (or null)"),
     ({"fare": [1.0, 2.0]}, "feature columns differ in length"),
