@@ -20,6 +20,11 @@ DEFAULT_PROCESSES = 2
 # The architectures `slipway.components.models.ARCHITECTURES` builds (a test keeps the two in step).
 ARCHITECTURE_NAMES = ("mlp", "logistic_regression")
 
+# Each numeric feature's embedding width in the MLPs the trainer builds (`models.NumericEmbedding`): part of the
+# "mlp" architecture rather than a hyperparameter: 16 beat 8, 4 and none in mean and worst eval AUC over seeds
+# (bench/model_quality.py). The model artifact records it, so a saved model never depends on this value.
+MLP_NUMERIC_EMBEDDING_DIM = 16
+
 
 def max_local_processes() -> int:
     """The most training processes this machine runs: one per CPU core (more only time-slice the same cores and
@@ -75,5 +80,6 @@ class TrainConfig:
         arguments: dict[str, Any] = {"numeric_inputs": preprocessing.numeric_inputs,
                                      "vocabulary_sizes": preprocessing.vocabulary_sizes}
         if self.architecture == "mlp":
-            arguments |= {"hidden_units": list(self.hidden_units), "dropout": self.dropout}
+            arguments |= {"hidden_units": list(self.hidden_units), "dropout": self.dropout,
+                          "numeric_embedding_dim": MLP_NUMERIC_EMBEDDING_DIM}
         return arguments

@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
 from slipway.components.checkpoints import STATE_FILE
 from slipway.components.launcher import TrainingLaunchError, run_local_training, trainer_command
 from slipway.components.model_artifact import METADATA_FILE, WEIGHTS_FILE, load_model
-from slipway.components.models import ARCHITECTURES, embedding_width
-from slipway.components.train_config import ARCHITECTURE_NAMES, TrainConfig
+from slipway.components.models import ARCHITECTURES, NumericEmbedding, build, embedding_width
+from slipway.components.train_config import ARCHITECTURE_NAMES, MLP_NUMERIC_EMBEDDING_DIM, TrainConfig
 from slipway.components.trainer import TrainingDataError, TrainResult, train, trainer_arguments
 from slipway.problem import load_problem
 
@@ -60,12 +61,37 @@ def test_one_process_trains_an_mlp_that_beats_the_baseline_and_saves_a_safe_arti
     assert metadata["architecture"]["name"] == "mlp"
     arguments = metadata["architecture"]["arguments"]  # defaults resolved, so loading never re-derives them
     assert arguments["embedding_dims"] == [embedding_width(size) for size in arguments["vocabulary_sizes"]]
+    assert arguments["numeric_embedding_dim"] == MLP_NUMERIC_EMBEDDING_DIM
     assert metadata["lineage"]["train_config"]["seed"] == CONFIG.seed
     evaluation = pd.read_parquet(taxi_training_sets[1])
     scores = load_model(tmp_path / "model").predict_proba(evaluation)
     assert roc_auc_score(evaluation[PROBLEM.label.name], scores) == pytest.approx(result.eval_auc, abs=1e-5)
     assert result.eval_auc > 0.90  # the logistic baseline reaches 0.92 in 20 epochs
     assert (result.world_size, result.epochs_run, result.resumed_from_epoch) == (1, CONFIG.epochs, 0)
+
+
+def test_an_mlp_saved_before_numeric_embeddings_loads_as_the_plain_mlp_it_was() -> None:
+    # Its model.json has no numeric_embedding_dim: the numerics go straight into the first layer.
+    saved = {"numeric_inputs": 6, "vocabulary_sizes": [4, 9], "hidden_units": [8], "dropout": 0.0,
+             "embedding_dims": [2, 3]}
+    module = build("mlp", saved)
+    assert module.numeric_embedding is None
+    assert module.mlp[0].in_features == 6 + 2 + 3
+    assert module.arguments == saved  # and it is saved again exactly as it was
+
+
+def test_a_numeric_embedding_embeds_each_value_on_its_own_and_passes_the_missing_indicators_through() -> None:
+    torch.manual_seed(0)
+    embedding = NumericEmbedding(numeric_inputs=6, width=4)  # 3 values, then their 3 missing indicators
+    numeric = torch.tensor([[0.5, -1.0, 2.0, 0.0, 1.0, 0.0]])
+    changed = numeric.clone()
+    changed[0, 1] = 30.0  # the second value only
+    before, after = embedding(numeric), embedding(changed)
+    assert before.shape == (1, 3 * 4 + 3)
+    differs = (before != after)[0]
+    assert differs[4:8].any()
+    assert not differs[:4].any() and not differs[8:].any()  # the first and third values' features, the indicators
+    assert torch.equal(before[0, 12:], numeric[0, 3:])
 
 
 def test_training_is_reproducible_for_a_seed_and_differs_across_seeds(taxi_training_sets, tmp_path) -> None:
