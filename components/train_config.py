@@ -53,10 +53,10 @@ class TrainConfig:
     hidden_units: tuple[int, ...] = _option((64, 32), "widths of the MLP's hidden layers")
     dropout: float = _option(0.1, "dropout after each hidden layer")
     epochs: int = _option(20, "most epochs to train (early stopping may end sooner)")
-    learning_rate: float = _option(3e-3, "AdamW learning rate")
-    batch_size: int = _option(256, "global batch size, split across the processes")
+    learning_rate: float = _option(6e-3, "AdamW learning rate")
+    batch_size: int = _option(1024, "global batch size, split across the processes")
     weight_decay: float = _option(1e-4, "AdamW weight decay")
-    patience: int = _option(3, "epochs without eval AUC improvement before stopping early")
+    patience: int = _option(4, "epochs without eval AUC improvement before stopping early")
     seed: int = _option(0, "seed for initial weights, shuffling and dropout")
 
     def __post_init__(self) -> None:
