@@ -158,7 +158,7 @@ def _cpu_seconds() -> float:
 
 def import_profile(statement: str) -> dict:
     """`python -X importtime -c statement` in the drift environment: its wall time, and the import time of each
-    top-level package (the sum of its modules' own times), largest first."""
+    top-level package (the sum of its modules' own times), the 12 largest."""
     started = time.perf_counter()
     stderr = subprocess.run([str(runtimes.local_python(runtimes.DRIFT)), "-X", "importtime", "-c", statement],
                             check=True, capture_output=True, text=True).stderr
@@ -166,7 +166,7 @@ def import_profile(statement: str) -> dict:
     packages: collections.Counter[str] = collections.Counter()
     for own_us, name in re.findall(r"^import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)$", stderr, re.M):
         packages[name.split(".")[0]] += int(own_us) / 1e6
-    return {"wall": wall, "imports": sum(packages.values()), "packages": dict(packages.most_common())}
+    return {"wall": wall, "imports": sum(packages.values()), "packages": dict(packages.most_common(12))}
 
 
 def _write(frame: pd.DataFrame, path: Path) -> Path:
