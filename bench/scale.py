@@ -4,10 +4,9 @@ peak resident memory.
 Each run is `slipway run training --data <csv> --set tuner=off` in a fresh process with its own pipeline root
 (a fresh registry, so every run trains, registers and deploys as a first run does). The data is the taxi sample
 and its resamplings over proportionally longer spans (bench/scaled_taxi.py). Task times are kfp.local's own
-("Executing task" to "finished" in its log); a task's peak memory is the sum of its processes' own peaks
-(VmHWM: the executor and what it starts, torchrun's workers or a model server), read every 0.2 s from /proc,
-an upper bound of what the task held at once. The runner's own process (`slipway run`, which compiles and
-schedules) is reported apart.
+("Executing task" to "finished" in its log); the run's peak memory is the largest peak of any one of its
+processes (`os.wait4`'s ru_maxrss over the run and its waited-for descendants). Each data step's own peak is
+`--feature-steps`'s.
 
     python bench/scale.py [--rows 10000 100000 1000000] [--repeats 3]
     python bench/scale.py --feature-steps [--rows 1000000 10000000]
@@ -31,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -43,7 +41,6 @@ from slipway.sample_data import fetch_sample
 ROOT = Path(__file__).resolve().parent.parent
 SLIPWAY = Path(sys.executable).parent / "slipway"
 TASK_LINE = re.compile(r"(\d\d:\d\d:\d\d\.\d+) - INFO - (?:Executing task '([\w-]+)'|Task '([\w-]+)' finished)")
-TASK_DIR = re.compile(r'"uri": "[^"]*/training-[\d-]+/([\w-]+)/')
 
 
 @dataclasses.dataclass
@@ -52,68 +49,8 @@ class Run:
     seconds: float
     ok: bool
     tasks: dict[str, float]  # seconds
-    peaks: dict[str, float]  # MiB
-    runner_peak: float
+    peak_rss_mib: float  # the largest peak of any one process of the run (os.wait4's ru_maxrss)
     tail: str
-
-
-def _children(pid: int) -> list[int]:
-    """Every child of `pid`, whichever of its threads started it (kfp.local starts tasks from worker threads)."""
-    children = []
-    for thread in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children += [int(child) for child in (thread / "children").read_text().split()]
-        except OSError:
-            continue
-    return children
-
-
-def _tree(pid: int) -> list[int]:
-    found, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        found.append(current)
-        stack.extend(_children(current))
-    return found
-
-
-def _peak_rss_mib(pid: int) -> float:
-    """The process's own peak resident memory so far (VmHWM)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0.0
-
-
-def _task_of(pid: int) -> str | None:
-    """The task an executor process runs, read off an output URI in its command line (<run>/<task>/<output>)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            cmdline = file.read().decode(errors="replace")
-    except OSError:
-        return None
-    if "kfp.dsl.executor_main" not in cmdline or "--executor_input" not in cmdline:
-        return None
-    match = TASK_DIR.search(cmdline)
-    return match.group(1) if match else None
-
-
-def _sample(runner: int, peaks: dict[str, float], runner_peak: list[float], done: threading.Event) -> None:
-    """Each task's peak: the sum of its processes' own peaks (VmHWM), an upper bound of what they held at once."""
-    seen: dict[int, tuple[str, float]] = {}
-    while not done.wait(0.2):
-        runner_peak[0] = max(runner_peak[0], _peak_rss_mib(runner))
-        for pid in _tree(runner)[1:]:
-            task = _task_of(pid)
-            if task is None:
-                continue
-            for process in _tree(pid):
-                seen[process] = (task, max(seen.get(process, (task, 0.0))[1], _peak_rss_mib(process)))
-        for task in {task for task, _ in seen.values()}:
-            peaks[task] = sum(peak for owner, peak in seen.values() if owner == task)
 
 
 def _task_seconds(log: str) -> dict[str, float]:
@@ -130,24 +67,17 @@ def _task_seconds(log: str) -> dict[str, float]:
 def run_once(rows: int, data: Path) -> Run:
     root = Path(tempfile.mkdtemp(prefix=f"slipway-scale-{rows}-"))
     log_path = root / "run.log"
-    peaks: dict[str, float] = {}
-    runner_peak = [0.0]
-    done = threading.Event()
     started = time.perf_counter()
     with open(log_path, "w") as log:
         process = subprocess.Popen([str(SLIPWAY), "run", "training", "--data", str(data), "--set", "tuner=off",
                                     "--pipeline-root", str(root / "runs")], stdout=log, stderr=subprocess.STDOUT,
                                    cwd=ROOT)
-        sampler = threading.Thread(target=_sample, args=(process.pid, peaks, runner_peak, done), daemon=True)
-        sampler.start()
-        process.wait()
+        _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
-    done.set()
-    sampler.join()
     text = log_path.read_text()
     shutil.rmtree(root, ignore_errors=True)
-    return Run(rows=rows, seconds=seconds, ok=process.returncode == 0, tasks=_task_seconds(text), peaks=peaks,
-               runner_peak=runner_peak[0], tail="\n".join(text.splitlines()[-3:]))
+    return Run(rows=rows, seconds=seconds, ok=os.waitstatus_to_exitcode(status) == 0, tasks=_task_seconds(text),
+               peak_rss_mib=usage.ru_maxrss / 1024, tail="\n".join(text.splitlines()[-3:]))
 
 
 FEATURE_STEPS = {
@@ -236,22 +166,21 @@ def feature_report(results: dict) -> str:
 
 def report(results: dict) -> str:
     lines = [f"# The training pipeline at scale (tuner off)\n\nMachine: {results['machine']['cpu']}, "
-             f"{results['machine']['cores']} cores. `python bench/scale.py` ({time.strftime('%Y-%m-%d')}).\n",
-             "| trips | runs | wall s, median (min-max) | slowest task | largest task peak RSS | runner RSS |",
-             "|---|---|---|---|---|---|"]
+             f"{results['machine']['cores']} cores; load average {results['load']}. `python bench/scale.py` "
+             f"({time.strftime('%Y-%m-%d')}). Peak RSS: the largest of any one process of the run (each step's own "
+             "peak at 1M and 10M trips: `--feature-steps`).\n",
+             "| trips | runs | wall s, median (min-max) | slowest task | peak RSS of one process |",
+             "|---|---|---|---|---|"]
     for size in results["sizes"]:
         wall = size["wall"]
         slowest = max(size["tasks"].items(), key=lambda item: item[1], default=("-", 0))
-        biggest = max(size["peaks"].items(), key=lambda item: item[1], default=("-", 0))
         lines.append(f"| {size['rows']:,} | {len(wall['runs'])} ({size['failed']} failed) | {wall['median']:.1f} "
-                     f"({wall['min']:.1f}-{wall['max']:.1f}) | {slowest[0]} {slowest[1]:.1f} s | {biggest[0]} "
-                     f"{biggest[1]:,.0f} MiB | {size['runner_peak']:,.0f} MiB |")
+                     f"({wall['min']:.1f}-{wall['max']:.1f}) | {slowest[0]} {slowest[1]:.1f} s | "
+                     f"{size['peak_rss_mib']:,.0f} MiB |")
     for size in results["sizes"]:
-        lines += [f"\n## {size['rows']:,} trips: each task (median s over the runs, largest peak RSS)\n",
-                  "| task | s | peak RSS MiB |", "|---|---|---|"]
-        lines += [f"| {task} | {seconds:.1f} | {size['peaks'].get(task, 0):,.0f} |"
-                  for task, seconds in size["tasks"].items()]
-        lines.append(f"| (sum of tasks) | {sum(size['tasks'].values()):.1f} | |")
+        lines += [f"\n## {size['rows']:,} trips: each task (median s over the runs)\n", "| task | s |", "|---|---|"]
+        lines += [f"| {task} | {seconds:.1f} |" for task, seconds in size["tasks"].items()]
+        lines.append(f"| (sum of tasks) | {sum(size['tasks'].values()):.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -275,11 +204,10 @@ def main() -> None:
             print(f"{rows:,} trips: {run.seconds:.1f} s, {'ok' if run.ok else 'FAILED'}\n{run.tail}", flush=True)
         good = [run for run in runs if run.ok] or runs
         tasks = {task: statistics.median(run.tasks.get(task, 0.0) for run in good) for task in good[0].tasks}
-        peaks = {task: max(run.peaks.get(task, 0.0) for run in good) for task in tasks}
         sizes.append({"rows": rows, "wall": summary([run.seconds for run in good]), "failed": len(runs) - len(good)
-                      if any(run.ok for run in runs) else len(runs), "tasks": tasks, "peaks": peaks,
-                      "runner_peak": max(run.runner_peak for run in good)})
-    results = {"machine": machine(), "sizes": sizes}
+                      if any(run.ok for run in runs) else len(runs), "tasks": tasks,
+                      "peak_rss_mib": max(run.peak_rss_mib for run in good)})
+    results = {"machine": machine(), "load": " ".join(f"{value:.1f}" for value in os.getloadavg()), "sizes": sizes}
     write_results("scale", results, report(results))
 
 

@@ -119,9 +119,9 @@ def own_ingest(
     validated = validate(statistics=stats.outputs["statistics"], schema=inferred.outputs["schema"], problem=problem)
 
     # Training waits for validation: nothing is trained on data that failed it.
-    # The hyperparameters not set here are train's defaults (TrainConfig's).
-    trained = train(train_data=train_data, eval_data=eval_data, problem=problem, epochs=epochs, processes=processes,
-                    pipeline_run_id=run_id, **run).after(validated)
+    # The hyperparameters not set here are train's defaults (TrainConfig's); few epochs take smaller batches.
+    trained = train(train_data=train_data, eval_data=eval_data, problem=problem, epochs=epochs, batch_size=256,
+                    processes=processes, pipeline_run_id=run_id, **run).after(validated)
     evaluated = evaluate(model=trained.outputs["model"], eval_data=eval_data, problem=problem, threshold=0.5)
     # The registry's champion can change between runs while these inputs stay the same: never cached.
     blessed = bless(evaluation=evaluated.outputs["evaluation"], eval_data=eval_data, problem=problem,

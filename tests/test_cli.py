@@ -35,7 +35,7 @@ def test_an_unknown_set_key_lists_every_valid_parameter_with_its_type_and_defaul
     assert result.exit_code == 2
     assert "'epoch' is not a parameter of pipeline 'training'" in result.output
     assert "epochs (integer, default 20)" in result.output
-    assert "learning_rate (float, default 0.003)" in result.output
+    assert "learning_rate (float, default 0.006)" in result.output
     assert "hidden_units (list, default [64, 32])" in result.output
 
 
@@ -82,7 +82,7 @@ def test_a_failing_step_exits_1_and_its_last_line_names_the_failed_task_and_why(
 def test_train_trains_outside_a_pipeline_and_tracks_the_run(taxi_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs" / "first"
     result = invoke("train", "--data", str(taxi_csv), "--processes", "1", "--epochs", "2", "--hidden-units", "16",
-                    "--output-dir", str(out))
+                    "--batch-size", "256", "--output-dir", str(out))
     assert result.exit_code == 0, result.output
     assert re.search(r"Trained mlp with 1 process\(es\) on cpu: eval AUC 0\.9\d+ at epoch \d of 2", result.output)
     run_id = re.search(r"MLflow run (\w+) in ", result.output).group(1)
