@@ -69,6 +69,11 @@ bench: $(TEST_STAMP) $(TFDV_STAMP) $(DRIFT_STAMP) data  ## run the benchmarks; f
 	$(PY) bench/drift.py
 	$(PY) bench/drift_monitor.py
 	$(PY) bench/batch_scoring.py
+	$(PY) bench/hostile_load.py
+	$(PY) bench/task_startup.py
+	$(PY) bench/model_quality.py
+	$(PY) bench/scale.py
+	$(PY) bench/scale.py --feature-steps
 
 compile: env  ## compile every pipeline to KFP IR in dist/, referencing $(IMAGE_REGISTRY)/slipway-*:$(IMAGE_TAG)
 	$(SLIPWAY) compile --output-dir dist
