@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from slipway.atomic import atomic_outputs
+from slipway.duckdb_sql import identifier, string_literal
 from slipway.expression import ExpressionError, evaluate
 from slipway.problem import Problem
 from slipway.storage import StorageConfig, download
@@ -194,8 +195,8 @@ def _write_split_by_time(labelled: Path, problem: Problem, condition: str, out: 
     import duckdb
 
     schema = pq.read_schema(labelled)
-    column = '"' + problem.timestamp.column.replace('"', '""') + '"'
-    path = "'" + str(labelled).replace("'", "''") + "'"
+    column = identifier(problem.timestamp.column)
+    path = string_literal(labelled)
     with duckdb.connect(config={"memory_limit": SORT_MEMORY, "temp_directory": workdir}) as connection:
         reader = connection.sql(
             f"SELECT * EXCLUDE (file_row_number) FROM read_parquet({path}, file_row_number = true) "

@@ -29,12 +29,13 @@ import logging
 import os
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from slipway.duckdb_sql import identifier, string_literal
 
 if TYPE_CHECKING:
     import duckdb
@@ -86,8 +87,8 @@ class PointInTimeJoin:
         for index, table in enumerate(self.tables):
             # The keys a view has any feature row for: a row whose key is not among them keeps its row.
             self.connection.execute(
-                f"CREATE TEMP TABLE keys_{index} AS SELECT DISTINCT {_quote(table.entity)} AS key "
-                f"FROM read_parquet({_literal(table.path)})"
+                f"CREATE TEMP TABLE keys_{index} AS SELECT DISTINCT {identifier(table.entity)} AS key "
+                f"FROM read_parquet({string_literal(table.path)})"
             )
 
     def close(self) -> None:
@@ -110,18 +111,20 @@ class PointInTimeJoin:
         for index, table in enumerate(self.tables):
             ttl_ns = int(table.ttl / timedelta(microseconds=1)) * 1_000
             alias, keys = f"f{index}", f"keys_{index}"
-            columns = ", ".join(f"{_quote(name)} AS {_quote(f'{table.view}__{name}')}" for name in table.features)
+            entity, timestamp = identifier(table.entity), identifier(table.timestamp)
+            columns = ", ".join(f"{identifier(name)} AS {identifier(f'{table.view}__{name}')}"
+                                for name in table.features)
             joins.append(
-                f"ASOF LEFT JOIN (SELECT {_quote(table.entity)} AS key, epoch_ns({_quote(table.timestamp)}) AS ns, "
-                f"{columns} FROM read_parquet({_literal(table.path)}) "
-                f"WHERE epoch_ns({_quote(table.timestamp)}) BETWEEN {first - ttl_ns} AND {last}) "
-                f"{alias} ON r.{_quote(table.entity)} = {alias}.key AND r.{EVENT_NS} >= {alias}.ns "
-                f"LEFT JOIN {keys} ON r.{_quote(table.entity)} = {keys}.key"
+                f"ASOF LEFT JOIN (SELECT {entity} AS key, epoch_ns({timestamp}) AS ns, "
+                f"{columns} FROM read_parquet({string_literal(table.path)}) "
+                f"WHERE epoch_ns({timestamp}) BETWEEN {first - ttl_ns} AND {last}) "
+                f"{alias} ON r.{entity} = {alias}.key AND r.{EVENT_NS} >= {alias}.ns "
+                f"LEFT JOIN {keys} ON r.{entity} = {keys}.key"
             )
             within = f"coalesce({alias}.ns >= r.{EVENT_NS} - {ttl_ns}, false)"
             kept.append(f"({within} OR {keys}.key IS NULL)")
-            selects += [f"CASE WHEN {within} THEN {alias}.{_quote(f'{table.view}__{name}')} END::DOUBLE "
-                        f"AS {_quote(f'{table.view}__{name}')}" for name in table.features]
+            selects += [f"CASE WHEN {within} THEN {alias}.{identifier(f'{table.view}__{name}')} END::DOUBLE "
+                        f"AS {identifier(f'{table.view}__{name}')}" for name in table.features]
         query = (f"SELECT r.{ROW}, {' AND '.join(kept)} AS {KEPT}, {', '.join(selects)} "
                  f"FROM rows_in r {' '.join(joins)}")
         self.connection.register("rows_in", rows)
@@ -149,13 +152,3 @@ def _duckdb_config(settings: JoinSettings) -> dict[str, str | int]:
     if settings.temp_dir:
         config["temp_directory"] = settings.temp_dir
     return config
-
-
-def _quote(name: str) -> str:
-    """An SQL identifier, quoted (column names come from the problem file)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str | Path) -> str:
-    """An SQL string literal (a table's path)."""
-    return "'" + os.fspath(text).replace("'", "''") + "'"
