@@ -14,6 +14,6 @@ def test_a_column_and_a_path_holding_quotes_are_read_as_they_are(tmp_path: Path)
     column, path = 'fare "usd"', folder / "trips.parquet"
     pd.DataFrame({column: [1.5, 2.5]}).to_parquet(path)
     with duckdb.connect() as connection:
-        total = connection.sql(f"SELECT sum({identifier(column)}) FROM read_parquet({string_literal(path)})"
-                               ).fetchone()[0]
+        [(total,)] = connection.sql(f"SELECT sum({identifier(column)}) FROM read_parquet({string_literal(path)})"
+                                    ).fetchall()
     assert total == 4.0
